@@ -1,0 +1,292 @@
+"""Decode audio into float32 arrays: any format, encoding and channel count.
+
+WAV/FLAC/OGG/AIFF (8/16/24/32-bit PCM, float, mu-law and A-law telephone WAV)
+go through libsndfile (``soundfile``); MP3, M4A/AAC, Opus and other containers
+through FFmpeg (``av``). Resampling uses soxr. Every failure is an
+``AudioError`` with the path and a kind (missing, empty, corrupt, unsupported,
+too_short) so that pipelines can turn it into an ``errors.parquet`` row.
+
+Sources may be local paths, pyarrow filesystem URIs (``s3://...``) or bytes
+already read (as Ray Data's ``read_binary_files`` gives them).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from seremo.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+SOUNDFILE_EXTS = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".rf64", ".caf"}
+)
+AV_EXTS = frozenset({".mp3", ".m4a", ".aac", ".mp4", ".opus", ".webm", ".wma", ".mka"})
+AUDIO_EXTS = SOUNDFILE_EXTS | AV_EXTS
+
+Source = str | os.PathLike | bytes
+Channel = int | Literal["mix", "all"]
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, read without decoding the samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def is_audio_path(path: str | os.PathLike) -> bool:
+    """True when the extension is one seremo decodes."""
+    return os.path.splitext(str(path))[1].lower() in AUDIO_EXTS
+
+
+def _name(source: Source, name: str | None) -> str:
+    if name is not None:
+        return name
+    return "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+
+
+def _read_bytes(source: Source, name: str) -> bytes:
+    """All bytes of a source; URIs go through pyarrow's filesystems."""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = os.fspath(source)
+        try:
+            if "://" in path:
+                from pyarrow import fs
+
+                filesystem, inner = fs.FileSystem.from_uri(path)
+                with filesystem.open_input_stream(inner) as f:
+                    data = f.read()
+            else:
+                with open(path, "rb") as f:
+                    data = f.read()
+        except (FileNotFoundError, NotADirectoryError):  # a/b.wav where a is a file: missing
+            raise AudioError(name, "missing", "no such file") from None
+        except IsADirectoryError:
+            raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
+        except OSError as exc:  # pyarrow filesystems say it in words
+            msg = str(exc).lower()
+            if any(s in msg for s in ("not found", "does not exist", "not a directory")):
+                raise AudioError(name, "missing", "no such file") from None
+            if "is a directory" in msg:
+                raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
+            raise AudioError(name, "corrupt", f"cannot be read ({exc})") from None
+    if not data:
+        raise AudioError(name, "empty", "file has 0 bytes")
+    return data
+
+
+def _ext(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def _sf_decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """(channels, frames) float32 and the rate, via libsndfile."""
+    try:
+        y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        # error_string leaves out "Error opening <_io.BytesIO object at 0x...>", which
+        # would make the errors.parquet message differ from run to run
+        raise _SfFailed(exc.error_string or str(exc)) from None
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise _SfFailed(str(exc)) from None
+    return np.ascontiguousarray(y.T), int(sr)
+
+
+class _SfFailed(Exception):
+    pass
+
+
+def _av_frames(data: bytes, name: str) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (channels, n) float32 blocks at the native rate, via FFmpeg."""
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise AudioError(name, "unsupported", f"not a recognised audio format ({exc})") from None
+    with container:
+        if not container.streams.audio:
+            raise AudioError(name, "unsupported", "the container has no audio stream")
+        stream = container.streams.audio[0]
+        try:
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray()
+                fmt = frame.format
+                if not fmt.is_planar:  # interleaved: (1, n*ch) -> (ch, n)
+                    arr = arr.reshape(-1, frame.layout.nb_channels).T
+                arr = _to_float32(arr, fmt.name)
+                yield arr, int(frame.sample_rate)
+        except av.FFmpegError as exc:
+            raise AudioError(name, "corrupt", f"decoding failed ({exc})") from None
+
+
+def _to_float32(arr: np.ndarray, fmt: str) -> np.ndarray:
+    if arr.dtype == np.float32:
+        return arr
+    if arr.dtype == np.float64:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    scale = float(np.iinfo(arr.dtype).max) + 1.0
+    return arr.astype(np.float32) / scale
+
+
+def _av_decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    blocks, rate = [], 0
+    for block, block_rate in _av_frames(data, name):
+        blocks.append(block)
+        rate = block_rate
+    if not blocks:
+        raise AudioError(name, "empty", "the audio stream holds no samples")
+    return np.concatenate(blocks, axis=1), rate
+
+
+def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """Decode with libsndfile where it can, else FFmpeg; (channels, frames), rate."""
+    if _ext(name) not in AV_EXTS:
+        try:
+            return _sf_decode(data, name)
+        except _SfFailed as exc:
+            sf_error = str(exc)
+        try:
+            return _av_decode(data, name)
+        except AudioError as exc:
+            if exc.kind == "unsupported":
+                raise AudioError(
+                    name, "unsupported", f"not a recognised audio format ({sf_error})"
+                ) from None
+            raise
+    return _av_decode(data, name)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def info(source: Source, name: str | None = None) -> AudioInfo:
+    """Sample rate, channels and length, from the header where libsndfile can read it."""
+    name = _name(source, name)
+    if not isinstance(source, bytes) and "://" not in os.fspath(source) and _ext(name) not in AV_EXTS:
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise AudioError(name, "missing", "no such file")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise AudioError(name, "empty", "file has 0 bytes")
+        try:
+            i = sf.info(path)
+            return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format)
+        except (sf.LibsndfileError, RuntimeError):
+            pass  # fall back to decoding below, which gives the precise error
+    y, sr = _decode(_read_bytes(source, name), name)
+    return AudioInfo(sr, y.shape[0], y.shape[1], _ext(name).lstrip(".").upper() or "UNKNOWN")
+
+
+def resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample along the last axis with soxr (high quality); a no-op at equal rates."""
+    if sr_in == sr_out:
+        return y
+    if y.ndim == 1:
+        return soxr.resample(y, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(soxr.resample(y.T, sr_in, sr_out, quality="HQ").T, dtype=np.float32)
+
+
+def select_channel(y: np.ndarray, channel: Channel, name: str = "<audio>") -> np.ndarray:
+    """From (channels, frames): mix down (mean), pick one channel, or keep all."""
+    if channel == "all":
+        return y
+    if channel == "mix":
+        return y[0] if y.shape[0] == 1 else y.mean(axis=0)
+    if isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
+        channel = int(channel)  # numpy ints too, as read from a table or config
+        if not -y.shape[0] <= channel < y.shape[0]:
+            raise AudioError(
+                name, "unsupported", f"has {y.shape[0]} channel(s); channel {channel} was asked for"
+            )
+        return y[channel]
+    raise ValueError(f"channel must be 'mix', 'all' or an int, not {channel!r}")
+
+
+def load(
+    source: Source,
+    *,
+    sr: int | None = None,
+    channel: Channel = "mix",
+    start_s: float | None = None,
+    end_s: float | None = None,
+    min_duration_s: float = 0.0,
+    name: str | None = None,
+) -> tuple[np.ndarray, int]:
+    """Decode ``source`` to float32 in [-1, 1].
+
+    Returns ``(y, rate)``: ``y`` is 1-D for ``channel='mix'`` or an index and
+    ``(channels, frames)`` for ``channel='all'``; ``rate`` is ``sr`` when given
+    (resampled with soxr) else the file's own. ``start_s``/``end_s`` cut a
+    segment; a result shorter than ``min_duration_s`` raises ``too_short``.
+    """
+    name = _name(source, name)
+    # a null start_s/end_s read through pandas or numpy arrives as NaN: no bound
+    start_s = None if start_s is None or np.isnan(start_s) else start_s
+    end_s = None if end_s is None or np.isnan(end_s) else end_s
+    y, rate = _decode(_read_bytes(source, name), name)
+    if y.shape[1] == 0:
+        raise AudioError(name, "empty", "the file holds no samples")
+    if start_s is not None or end_s is not None:
+        total = y.shape[1] / rate
+        a = 0 if start_s is None else int(round(max(start_s, 0.0) * rate))
+        b = y.shape[1] if end_s is None else min(int(round(end_s * rate)), y.shape[1])
+        if b <= a:
+            raise AudioError(
+                name, "too_short", f"segment {start_s}-{end_s} s lies outside the file's {total:.2f} s"
+            )
+        y = y[:, a:b]
+    if not np.all(np.isfinite(y)):
+        raise AudioError(name, "corrupt", "decoded samples contain NaN or infinity")
+    y = select_channel(y, channel, name)
+    if sr is not None and sr != rate:
+        y, rate = resample(y, rate, sr), sr
+    duration = y.shape[-1] / rate
+    if duration < min_duration_s:
+        raise AudioError(
+            name, "too_short", f"{duration:.3f} s of audio, shorter than the {min_duration_s} s minimum"
+        )
+    return np.ascontiguousarray(y, dtype=np.float32), rate
+
+
+def read_source(source: Source, name: str | None = None) -> bytes:
+    """The raw bytes of a path, URI or bytes, with AudioError for missing/empty."""
+    return _read_bytes(source, _name(source, name))
+
+
+__all__ = [
+    "AUDIO_EXTS",
+    "AudioError",
+    "AudioInfo",
+    "info",
+    "is_audio_path",
+    "load",
+    "read_source",
+    "resample",
+    "select_channel",
+]
+

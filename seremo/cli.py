@@ -1,0 +1,181 @@
+"""The ``seremo`` command line: one verb per stage, the same flags everywhere.
+
+A user's mistake (a missing file, a bad option, a malformed corpus) ends as one
+line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from seremo import __version__
+from seremo.errors import ConfigError, SeremoError
+
+log = logging.getLogger("seremo")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain aligned text table (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(_is_num(row[i]) for row in rows) if rows else False for i in range(len(headers))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, numeric, strict=True))
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep, *[line(r) for r in cells[1:]]])
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--opt expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from seremo import manifest
+    from seremo.corpora import prepare_corpus
+
+    prepared = prepare_corpus(
+        args.corpus, args.root, class_set=args.class_set, **_parse_options(args.opt)
+    )
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True)
+    manifest.write(prepared.table, str(out))
+    errors_path = out.with_name(out.stem + ".errors.parquet")
+    import pyarrow.parquet as pq
+
+    pq.write_table(prepared.errors, errors_path)
+    print(prepare_summary(prepared))
+    print(f"manifest: {out}")
+    if prepared.errors.num_rows:
+        print(f"errors:   {errors_path}")
+    return 0
+
+
+def prepare_summary(prepared) -> str:
+    """The printed account of a prepare: rows, speakers, labels, hours, left-outs."""
+    t = prepared.table
+    labels = t.column("label").to_pylist()
+    counts: dict[str, int] = {}
+    for lab in labels:
+        key = "(unlabelled)" if lab is None else lab
+        counts[key] = counts.get(key, 0) + 1
+    hours = sum(d for d in t.column("duration_s").to_pylist() if d is not None) / 3600
+    lines = [
+        format_table(
+            ["rows", "speakers", "groups", "hours", "errors"],
+            [
+                [
+                    t.num_rows,
+                    len(set(t.column("speaker").to_pylist())),
+                    len(set(t.column("group").to_pylist())),
+                    round(hours, 3),
+                    prepared.errors.num_rows,
+                ]
+            ],
+        ),
+        "",
+        format_table(["label", "count"], sorted(counts.items())),
+    ]
+    if prepared.skipped:
+        lines += ["", format_table(["left out (not speech)", "files"], sorted(prepared.skipped.items()))]
+    if prepared.excluded:
+        lines += [
+            "",
+            format_table(
+                ["excluded by class set", "rows"],
+                sorted(((k or "(unlabelled)"), v) for k, v in prepared.excluded.items()),
+            ),
+        ]
+    if prepared.errors.num_rows:
+        kinds: dict[str, int] = {}
+        for k in prepared.errors.column("error").to_pylist():
+            kinds[k] = kinds.get(k, 0) + 1
+        lines += ["", format_table(["error", "files"], sorted(kinds.items()))]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, else a local embedded Ray)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seremo", description="Speech emotion recognition at cluster scale on Ray."
+    )
+    parser.add_argument("--version", action="version", version=f"seremo {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = sub.add_parser("prepare", help="read a corpus into a manifest (Parquet)")
+    p.add_argument("corpus", help="emodb, ravdess, cremad, savee, tess, iemocap, csv/parquet/table, folder")
+    p.add_argument("root", help="the corpus folder (or, for csv/parquet, the manifest file)")
+    p.add_argument("--out", required=True, help="manifest Parquet file to write")
+    p.add_argument("--class-set", default=None, help="keep and merge labels into a named class set")
+    p.add_argument(
+        "--opt", action="append", default=[], metavar="KEY=VALUE", help="loader option (repeatable)"
+    )
+    _common(p)
+    p.set_defaults(handler=cmd_prepare)
+
+    for register in _EXTRA_VERBS:
+        register(sub, _common)
+    return parser
+
+
+# Later stages register their verbs here (module, function) to keep imports lazy.
+_EXTRA_VERBS: list[Callable] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except SeremoError as exc:
+        print(f"seremo {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seremo {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Corpus loaders: one module per corpus, each ``prepare(root) -> pyarrow.Table``.
+
+``prepare_corpus`` wraps a loader with what every corpus needs: reading each
+file's header once (duration, and an errors row for any file that is not
+readable audio) and applying a class set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from seremo import audio, manifest
+from seremo.corpora import cremad, emodb, folder, iemocap, ravdess, savee, table, tess
+from seremo.corpora._common import skipped_counts
+from seremo.errors import AudioError, ConfigError, error_record, errors_table
+from seremo.labels import get_class_set
+
+log = logging.getLogger(__name__)
+
+LOADERS: dict[str, Callable[..., pa.Table]] = {
+    "emodb": emodb.prepare,
+    "ravdess": ravdess.prepare,
+    "cremad": cremad.prepare,
+    "savee": savee.prepare,
+    "tess": tess.prepare,
+    "iemocap": iemocap.prepare,
+    "table": table.prepare,
+    "csv": table.prepare,
+    "parquet": table.prepare,
+    "folder": folder.prepare,
+}
+
+
+@dataclass
+class Prepared:
+    """A manifest and the account of everything the loader found but did not keep."""
+
+    table: pa.Table
+    errors: pa.Table
+    skipped: Counter = field(default_factory=Counter)  # files left out by design, by reason
+    excluded: Counter = field(default_factory=Counter)  # rows the class set left out, by label
+
+
+def _durations(t: pa.Table) -> tuple[pa.Table, list[dict]]:
+    """Fill ``duration_s`` from each file's header; unreadable files become error rows."""
+    paths = t.column("path").to_pylist()
+    known = t.column("duration_s").to_pylist()
+    starts, ends = t.column("start_s").to_pylist(), t.column("end_s").to_pylist()
+
+    def one(i: int) -> float | AudioError:
+        # The header is read even when the loader knows the duration: it proves the file is audio.
+        try:
+            total = audio.info(paths[i]).duration_s
+        except AudioError as exc:
+            return exc
+        if total <= 0:
+            return AudioError(paths[i], "empty", "the file holds no samples")
+        if known[i] is not None:
+            return known[i]
+        end = total if ends[i] is None else min(ends[i], total)
+        return end - (starts[i] or 0.0)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(len(paths))))
+    ids = t.column("utterance_id").to_pylist()
+    errors = [
+        error_record("prepare", paths[i], ids[i], r) for i, r in enumerate(results) if isinstance(r, AudioError)
+    ]
+    keep = [not isinstance(r, AudioError) for r in results]
+    durations = pa.array([r for r in results if not isinstance(r, AudioError)], pa.float64())
+    out = t.filter(pa.array(keep))
+    out = out.set_column(out.column_names.index("duration_s"), "duration_s", durations)
+    return out, errors
+
+
+def prepare_corpus(
+    name: str, root: str | Path, class_set: str | None = None, **options: str
+) -> Prepared:
+    """Run the named loader, read headers, and apply ``class_set`` if given."""
+    try:
+        loader = LOADERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown corpus {name!r}; choose one of: {', '.join(sorted(LOADERS))}"
+        ) from None
+    chosen = get_class_set(class_set) if class_set is not None else None  # fail before any work
+    try:
+        t = loader(root, **options)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ConfigError(f"corpus {name!r} does not take option(s) {sorted(options)}") from None
+        raise
+    skipped = skipped_counts(t)
+    t, errs = _durations(manifest.conform(t))
+    excluded: Counter = Counter()
+    if chosen is not None:
+        t, excluded = manifest.apply_class_set(t, chosen)
+    for reason, n in skipped.items():
+        log.info("%s: left out %d file(s): %s", name, n, reason)
+    return Prepared(t, errors_table(errs), skipped, excluded)
+
+
+__all__ = ["LOADERS", "Prepared", "prepare_corpus"]

@@ -1,0 +1,74 @@
+"""EmoDB, the Berlin Database of Emotional Speech (Burkhardt et al., 2005).
+
+Files are ``SSTTTEV.wav``: speaker ``SS``, text ``TTT`` (a01..b10), emotion
+letter ``E`` (German initials) and version ``V``. Speakers are groups.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+
+from seremo.corpora._common import require_dir, table, walk
+from seremo.errors import CorpusError
+
+NAME = "emodb"
+PATTERN = re.compile(r"^(\d{2})([ab]\d{2})([A-Za-z])([a-z])\.wav$", re.IGNORECASE)
+
+EMOTIONS = {
+    "W": "angry",  # Wut
+    "L": "bored",  # Langeweile
+    "E": "disgust",  # Ekel
+    "A": "fearful",  # Angst
+    "F": "happy",  # Freude
+    "T": "sad",  # Trauer
+    "N": "neutral",
+}
+GENDER = {
+    "03": "m", "08": "f", "09": "f", "10": "m", "11": "m",
+    "12": "m", "13": "f", "14": "f", "15": "m", "16": "f",
+}  # fmt: skip
+TEXTS = {
+    "a01": "Der Lappen liegt auf dem Eisschrank.",
+    "a02": "Das will sie am Mittwoch abgeben.",
+    "a04": "Heute abend könnte ich es ihm sagen.",
+    "a05": "Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.",
+    "a07": "In sieben Stunden wird es soweit sein.",
+    "b01": "Was sind denn das für Tüten, die da unter dem Tisch stehen?",
+    "b02": "Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.",
+    "b03": "An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.",
+    "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
+    "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
+}
+
+
+def prepare(root: str | Path) -> pa.Table:
+    """Manifest of every EmoDB utterance under ``root``; speakers are the CV groups."""
+    root = require_dir(root, NAME)
+    rows = []
+    for path in walk(root):
+        m = PATTERN.match(path.name)
+        if not m:
+            raise CorpusError(path, "does not follow EmoDB naming SSTTTEV.wav (e.g. 03a01Fa.wav)")
+        speaker, text, emotion, _version = m.groups()
+        label = EMOTIONS.get(emotion.upper())
+        if label is None:
+            raise CorpusError(
+                path, f"unknown EmoDB emotion letter {emotion!r} (known: {''.join(EMOTIONS)})"
+            )
+        rows.append(
+            {
+                "utterance_id": f"emodb/{path.stem}",
+                "path": str(path),
+                "corpus": NAME,
+                "speaker": f"emodb/{speaker}",
+                "group": f"emodb/{speaker}",
+                "label": label,
+                "transcript": TEXTS.get(text.lower()),
+                "gender": GENDER.get(speaker),
+                "source_label": emotion.upper(),
+            }
+        )
+    return table(rows, root, NAME, "03a01Fa.wav")

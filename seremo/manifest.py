@@ -1,0 +1,117 @@
+"""The manifest: one row per utterance, the contract between every stage.
+
+Columns (see DESIGN.md): ``utterance_id`` (unique), ``path``, ``corpus``,
+``speaker``, ``group`` (the unit held out in speaker-independent CV), ``label``
+(canonical, null where the corpus gives no emotion), ``start_s``/``end_s``
+(a segment inside a longer file, else null), ``transcript``, ``gender``.
+seremo adds two nullable columns: ``source_label`` (the corpus's own code, kept
+for traceability) and ``duration_s`` (seconds of audio the row covers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from seremo.errors import CorpusError
+from seremo.labels import CANONICAL, ClassSet
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        pa.field("utterance_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("speaker", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("transcript", pa.string()),
+        pa.field("gender", pa.string()),
+        pa.field("source_label", pa.string()),
+        pa.field("duration_s", pa.float64()),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+REQUIRED: tuple[str, ...] = ("utterance_id", "path", "corpus", "speaker", "group")
+
+
+def from_rows(rows: Iterable[Mapping[str, Any]], source: str = "manifest") -> pa.Table:
+    """Build a manifest table from dict rows, filling absent optional columns with null."""
+    rows = list(rows)
+    data = {name: [row.get(name) for row in rows] for name in COLUMNS}
+    table = pa.Table.from_pydict(data, schema=SCHEMA)
+    validate(table, source)
+    return table
+
+
+def validate(table: pa.Table, source: str = "manifest") -> pa.Table:
+    """Check the manifest contract; raise CorpusError naming ``source`` on a breach."""
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise CorpusError(source, f"manifest lacks column(s) {', '.join(missing)}")
+    for name in REQUIRED:
+        if table.column(name).null_count:
+            raise CorpusError(source, f"manifest column {name!r} has empty values")
+    ids = table.column("utterance_id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = Counter(ids.to_pylist())
+        dup = next(k for k, v in counts.items() if v > 1)
+        raise CorpusError(source, f"utterance_id {dup!r} appears {counts[dup]} times; ids must be unique")
+    if "label" in table.column_names:
+        bad = set(table.column("label").drop_null().to_pylist()) - set(CANONICAL)
+        if bad:
+            raise CorpusError(source, f"labels {sorted(bad)} are not canonical ({' '.join(CANONICAL)})")
+    return table
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Reorder/cast to SCHEMA, adding absent optional columns as nulls."""
+    cols = []
+    for f in SCHEMA:
+        if f.name in table.column_names:
+            cols.append(table.column(f.name).cast(f.type))
+        else:
+            cols.append(pa.nulls(len(table), f.type))
+    return pa.Table.from_arrays(cols, schema=SCHEMA)
+
+
+def apply_class_set(table: pa.Table, class_set: ClassSet) -> tuple[pa.Table, Counter]:
+    """Keep the rows whose label the class set uses, relabelled to its classes.
+
+    Returns the new table and a count of the rows left out, by original label
+    (``None`` for unlabelled rows), so the caller can report them.
+    """
+    labels = table.column("label").to_pylist()
+    mapped = [class_set.map(lab) for lab in labels]
+    keep = [m is not None for m in mapped]
+    dropped = Counter(lab for lab, k in zip(labels, keep, strict=True) if not k)
+    out = table.filter(pa.array(keep))
+    out = out.set_column(
+        out.column_names.index("label"), "label", pa.array([m for m in mapped if m is not None], pa.string())
+    )
+    return out, dropped
+
+
+def read(path: str) -> pa.Table:
+    """Read a manifest Parquet file (local path or pyarrow filesystem URI)."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise CorpusError(path, "manifest not found; create it with `seremo prepare`") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorpusError(path, f"not a readable Parquet manifest ({exc})") from None
+    return validate(conform(table), path)
+
+
+def write(table: pa.Table, path: str) -> None:
+    """Write a manifest as one Parquet file."""
+    pq.write_table(conform(table), path)

@@ -1,0 +1,37 @@
+"""Shared fixtures: real EmoDB audio from ../shared and one Ray instance per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("SEREMO_TEST_DATA", REPO.parent / "shared" / "corpora"))
+EMODB = DATA_ROOT / "emodb"
+
+
+@pytest.fixture(scope="session")
+def emodb_root() -> Path:
+    """The real EmoDB corpus; tests that need it skip with the reason when it is absent."""
+    if not (EMODB / "wav").is_dir():
+        pytest.skip(f"EmoDB not found at {EMODB} (set SEREMO_TEST_DATA to the corpora folder)")
+    return EMODB
+
+
+@pytest.fixture(scope="session")
+def emodb_wavs(emodb_root: Path) -> list[Path]:
+    return sorted((emodb_root / "wav").glob("*.wav"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session, with 2 CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
