@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from seremo import __version__
 from seremo.errors import ConfigError, SeremoError
 
 log = logging.getLogger("seremo")
-
-Handler = Callable[[argparse.Namespace], int]
-
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table (numbers right-aligned)."""
@@ -121,6 +118,49 @@ def prepare_summary(prepared) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- extract
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from seremo import features
+    from seremo.extract import extract_manifest
+
+    fs = features.get(args.features, **_parse_options(args.param))
+    result = extract_manifest(
+        args.manifest,
+        fs,
+        args.out,
+        batch_size=args.batch_size,
+        address=args.address,
+        overwrite=args.overwrite,
+    )
+    print(extract_summary(result.summary, result.errors))
+    print(f"features: {args.out}/shards")
+    if result.errors:
+        print(f"errors:   {args.out}/errors.parquet")
+    return 0
+
+
+def extract_summary(summary: dict, errors: list[dict]) -> str:
+    fs = summary["feature_set"]
+    lines = [
+        format_table(
+            ["feature set", "inputs", "rows", "errors", "audio h", "wall s", "x real-time"],
+            [[
+                f"{fs['name']} v{fs['version']}", summary["inputs"], summary["rows"], summary["errors"],
+                round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
+                round(summary["x_realtime"] or 0.0, 1),
+            ]],
+        )
+    ]  # fmt: skip
+    if errors:
+        kinds: dict[str, int] = {}
+        for e in errors:
+            kinds[e["error"]] = kinds.get(e["error"], 0) + 1
+        lines += ["", format_table(["error", "inputs"], sorted(kinds.items()))]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -151,13 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_prepare)
 
-    for register in _EXTRA_VERBS:
-        register(sub, _common)
+    p = sub.add_parser("extract", help="extract a feature set for a manifest with Ray Data")
+    p.add_argument("manifest", help="manifest Parquet file (from `seremo prepare`)")
+    p.add_argument("--features", default="seremo", help="feature set (default: seremo)")
+    p.add_argument("--out", required=True, help="features directory to write")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="feature-set parameter"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="utterances per Ray task (default 32)")
+    p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
+    _common(p)
+    p.set_defaults(handler=cmd_extract)
     return parser
-
-
-# Later stages register their verbs here (module, function) to keep imports lazy.
-_EXTRA_VERBS: list[Callable] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,112 @@
+"""The feature-set contract: a name, a kind, a sample rate, parameters, a version
+and ``extract(y, sr) -> np.ndarray``.
+
+Each feature set is a frozen dataclass: its fields are its parameters, readable
+in one place, and ``describe()`` is what shard metadata and model bundles record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+Kind = Literal["vector", "sequence", "image"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet(ABC):
+    """Base class; subclasses set ``name``, ``kind``, ``version`` and implement ``compute``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    version: ClassVar[str]
+    # Clips shorter than this are zero-padded before extraction (never an error).
+    min_samples_s: ClassVar[float] = 0.05
+
+    sample_rate: int = 16000
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "version": self.version, "params": self.params}
+
+    def extract(self, y: np.ndarray, sr: int) -> np.ndarray:
+        """Features of a mono float signal at ``sr`` (must equal ``sample_rate``).
+
+        Always finite float32: vectors are (dim,), sequences (frames, dim),
+        images (bands, frames).
+        """
+        if sr != self.sample_rate:
+            raise ValueError(f"{self.name} expects {self.sample_rate} Hz audio, got {sr} Hz")
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim != 1:
+            raise ValueError(f"{self.name} expects mono audio, got shape {y.shape}")
+        n_min = int(self.min_samples_s * sr)
+        if len(y) < n_min:
+            y = np.pad(y, (0, n_min - len(y)))
+        out = np.asarray(self.compute(y, sr), dtype=np.float32)
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+    @abstractmethod
+    def compute(self, y: np.ndarray, sr: int) -> np.ndarray: ...
+
+    def feature_names(self) -> list[str] | None:
+        """Names of the vector's dimensions, where the set has them."""
+        return None
+
+
+FUNCTIONALS = ("mean", "std", "min", "max", "p10", "p50", "p90", "range", "skew", "slope")
+
+
+def functionals(x: np.ndarray, prefix: str | list[str], which: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """Summarise each column of ``x`` (frames, d) over time.
+
+    ``which`` names functionals from: mean std min max p10 p50 p90 range skew
+    slope. Empty input (no frames selected) gives zeros, never NaN.
+    """
+    unknown = set(which) - set(FUNCTIONALS)
+    if unknown:
+        raise ValueError(f"unknown functional(s) {sorted(unknown)}; known: {', '.join(FUNCTIONALS)}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    d = x.shape[1]
+    names = prefix if isinstance(prefix, list) else [f"{prefix}{i}" for i in range(d)]
+    if len(x) == 0:
+        return np.zeros(d * len(which), np.float32), [f"{n}_{w}" for w in which for n in names]
+    out = []
+    pct = None
+    if any(w in ("p10", "p50", "p90", "range") for w in which):
+        pct = np.percentile(x, [10, 50, 90], axis=0)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    for w in which:
+        if w == "mean":
+            out.append(mean)
+        elif w == "std":
+            out.append(std)
+        elif w == "min":
+            out.append(x.min(axis=0))
+        elif w == "max":
+            out.append(x.max(axis=0))
+        elif w == "p10":
+            out.append(pct[0])
+        elif w == "p50":
+            out.append(pct[1])
+        elif w == "p90":
+            out.append(pct[2])
+        elif w == "range":
+            out.append(pct[2] - pct[0])
+        elif w == "skew":
+            out.append(((x - mean) ** 3).mean(axis=0) / np.maximum(std, 1e-8) ** 3)
+        else:  # slope
+            t = np.arange(len(x), dtype=np.float64)
+            t -= t.mean()
+            denom = (t * t).sum()
+            out.append((t @ (x - mean)) / denom if denom > 0 else np.zeros(d))
+    return np.concatenate(out).astype(np.float32), [f"{n}_{w}" for w in which for n in names]

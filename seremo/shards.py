@@ -1,0 +1,195 @@
+"""Feature shards on disk: layout, the Ray Data sink that writes them, and the reader.
+
+A features directory holds::
+
+    shards/part-*.parquet   manifest columns + ``features`` (list<float32>) + ``shape``
+    errors.parquet          one row per input that failed (path, utterance_id, stage, error, message)
+    extract.json            feature set, parameters, version, counts, hours, wall time
+
+Every shard's Parquet metadata names the feature set (``seremo.feature_set``:
+name, kind, version, params). Paths may be local or pyarrow filesystem URIs.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+
+from seremo import manifest
+from seremo.errors import ERROR_COLUMNS, SeremoError, errors_table
+
+SHARDS = "shards"
+ERRORS = "errors.parquet"
+SUMMARY = "extract.json"
+META_KEY = b"seremo.feature_set"
+FEATURE_COLUMNS = ("features", "shape")
+# In-flight columns that carry a failure from the extraction UDF to the sink.
+ERROR_KIND, ERROR_MESSAGE, ERROR_STAGE = "_error", "_message", "_stage"
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/dir."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    import os
+
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def shard_schema(feature_set_desc: dict[str, Any]) -> pa.Schema:
+    fields = list(manifest.SCHEMA) + [
+        pa.field("features", pa.list_(pa.float32())),
+        pa.field("shape", pa.list_(pa.int32())),
+    ]
+    return pa.schema(fields, metadata={META_KEY: json.dumps(feature_set_desc).encode()})
+
+
+class FeatureShardSink(Datasink):
+    """A Ray Data datasink writing good rows to ``shards/`` and returning failures.
+
+    Each write task writes its rows as one Parquet file and returns its error
+    records (small) to the driver, which writes ``errors.parquet`` once: one
+    streaming pass, no staging copy, and shards never carry error columns.
+    """
+
+    def __init__(self, out: str, feature_set_desc: dict[str, Any]):
+        self.out = out
+        self.schema = shard_schema(feature_set_desc)
+
+    def get_name(self) -> str:
+        return "WriteFeatureShards"
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
+        fs, base = filesystem(self.out)
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return {"rows": 0, "seconds": 0.0, "errors": []}
+        table = pa.concat_tables(tables, promote_options="default")
+        failed = pc.is_valid(table.column(ERROR_KIND))
+        ok = table.filter(pc.invert(failed)).select(self.schema.names).cast(self.schema)
+        bad = table.filter(failed)
+        if ok.num_rows:
+            name = f"{base}/{SHARDS}/part-{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet"
+            with fs.open_output_stream(name) as f:
+                pq.write_table(ok, f)
+        errors = [
+            {
+                "path": p,
+                "utterance_id": u,
+                "stage": s,
+                "error": k,
+                "message": m,
+            }
+            for p, u, s, k, m in zip(
+                *(bad.column(c).to_pylist() for c in ("path", "utterance_id", ERROR_STAGE, ERROR_KIND, ERROR_MESSAGE)),
+                strict=True,
+            )
+        ]
+        return {
+            "rows": ok.num_rows,
+            "seconds": float(pc.sum(ok.column("duration_s")).as_py() or 0.0),
+            "errors": errors,
+        }
+
+    def on_write_complete(self, write_result: Any) -> None:
+        returns = list(write_result.write_returns)
+        self.rows = sum(r["rows"] for r in returns)
+        self.seconds = sum(r["seconds"] for r in returns)
+        self.errors = [e for r in returns for e in r["errors"]]
+
+
+def write_errors(out: str, records: list[dict]) -> None:
+    fs, base = filesystem(out)
+    with fs.open_output_stream(f"{base}/{ERRORS}") as f:
+        pq.write_table(errors_table(records), f)
+
+
+def write_summary(out: str, summary: dict[str, Any]) -> None:
+    fs, base = filesystem(out)
+    with fs.open_output_stream(f"{base}/{SUMMARY}") as f:
+        f.write(json.dumps(summary, indent=2).encode())
+
+
+def read_summary(out: str) -> dict[str, Any] | None:
+    """extract.json of a finished extraction, or None when there is none."""
+    fs, base = filesystem(out)
+    path = f"{base}/{SUMMARY}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+@dataclass
+class Features:
+    """Feature shards loaded into memory: the rows, the feature set, and the arrays."""
+
+    table: pa.Table  # manifest columns + features + shape
+    feature_set: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.feature_set["kind"]
+
+    def arrays(self) -> list[np.ndarray]:
+        """Each row's features reshaped to its shape (vectors, sequences or images)."""
+        flat = self.table.column("features").to_pylist()
+        shapes = self.table.column("shape").to_pylist()
+        return [np.asarray(v, np.float32).reshape(s) for v, s in zip(flat, shapes, strict=True)]
+
+    def matrix(self) -> np.ndarray:
+        """(rows, dim) for vector feature sets."""
+        if self.kind != "vector":
+            raise SeremoError(f"feature set {self.feature_set['name']!r} is a {self.kind}, not a vector")
+        col = self.table.column("features").combine_chunks()
+        dim = self.table.column("shape")[0].as_py()[0]
+        return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def read_features(out: str) -> Features:
+    """Load every shard of a features directory, with one clear error for a bad directory."""
+    fs, base = filesystem(out)
+    shard_dir = f"{base}/{SHARDS}"
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        raise SeremoError(f"{out}: features directory not found; create it with `seremo extract`")
+    infos = fs.get_file_info(pafs.FileSelector(shard_dir, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.path.endswith(".parquet"))
+    if not files:
+        raise SeremoError(f"{out}: no feature shards in {SHARDS}/; run `seremo extract` into it")
+    tables, descs = [], set()
+    for path in files:
+        t = pq.read_table(path, filesystem=fs)
+        meta = (t.schema.metadata or {}).get(META_KEY)
+        if meta is None:
+            raise SeremoError(f"{path}: not a seremo feature shard (no {META_KEY.decode()} metadata)")
+        descs.add(meta)
+        tables.append(t)
+    if len(descs) > 1:
+        names = sorted({json.loads(d)["name"] + " v" + json.loads(d)["version"] for d in descs})
+        raise SeremoError(f"{out}: shards mix feature sets ({', '.join(names)}); use one directory per set")
+    table = pa.concat_tables(tables)
+    order = pc.sort_indices(table, [("utterance_id", "ascending")])
+    return Features(table.take(order), json.loads(descs.pop()))
+
+
+__all__ = [
+    "ERROR_COLUMNS",
+    "FeatureShardSink",
+    "Features",
+    "read_features",
+    "read_summary",
+    "write_errors",
+    "write_summary",
+]
