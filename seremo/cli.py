@@ -161,6 +161,33 @@ def extract_summary(summary: dict, errors: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- tune
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from seremo.tune import load_settings, tune_run
+
+    settings = load_settings(args.config)
+    if args.class_set:
+        settings = settings.model_copy(update={"class_set": args.class_set})
+    metrics = tune_run(args.features_dir, args.out, settings, address=args.address)
+    fams = metrics["families"]
+    print(
+        format_table(
+            ["family", "nested UAR", "WA", "macro-F1", "configs"],
+            [[f, v["uar"], v["wa"], v["macro_f1"], v["configs"]] for f, v in sorted(fams.items(), key=lambda kv: -kv[1]["uar"])],
+        )
+    )
+    print()
+    print(f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
+          f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
+    if "speaker_normalised" in metrics:
+        print(f"with per-speaker normalisation (separate protocol): UAR {metrics['speaker_normalised']['uar']:.3f}")
+    print(f"report: {args.out}/report.md")
+    print(f"model:  {args.out}/model")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -202,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
     _common(p)
     p.set_defaults(handler=cmd_extract)
+
+    p = sub.add_parser("tune", help="nested speaker-independent search over classical models (Ray Tune)")
+    p.add_argument("features_dir", help="features directory (from `seremo extract`), a vector set")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--config", default=None, help="YAML with tune settings (flat or under `tune:`)")
+    p.add_argument("--class-set", default=None, help="class set to train on (overrides the config)")
+    _common(p)
+    p.set_defaults(handler=cmd_tune)
     return parser
 
 

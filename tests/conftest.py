@@ -35,3 +35,24 @@ def ray_session():
                  configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def emodb_manifest(emodb_root, tmp_path_factory) -> str:
+    """The EmoDB manifest, prepared once per session."""
+    from seremo import manifest
+    from seremo.corpora import prepare_corpus
+
+    path = tmp_path_factory.mktemp("manifest") / "emodb.parquet"
+    manifest.write(prepare_corpus("emodb", emodb_root).table, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
+    """The default feature set for all of EmoDB, extracted once through the CLI."""
+    from seremo.cli import main
+
+    out = tmp_path_factory.mktemp("features") / "seremo"
+    assert main(["extract", emodb_manifest, "--out", str(out)]) == 0
+    return str(out)

@@ -13,24 +13,8 @@ import pytest
 
 from seremo import features, manifest, shards
 from seremo.cli import main
-from seremo.corpora import prepare_corpus
 from seremo.errors import SeremoError
 from seremo.extract import extract
-
-
-@pytest.fixture(scope="session")
-def emodb_manifest(emodb_root, tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("manifest") / "emodb.parquet"
-    manifest.write(prepare_corpus("emodb", emodb_root).table, str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
-    """The default feature set for all of EmoDB, through the CLI."""
-    out = tmp_path_factory.mktemp("features") / "seremo"
-    assert main(["extract", emodb_manifest, "--out", str(out)]) == 0
-    return str(out)
 
 
 def test_extract_emodb_all_rows_no_errors(emodb_features, capsys):

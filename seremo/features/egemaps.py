@@ -36,7 +36,7 @@ def _smile():
 class EGeMAPS(FeatureSet):
     name: ClassVar[str] = "egemaps"
     kind: ClassVar[str] = "vector"
-    version: ClassVar[str] = "v02"
+    version: ClassVar[str] = "02"
 
     def compute(self, y: np.ndarray, sr: int) -> np.ndarray:
         return _smile().process_signal(y, sr).to_numpy()[0]

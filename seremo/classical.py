@@ -1,0 +1,167 @@
+"""Classical model families as scikit-learn pipelines, with their default search spaces.
+
+Every family is a ``Pipeline`` whose preprocessing (scaling, optional feature
+selection) sits inside it, so it is fitted on training folds only: leakage from
+test speakers is impossible by construction. Search spaces are plain dicts of
+lists, overridable from YAML (``models: {svm_rbf: {C: [1, 10]}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.feature_selection import SelectKBest, f_classif
+from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+from seremo.errors import ConfigError
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: how to build its pipeline, and the grid searched by default."""
+
+    name: str
+    space: dict[str, list[Any]]
+    make: Callable[[dict[str, Any]], BaseEstimator]
+    scaler: str = "standard"  # "standard", or "minmax" for models that need non-negative input
+
+    def build(self, params: dict[str, Any]) -> Pipeline:
+        """The pipeline for ``params`` (``select_k`` adds univariate feature selection)."""
+        params = dict(params)
+        select_k = params.pop("select_k", None)
+        unknown = set(params) - set(self.space) - {"select_k"}
+        if unknown:
+            raise ConfigError(
+                f"model {self.name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                f"it takes: {', '.join(sorted(self.space))}, select_k"
+            )
+        scaler = MinMaxScaler(clip=True) if self.scaler == "minmax" else StandardScaler()
+        steps: list[tuple[str, Any]] = [("scale", scaler)]
+        if select_k:
+            steps.append(("select", SelectKBest(f_classif, k=int(select_k))))
+        steps.append(("model", self.make(params)))
+        return Pipeline(steps)
+
+
+class XGBPipeline(ClassifierMixin, BaseEstimator):
+    """XGBoost on label-encoded classes (XGBoost wants 0..k-1), scikit-learn style."""
+
+    def __init__(self, **params: Any):
+        self.params = params
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return dict(self.params)
+
+    def set_params(self, **params: Any) -> XGBPipeline:
+        self.params.update(params)
+        return self
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> XGBPipeline:
+        from xgboost import XGBClassifier
+
+        self.classes_ = np.unique(y)
+        codes = np.searchsorted(self.classes_, y)
+        counts = np.bincount(codes, minlength=len(self.classes_))
+        weights = (len(codes) / (len(self.classes_) * counts))[codes]  # balanced classes
+        self.booster_ = XGBClassifier(
+            tree_method="hist", n_jobs=1, random_state=SEED, eval_metric="mlogloss", **self.params
+        )
+        self.booster_.fit(X, codes, sample_weight=weights)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.booster_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def calibrated(estimator: BaseEstimator) -> CalibratedClassifierCV:
+    """Probabilities for margin classifiers (SVMs): Platt scaling on 3 internal folds.
+
+    The internal folds split the training data only, so test speakers stay unseen.
+    """
+    return CalibratedClassifierCV(estimator, method="sigmoid", cv=3, ensemble=False)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "logreg",
+            {"C": [0.01, 0.03, 0.1, 0.3, 1.0]},
+            lambda p: LogisticRegression(max_iter=3000, class_weight="balanced", **p),
+        ),
+        Family(
+            "svm_linear",
+            {"C": [0.001, 0.003, 0.01, 0.03]},
+            lambda p: calibrated(LinearSVC(class_weight="balanced", max_iter=20000, random_state=SEED, **p)),
+        ),
+        Family(
+            "svm_rbf",
+            {"C": [1.0, 10.0, 100.0], "gamma": ["scale", 0.001]},
+            lambda p: calibrated(SVC(kernel="rbf", class_weight="balanced", random_state=SEED, **p)),
+        ),
+        Family(
+            "random_forest",
+            {"n_estimators": [300], "max_features": ["sqrt", 0.1]},
+            lambda p: RandomForestClassifier(
+                class_weight="balanced_subsample", n_jobs=1, random_state=SEED, **p
+            ),
+        ),
+        Family(
+            "xgboost",
+            {"n_estimators": [200], "max_depth": [3, 5], "learning_rate": [0.1]},
+            lambda p: XGBPipeline(subsample=0.8, colsample_bytree=0.5, **p),
+        ),
+        Family(
+            "naive_bayes",
+            {"alpha": [0.1, 1.0]},
+            lambda p: MultinomialNB(**p),
+            scaler="minmax",
+        ),
+        Family(
+            "mlp",
+            {"hidden_layer_sizes": [[256]], "alpha": [0.01, 0.1]},
+            lambda p: MLPClassifier(
+                max_iter=600, early_stopping=False, random_state=SEED,
+                **{**p, "hidden_layer_sizes": tuple(p.get("hidden_layer_sizes", (256,)))},
+            ),
+        ),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown model family {name!r}; choose from: {', '.join(FAMILIES)}") from None
+
+
+def grid(family: Family, override: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """Every combination of the family's space, with ``override`` replacing entries."""
+    import itertools
+
+    space = dict(family.space)
+    for key, values in (override or {}).items():
+        space[key] = values if isinstance(values, list) else [values]
+    keys = sorted(space)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(space[k] for k in keys))]
+
+
+def fit(family: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Pipeline:
+    return clone(get_family(family).build(params)).fit(X, y)

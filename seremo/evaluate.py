@@ -1,0 +1,116 @@
+"""Speaker-independent evaluation: grouped folds, metrics, normalisation, plots.
+
+Folds always hold out whole groups (speakers, or sessions for IEMOCAP). The
+headline metric is UAR (unweighted average recall = balanced accuracy); WA
+(weighted accuracy = plain accuracy) and macro-F1 stand beside it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
+
+from seremo.errors import SeremoError
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+def group_folds(groups: Sequence[str], n_folds: int | None = None) -> Folds:
+    """(train, test) index pairs holding out whole groups.
+
+    ``n_folds=None`` is leave-one-group-out; an int gives that many grouped folds.
+    """
+    groups = np.asarray(groups)
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise SeremoError(f"speaker-independent evaluation needs at least 2 groups, found {n_groups}")
+    dummy = np.zeros(len(groups))
+    if n_folds is None or n_folds >= n_groups:
+        splitter = LeaveOneGroupOut()
+    else:
+        if n_folds < 2:
+            raise SeremoError(f"need at least 2 folds, got {n_folds}")
+        splitter = GroupKFold(n_splits=n_folds)
+    return [(tr, te) for tr, te in splitter.split(dummy, dummy, groups)]
+
+
+def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """UAR, WA, macro-F1, macro precision/recall, per-class figures and the confusion matrix."""
+    y_true, y_pred, classes = np.asarray(y_true), np.asarray(y_pred), list(classes)
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    present = support > 0  # a class absent from y_true has no recall to average
+    return {
+        "uar": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "wa": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=np.asarray(classes)[present], average="macro", zero_division=0)),
+        "precision": float(np.mean(p[present])) if present.any() else 0.0,
+        "recall": float(np.mean(r[present])) if present.any() else 0.0,
+        "n": int(len(y_true)),
+        "per_class": {
+            c: {"recall": float(r[i]), "precision": float(p[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+    }
+
+
+def uar(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """Balanced accuracy; a fold whose speaker lacks a predicted class is expected, not a warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def speaker_normalise(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """z-score every group's features with that group's own mean and std.
+
+    Uses only unlabelled audio of each speaker (the test speaker's included),
+    so it is legitimate at test time, but it is a different protocol: seremo
+    reports it separately and never turns it on by default.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    out = np.empty_like(X)
+    groups = np.asarray(groups)
+    for g in np.unique(groups):
+        m = groups == g
+        mu, sd = X[m].mean(axis=0), X[m].std(axis=0)
+        out[m] = (X[m] - mu) / np.where(sd > 1e-12, sd, 1.0)
+    return out
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str, title: str) -> None:
+    """Row-normalised confusion matrix (recall per true class) with counts, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 0.6 + 0.8 * len(classes)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,97 @@
+"""Markdown reports for run directories: what was run, the figures, and how to read them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _per_class(metrics: dict[str, Any]) -> str:
+    return md_table(
+        ["class", "recall", "precision", "F1", "support"],
+        [[c, v["recall"], v["precision"], v["f1"], v["support"]] for c, v in metrics["per_class"].items()],
+    )
+
+
+def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
+    fs = metrics["feature_set"]
+    proto = metrics["protocol"]
+    fams = metrics["families"]
+    best_family = max(fams, key=lambda f: fams[f]["uar"])
+    final = metrics["final_model"]
+    parts = [
+        "# seremo tune report",
+        "",
+        f"Features: `{fs['name']}` v{fs['version']} ({len(data['y'])} utterances, "
+        f"{len(metrics['groups'])} groups, classes: {', '.join(metrics['classes'])}).",
+        f"Protocol: outer {proto['outer']}; hyperparameters chosen by {proto['inner']}; "
+        f"{proto['search']} search. No held-out group influences any choice.",
+        "",
+        "## Headline (nested: family and hyperparameters chosen inside each outer fold)",
+        "",
+        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
+        "",
+        "## Per model family (nested: hyperparameters chosen inside each outer fold)",
+        "",
+        md_table(
+            ["family", "UAR", "WA", "macro-F1", "configs", "best config (plain CV)", "plain-CV UAR*"],
+            [
+                [f, v["uar"], v["wa"], v["macro_f1"], v["configs"],
+                 json.dumps(v["best_config_plain_cv"]["params"]), v["best_config_plain_cv"]["uar"]]
+                for f, v in sorted(fams.items(), key=lambda kv: -kv[1]["uar"])
+            ],
+        ),  # fmt: skip
+        "",
+        f"Best family: **{best_family}** (nested UAR {fams[best_family]['uar']:.3f}).",
+        "\\* plain-CV UAR: the best configuration's score when it is chosen by the same folds it is "
+        "scored on; optimistic, shown only because it picks the shipped model.",
+        "",
+        "## Shipped model (`model/`)",
+        "",
+        f"`{final['family']}` with `{json.dumps(final['params'])}`, refitted on all data "
+        f"(its expected accuracy is the nested figure above).",
+        "",
+        "## Per class (nested predictions)",
+        "",
+        _per_class(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Per fold",
+        "",
+        md_table(
+            ["held out", "n", "UAR", "WA", "chosen family", "chosen params", "inner UAR"],
+            [
+                [", ".join(f["held_out"]), f["n"], f["uar"], f["wa"], f["chosen"]["family"],
+                 json.dumps(f["chosen"]["params"]), f["chosen"]["inner_uar"]]
+                for f in metrics["per_fold"]
+            ],
+        ),  # fmt: skip
+    ]
+    if "speaker_normalised" in metrics:
+        sn = metrics["speaker_normalised"]
+        parts += [
+            "",
+            "## With per-speaker normalisation (a separate protocol)",
+            "",
+            sn["note"] + ".",
+            "",
+            md_table(["UAR", "WA", "macro-F1"], [[sn["uar"], sn["wa"], sn["macro_f1"]]]),
+            "",
+            md_table(
+                ["family", "UAR", "WA", "macro-F1"],
+                [[f, v["uar"], v["wa"], v["macro_f1"]] for f, v in sorted(sn["families"].items(), key=lambda kv: -kv[1]["uar"])],
+            ),
+        ]
+    if metrics.get("excluded_labels"):
+        parts += ["", f"Rows left out by the class set: {json.dumps(metrics['excluded_labels'])}."]
+    return "\n".join(parts) + "\n"
