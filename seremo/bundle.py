@@ -138,7 +138,7 @@ class Bundle:
         return np.asarray(self.classes)[np.argmax(self.predict_proba(X), axis=1)]
 
 
-def _write_meta(out: Path, meta: dict[str, Any]) -> None:
+def write_meta(out: Path, meta: dict[str, Any]) -> None:
     meta["files"] = {p.name: _sha256(p) for p in sorted(out.iterdir()) if p.name != META}
     BundleMeta.model_validate(meta)  # never write a bundle that would not load
     (out / META).write_text(json.dumps(meta, indent=2, default=_json_default))
@@ -192,7 +192,7 @@ def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path
     else:
         sio.dump(pipeline, out / "model.skops")
         meta = {**meta, "model_kind": "sklearn"}
-    _write_meta(out, meta)
+    write_meta(out, meta)
     return out
 
 

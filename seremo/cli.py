@@ -188,6 +188,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seremo.train import load_settings, train_run
+
+    settings = load_settings(
+        args.config, model=args.model, workers=args.workers, gpu=True if args.gpu else None,
+        class_set=args.class_set, epochs=args.epochs,
+    )  # fmt: skip
+    metrics = train_run(args.features_dir, args.out, settings, address=args.address)
+    print(
+        format_table(
+            ["held out", "n", "test UAR", "epochs", "samples/s", "wall s"],
+            [[", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["samples_per_s"], f["wall_s"]]
+             for f in metrics["per_fold"]],
+        )
+    )  # fmt: skip
+    print()
+    print(f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
+          f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
+    print(f"report: {args.out}/report.md")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -237,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-set", default=None, help="class set to train on (overrides the config)")
     _common(p)
     p.set_defaults(handler=cmd_tune)
+
+    p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
+    p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm, logmel for cnn/cnn_lstm")
+    p.add_argument("--model", choices=["bilstm", "cnn", "cnn_lstm", "mlp"], default=None)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 2)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40)")
+    p.add_argument("--config", default=None, help="YAML with train settings (flat or under `train:`)")
+    p.add_argument("--class-set", default=None, help="class set to train on")
+    _common(p)
+    p.set_defaults(handler=cmd_train)
     return parser
 
 

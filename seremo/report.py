@@ -95,3 +95,41 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
     if metrics.get("excluded_labels"):
         parts += ["", f"Rows left out by the class set: {json.dumps(metrics['excluded_labels'])}."]
     return "\n".join(parts) + "\n"
+
+
+def train_report(metrics: dict[str, Any]) -> str:
+    fs = metrics["feature_set"]
+    s = metrics["settings"]
+    parts = [
+        f"# seremo train report: {metrics['model']}",
+        "",
+        f"Features: `{fs['name']}` v{fs['version']}; classes: {', '.join(metrics['classes'])}.",
+        f"Protocol: {metrics['protocol']['outer']} holding out whole speakers; early stopping on "
+        f"{metrics['protocol']['early_stopping']} (never the test speakers).",
+        f"Ray Train: {metrics['workers']} worker(s), {'GPU (bf16 autocast)' if metrics['gpu'] else 'CPU (gloo)'}; "
+        f"median {metrics['samples_per_s']:.1f} training samples/s; {metrics['wall_s']:.0f} s in all.",
+        f"Settings: epochs <= {s['epochs']}, patience {s['patience']}, batch {s['batch_size']}, lr {s['lr']}, "
+        f"arch {json.dumps(s['arch'])}.",
+        "",
+        "## Held-out speakers (pooled over folds)",
+        "",
+        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
+        "",
+        _per_class(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Per fold",
+        "",
+        md_table(
+            ["held out", "n", "test UAR", "epochs", "best epoch", "best val UAR", "samples/s", "wall s", "restarts"],
+            [
+                [", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["best_epoch"], f["best_val_uar"],
+                 f["samples_per_s"], f["wall_s"], f["restarts"]]
+                for f in metrics["per_fold"]
+            ],
+        ),  # fmt: skip
+        "",
+        "![training curves](curves.png)",
+    ]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,292 @@
+"""Torch models: BiLSTM with attention pooling, CNN, CNN-LSTM, and an MLP.
+
+Every model takes ``(x, lengths)``: ``x`` is (batch, time, dim) for sequences,
+(batch, bands, time) for images, (batch, dim) for vectors; ``lengths`` are the
+real frame counts. Padding never reaches a prediction: LSTMs run on packed
+sequences, CNN activations are re-masked to zero after every block (so a conv
+at the edge sees the same zeros a lone utterance's own padding gives), and
+attention/average/max pooling ignore padded frames.
+
+Input normalisation (per-dimension mean/std of the training set) lives inside
+the model as buffers, so a bundle needs nothing else to predict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+KINDS = {"bilstm": "sequence", "cnn": "image", "cnn_lstm": "image", "mlp": "vector"}
+MIN_FRAMES = 8  # the CNNs halve time three times
+
+
+def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(batch, frames) True on real frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std along the feature axis, with the training statistics as buffers."""
+
+    def __init__(self, dim: int, axis: int = -1):
+        super().__init__()
+        self.axis = axis
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(np.maximum(std, 1e-5), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.axis] = -1
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+class AttentionPool(nn.Module):
+    """Softmax attention over time that gives padded frames exactly zero weight."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        s = self.score(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s.float(), dim=1).to(h.dtype)
+        return torch.bmm(w.unsqueeze(1), h).squeeze(1)
+
+
+def _lstm(x: torch.Tensor, lengths: torch.Tensor, lstm: nn.LSTM) -> torch.Tensor:
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    h, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return h
+
+
+def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate every ``k`` consecutive frames into one step: (B, T, D) -> (B, ceil(T/k), k*D).
+
+    Padded frames must already be zero; a lone utterance's last partial step is
+    zero-filled the same way, so stacking never mixes padding into real steps.
+    """
+    if k == 1:
+        return x, lengths
+    b, t, d = x.shape
+    pad = (-t) % k
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(b, (t + pad) // k, k * d), (lengths + k - 1) // k
+
+
+class BiLSTMAttention(nn.Module):
+    """2-layer bidirectional LSTM over frame sequences (``stack`` frames per step), attention-pooled."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 96, layers: int = 2, dropout: float = 0.3,
+                 stack: int = 3):  # fmt: skip
+        super().__init__()
+        self.stack = stack
+        self.norm = Standardize(in_dim)
+        self.lstm = nn.LSTM(in_dim * stack, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.pool = AttentionPool(2 * hidden)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_classes))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x) * time_mask(lengths, x.shape[1])[:, :, None].to(x.dtype)
+        x, lengths = stack_frames(x, lengths, self.stack)
+        h = _lstm(x, lengths, self.lstm)
+        return self.head(self.pool(h, time_mask(lengths, h.shape[1])))
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)
+        )
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.body(x)
+        lengths = torch.clamp(lengths // 2, min=1)
+        return x * time_mask(lengths, x.shape[-1])[:, None, None, :].to(x.dtype), lengths
+
+
+class CNN(nn.Module):
+    """Three conv blocks over (bands, time), then masked mean+max pooling over time."""
+
+    def __init__(self, n_mels: int, n_classes: int, channels: Sequence[int] = (16, 32, 64), dropout: float = 0.3):
+        super().__init__()
+        self.norm = Standardize(n_mels, axis=1)
+        chans = [1, *channels]
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * chans[-1], n_classes))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x) * time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        x = x.unsqueeze(1)
+        for block in self.blocks:
+            x, lengths = block(x, lengths)
+        h = x.mean(dim=2)  # over bands: (batch, channels, time)
+        mask = time_mask(lengths, h.shape[-1])[:, None, :]
+        mean = (h * mask).sum(-1) / lengths[:, None].to(h.dtype)
+        peak = h.masked_fill(~mask, float("-inf")).amax(-1)
+        return self.head(torch.cat([mean, peak], dim=1))
+
+
+class CNNLSTM(nn.Module):
+    """Two conv blocks as a front end, a BiLSTM over the remaining time steps, attention pooling."""
+
+    def __init__(self, n_mels: int, n_classes: int, channels: Sequence[int] = (16, 32), hidden: int = 96,
+                 dropout: float = 0.3):  # fmt: skip
+        super().__init__()
+        self.norm = Standardize(n_mels, axis=1)
+        chans = [1, *channels]
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in zip(chans[:-1], chans[1:], strict=True))
+        feat = chans[-1] * (n_mels // 2 ** len(channels))
+        self.lstm = nn.LSTM(feat, hidden, batch_first=True, bidirectional=True)
+        self.pool = AttentionPool(2 * hidden)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_classes))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x) * time_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+        x = x.unsqueeze(1)
+        for block in self.blocks:
+            x, lengths = block(x, lengths)
+        b, c, f, t = x.shape
+        seq = x.permute(0, 3, 1, 2).reshape(b, t, c * f)
+        h = _lstm(seq, lengths, self.lstm)
+        return self.head(self.pool(h, time_mask(lengths, t)))
+
+
+class MLP(nn.Module):
+    """Two hidden layers over functional vectors."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, dropout: float = 0.3):
+        super().__init__()
+        self.norm = Standardize(in_dim)
+        self.body = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden // 2, n_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(self.norm(x))
+
+
+def build(name: str, in_dim: int, n_classes: int, **arch: Any) -> nn.Module:
+    """A model by name; ``in_dim`` is the frame dim (bilstm, mlp) or the mel bands (cnn, cnn_lstm)."""
+    cls = {"bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP}[name]
+    return cls(in_dim, n_classes, **arch)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def frames_of(x: np.ndarray, kind: str) -> int:
+    return x.shape[0] if kind == "sequence" else (x.shape[-1] if kind == "image" else 1)
+
+
+def collate(items: Sequence[np.ndarray], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad a list of arrays along time: (x, lengths)."""
+    if kind == "vector":
+        return torch.as_tensor(np.stack(items)), torch.ones(len(items), dtype=torch.long)
+    lengths = [frames_of(a, kind) for a in items]
+    t = max(max(lengths), MIN_FRAMES)
+    if kind == "sequence":
+        out = np.zeros((len(items), t, items[0].shape[1]), np.float32)
+        for i, a in enumerate(items):
+            out[i, : len(a)] = a
+    else:
+        out = np.zeros((len(items), items[0].shape[0], t), np.float32)
+        for i, a in enumerate(items):
+            out[i, :, : a.shape[1]] = a
+    return torch.from_numpy(out), torch.as_tensor(lengths, dtype=torch.long)
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int) -> list[list[int]]:
+    """Batches of similar length: sort by length, cut into batches, shuffle the batch order.
+
+    Within equal lengths the order is shuffled too, so epochs differ.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths)
+    tiebreak = rng.random(len(lengths)) if shuffle else np.arange(len(lengths))
+    order = np.lexsort((tiebreak, lengths))
+    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
+    """This rank's share of the batches; every rank gets the same count (DDP steps in lockstep)."""
+    per_rank = len(batches) // world if world > 1 else len(batches)
+    return batches[rank::world][:per_rank] if world > 1 else batches
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, X: Any, batch_size: int = 64, device: str | None = None) -> np.ndarray:
+    """Class probabilities for a list of arrays (or a matrix of vectors), in input order."""
+    model.eval()
+    kind = _kind_of(model)
+    items = [np.asarray(a, np.float32) for a in X]  # a matrix iterates as its rows
+    dev = torch.device(device) if device else next(model.parameters()).device
+    out = np.zeros((len(items), model_classes(model)), np.float32)
+    for batch in bucket_batches([frames_of(a, kind) for a in items], batch_size, False, 0):
+        x, lengths = collate([items[i] for i in batch], kind)
+        logits = model(x.to(dev), lengths.to(dev))
+        out[batch] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return out
+
+
+def _kind_of(model: nn.Module) -> str:
+    for name, cls in (("sequence", BiLSTMAttention), ("image", (CNN, CNNLSTM)), ("vector", MLP)):
+        if isinstance(model, cls):
+            return name
+    raise TypeError(f"not a seremo model: {type(model).__name__}")
+
+
+def model_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
+
+
+def iter_batches(items: list[np.ndarray], labels: np.ndarray, batches: list[list[int]], kind: str
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    for batch in batches:
+        x, lengths = collate([items[i] for i in batch], kind)
+        yield x, lengths, torch.as_tensor(labels[batch], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def save_module(out: Path, model: nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+
+
+def load_module(root: Path, meta: Any) -> nn.Module:
+    """Rebuild the architecture from bundle.json and load its safetensors weights."""
+    from safetensors.torch import load_file
+
+    arch = dict(meta.params.get("arch", {}))
+    model = build(meta.model_name, int(meta.params["in_dim"]), len(meta.classes), **arch)
+    model.load_state_dict(load_file(str(root / "model.safetensors")))
+    model.eval()
+    return model
+
+
+def arch_json(arch: dict[str, Any]) -> str:
+    return json.dumps(arch, sort_keys=True)

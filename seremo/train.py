@@ -1,0 +1,424 @@
+"""``seremo train``: deep models trained data-parallel with Ray Train (TorchTrainer, v2).
+
+Evaluation is speaker-independent: grouped folds hold out whole speakers for
+testing; inside each fold's training speakers a further group split gives the
+validation speakers that drive early stopping (the test speakers never do).
+Each fold is one ``TorchTrainer`` run: DDP over gloo on CPU workers or NCCL on
+GPUs, bucketed batches sharded across ranks, class-weighted loss, bf16
+autocast on GPU, a checkpoint every epoch through ``ray.train.report`` and a
+``FailureConfig`` so a run survives a worker dying and resumes from its last
+checkpoint. ``model/`` is a final fit on all speakers (less the validation
+speakers it stops on), saved as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seremo import bundle, evaluate, nets, shards
+from seremo.errors import ConfigError, SeremoError
+from seremo.labels import get_class_set
+from seremo.runtime import ensure_ray
+
+log = logging.getLogger(__name__)
+
+
+class Augment(BaseModel):
+    """Training-only audio augmentation (off by default): copies of each training utterance."""
+
+    model_config = ConfigDict(extra="forbid")
+    copies: int = Field(0, ge=0)
+    noise_snr_db: float | None = None
+    speed: list[float] | None = None
+    pitch_semitones: float | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Augment:
+        if self.copies and self.noise_snr_db is None and not self.speed and not self.pitch_semitones:
+            raise ValueError("copies > 0 needs noise_snr_db, speed or pitch_semitones")
+        return self
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp"] = "bilstm"
+    class_set: str | None = None
+    folds: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    arch: dict[str, Any] = Field(default_factory=dict, description="model arguments, e.g. hidden: 64")
+    workers: int = Field(2, ge=1)
+    gpu: bool = False
+    max_failures: int = Field(2, ge=0)
+    final_fit: bool = True
+    augment: Augment = Field(default_factory=Augment)
+    seed: int = 0
+
+
+def load_settings(path: str | None, **overrides: Any) -> TrainSettings:
+    raw: Any = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(raw, dict) and "train" in raw:
+            raw = raw["train"] or {}
+    raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return TrainSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"{path or 'settings'}: train.{where}: {err['msg']}") from None
+
+
+# --------------------------------------------------------------------------- the worker loop
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker: one rank of a DDP training with resume."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    data = ray.get(config["data_ref"])
+    s = config["settings"]
+    items, labels, kind = data["items"], data["labels"], data["kind"]
+    train_idx, val_idx = np.asarray(config["train_idx"]), np.asarray(config["val_idx"])
+    torch.manual_seed(s["seed"])
+    model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
+    model.norm.set(*config["norm"])
+    opt_state, start, history, best, best_state, stale, restarts = None, 0, [], -1.0, None, 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt_state, start, history = state["optimizer"], state["epoch"] + 1, json.loads(state["history"])
+        best, stale, restarts = state["best"], state["stale"], state["restarts"] + 1
+        best_state = state["best_model"]
+        if rank == 0:
+            print(f"resuming at epoch {start + 1} from the checkpoint of epoch {start}", flush=True)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(model)  # DDP: gradients all-reduced every step
+    core = model.module if hasattr(model, "module") else model
+    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    counts = np.bincount(labels[train_idx], minlength=len(data["classes"])).astype(np.float64)
+    weights = torch.as_tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
+    lengths = np.array([nets.frames_of(items[i], kind) for i in train_idx])
+    use_bf16 = device.type == "cuda"
+
+    for epoch in range(start, s["epochs"]):
+        started = time.perf_counter()
+        model.train()
+        batches = nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, s["seed"] + epoch), rank, world)
+        total = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, id checksum
+        for batch in batches:
+            rows = train_idx[batch]
+            x, L = nets.collate([items[i] for i in rows], kind)
+            y = torch.as_tensor(labels[rows], dtype=torch.long)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x.to(device), L.to(device))
+                loss = loss_fn(logits.float(), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += torch.tensor([loss.item() * len(rows), len(rows), float(rows.sum())], dtype=torch.float64)
+        seconds = time.perf_counter() - started
+        per_rank = [total.clone() for _ in range(world)]
+        if world > 1:
+            dist.all_gather(per_rank, total)
+        checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
+        checksums = [checksum.clone() for _ in range(world)]
+        if world > 1:
+            dist.all_gather(checksums, checksum)
+        samples = sum(float(t[1]) for t in per_rank)
+        # Every rank scores the whole validation set, so every rank takes the same stopping decision.
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            proba = nets.predict_proba(core, [items[i] for i in val_idx])
+        pred = proba.argmax(axis=1)
+        val_uar = evaluate.uar(labels[val_idx], pred)
+        val_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(val_idx)), labels[val_idx]], 1e-9))))
+        if val_uar > best:
+            best, stale = val_uar, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        else:
+            stale += 1
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": sum(float(t[0]) for t in per_rank) / max(samples, 1),
+            "val_loss": val_loss,
+            "val_uar": val_uar,
+            "best_val_uar": best,
+            "samples_per_s": samples / max(seconds, 1e-9),
+            "world_size": world,
+            "rank_samples": [int(t[1]) for t in per_rank],
+            "rank_id_checksums": [float(t[2]) for t in per_rank],
+            "rank_param_checksums": [float(c) for c in checksums],
+            "restarts": restarts,
+        }
+        history.append(record)
+        stop = stale >= s["patience"] or epoch + 1 == s["epochs"]
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save(
+                    {
+                        "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                        "history": json.dumps(history), "best": best, "stale": stale,
+                        "restarts": restarts, "best_model": best_state,
+                    },
+                    Path(d) / "state.pt",
+                )  # fmt: skip
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({**record, "done": stop, "history": json.dumps(history)}, checkpoint=ckpt)
+        if stop:
+            break
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def training_indices(fit_idx: np.ndarray, aug_src: np.ndarray, n_orig: int) -> np.ndarray:
+    """A fold's training rows plus the augmented copies (stored after the ``n_orig``
+    originals) whose source utterance is one of those training rows, and no others."""
+    return np.concatenate([fit_idx, n_orig + np.flatnonzero(np.isin(aug_src, fit_idx))]).astype(np.int64)
+
+
+def load_data(features_dir: str, settings: TrainSettings) -> dict[str, Any]:
+    feats = shards.read_features(features_dir)
+    want = nets.KINDS[settings.model]
+    if feats.kind != want:
+        raise SeremoError(
+            f"{features_dir}: model {settings.model!r} needs {want} features, but these are "
+            f"{feats.feature_set['name']!r} ({feats.kind}); extract e.g. "
+            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo"}[want]
+        )
+    table = feats.table
+    mapping = get_class_set(settings.class_set).map if settings.class_set else (lambda lab: lab)
+    mapped = [mapping(lab) for lab in table.column("label").to_pylist()]
+    keep = np.array([m is not None for m in mapped])
+    arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    y = np.array([m for m in mapped if m is not None])
+    classes = sorted(set(y.tolist()))
+    groups = np.array(table.column("group").to_pylist())[keep]
+    if len(classes) < 2:
+        raise SeremoError(f"{features_dir}: needs at least 2 classes, found {classes}")
+    if len(set(groups)) < 3:
+        raise SeremoError(f"{features_dir}: needs at least 3 groups (train, validation, test speakers)")
+    in_dim = arrays[0].shape[-1] if want != "image" else arrays[0].shape[0]
+    return {
+        "items": arrays, "labels": np.searchsorted(classes, y), "classes": classes, "groups": groups,
+        "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": int(in_dim),
+        "feature_set": feats.feature_set, "corpora": sorted(set(table.column("corpus").to_pylist())),
+        "table": table.filter(pa.array(keep)),
+    }  # fmt: skip
+
+
+def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean/std over the training items' frames (bands for images)."""
+    if kind == "image":
+        frames = np.concatenate([items[i].T for i in idx])
+    elif kind == "sequence":
+        frames = np.concatenate([items[i] for i in idx])
+    else:
+        frames = np.stack([items[i] for i in idx])
+    return frames.mean(axis=0), frames.std(axis=0)
+
+
+def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole training-side groups (about ``fraction`` of them) for early stopping."""
+    names = sorted(set(groups[idx].tolist()))
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(fraction * len(names))))
+    val_names = set(rng.choice(names, size=n_val, replace=False).tolist())
+    is_val = np.array([g in val_names for g in groups[idx]])
+    return idx[~is_val], idx[is_val]
+
+
+def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
+            settings: TrainSettings, storage: Path) -> dict[str, Any]:  # fmt: skip
+    """One TorchTrainer run; returns the best model (by validation UAR) and the curves."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "data_ref": data_ref,
+            "settings": settings.model_dump(),
+            "train_idx": train_idx.tolist(),
+            "val_idx": val_idx.tolist(),
+            "norm": norm_stats(data["items"], train_idx, data["kind"]),
+        },
+        scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu),
+        run_config=RunConfig(
+            storage_path=str(storage),
+            name=name,
+            failure_config=FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise SeremoError(f"training {name} produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=True)
+    model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
+    model.load_state_dict(state["best_model"])
+    model.eval()
+    return {"model": model, "history": json.loads(state["history"]), "wall_s": wall}
+
+
+def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
+    import ray
+
+    data = load_data(features_dir, settings)
+    out_path = Path(out).absolute()
+    out_path.mkdir(parents=True, exist_ok=True)
+    ensure_ray(address)
+    if settings.gpu and not ray.cluster_resources().get("GPU"):
+        raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")
+    n_orig = len(data["labels"])
+    aug_src = np.zeros(0, np.int64)
+    if settings.augment.copies:
+        from seremo import features
+        from seremo.augment import augmented_copies
+
+        print(f"augmenting: {settings.augment.copies} cop(ies) of each utterance for training folds", flush=True)
+        aug_items, aug_src = augmented_copies(
+            data["table"], features.from_description(data["feature_set"]), settings.augment.model_dump(), settings.seed
+        )
+        data = {**data, "items": data["items"] + aug_items, "labels": np.concatenate([data["labels"], data["labels"][aug_src]])}
+
+    def with_copies(idx: np.ndarray) -> np.ndarray:
+        return training_indices(idx, aug_src, n_orig)
+
+    data_ref = ray.put({k: data[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
+    folds = evaluate.group_folds(data["groups"], settings.folds)
+    predicted = np.full(n_orig, -1)
+    fold_rows, curves = [], []
+    started = time.perf_counter()
+    for k, (tr, te) in enumerate(folds):
+        fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
+        print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
+              f"test {len(te)} ({', '.join(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
+        fitted = fit_one(f"fold{k + 1}", data, data_ref, with_copies(fit_idx), val_idx, settings, out_path / "ray")
+        proba = nets.predict_proba(fitted["model"], [data["items"][i] for i in te])
+        predicted[te] = proba.argmax(axis=1)
+        hist = fitted["history"]
+        best_epoch = int(np.argmax([h["val_uar"] for h in hist])) + 1
+        fold_uar = evaluate.uar(data["labels"][te], predicted[te])
+        fold_rows.append({
+            "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)), "uar": fold_uar,
+            "epochs": len(hist), "best_epoch": best_epoch, "best_val_uar": max(h["val_uar"] for h in hist),
+            "wall_s": fitted["wall_s"], "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])),
+            "restarts": hist[-1]["restarts"],
+        })  # fmt: skip
+        curves.append(hist)
+        print(f"fold {k + 1}: test UAR {fold_uar:.3f} after {len(hist)} epochs ({fitted['wall_s']:.0f} s)", flush=True)
+    classes = data["classes"]
+    y_names = np.asarray(classes)[data["labels"][:n_orig]]
+    pred_names = np.asarray(classes)[predicted]
+    metrics = evaluate.scores(y_names, pred_names, classes)
+    metrics.update({
+        "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
+        "protocol": {"outer": f"{len(folds)} grouped folds", "early_stopping": "validation speakers split from each fold's training speakers"},
+        "feature_set": data["feature_set"], "classes": classes, "wall_s": time.perf_counter() - started,
+        "samples_per_s": float(np.median([f["samples_per_s"] for f in fold_rows])),
+        "workers": settings.workers, "gpu": settings.gpu,
+    })  # fmt: skip
+    final = None
+    if settings.final_fit:
+        everyone = np.arange(n_orig)
+        fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
+        print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
+        final = fit_one("final", data, data_ref, with_copies(fit_idx), val_idx, settings, out_path / "ray")
+    originals = {**data, "items": data["items"][:n_orig], "labels": data["labels"][:n_orig]}
+    _write_run(out_path, metrics, curves, originals, pred_names, settings, final)
+    return metrics
+
+
+def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: np.ndarray,
+               settings: TrainSettings, final: dict | None) -> None:  # fmt: skip
+    from seremo.report import train_report
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    pq.write_table(
+        pa.table({"utterance_id": data["ids"], "group": data["groups"],
+                  "label": np.asarray(data["classes"])[data["labels"]], "predicted": pred_names}),
+        out / "predictions.parquet",
+    )  # fmt: skip
+    evaluate.plot_confusion(metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
+                            f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}")  # fmt: skip
+    plot_curves(curves, str(out / "curves.png"), settings.model)
+    if final is not None:
+        model = final["model"]
+        meta = bundle.base_meta(
+            model_kind="torch", model_name=settings.model,
+            params={"in_dim": data["in_dim"], "arch": settings.arch}, feature_set=data["feature_set"],
+            classes=data["classes"],
+            training={"corpora": data["corpora"], "utterances": int(len(data["labels"])),
+                      "groups": len(set(data["groups"].tolist())), "class_set": settings.class_set},
+            metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
+        )  # fmt: skip
+        (out / "model").mkdir(exist_ok=True)
+        nets.save_module(out / "model", model)
+        bundle.write_meta(out / "model", meta)
+        proba = nets.predict_proba(model, data["items"])
+        pq.write_table(
+            pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),
+            out / "model_predictions.parquet",
+        )
+    (out / "report.md").write_text(train_report(metrics))
+
+
+def plot_curves(curves: list[list[dict]], path: str, title: str) -> None:
+    """Training loss, validation loss and validation UAR per epoch, one line per fold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k, hist in enumerate(curves):
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["train_loss"] for h in hist], color=f"C{k}", label=f"fold {k + 1} train")
+        axes[0].plot(ep, [h["val_loss"] for h in hist], color=f"C{k}", ls="--")
+        axes[1].plot(ep, [h["val_uar"] for h in hist], color=f"C{k}", label=f"fold {k + 1}")
+    axes[0].set(xlabel="epoch", ylabel="loss (solid: train, dashed: validation)")
+    axes[1].set(xlabel="epoch", ylabel="validation UAR")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
