@@ -273,6 +273,134 @@ def load(
     return np.ascontiguousarray(y, dtype=np.float32), rate
 
 
+def _sf_error(exc: Exception) -> str:
+    # error_string leaves out "Error opening <_io.BytesIO object at 0x...>" (see _sf_decode)
+    return (getattr(exc, "error_string", None) or str(exc)) if isinstance(exc, sf.LibsndfileError) else str(exc)
+
+
+def _sf_blocks(f: sf.SoundFile, n: int, name: str) -> Iterator[tuple[np.ndarray, int]]:
+    """(channels, <=n) float32 blocks read from an open SoundFile, closing it at the end."""
+    with f:
+        rate = int(f.samplerate)
+        while True:
+            try:
+                y = f.read(n, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise AudioError(name, "corrupt", f"decoding failed ({_sf_error(exc)})") from None
+            if not len(y):
+                return
+            block = np.ascontiguousarray(y.T)
+            del y  # hold one copy of the block while it is out, not two
+            yield block, rate
+            del block  # nor the last one while the next is read
+
+
+def _av_blocks(data: bytes, block_s: float, name: str) -> Iterator[tuple[np.ndarray, int]]:
+    """FFmpeg frames gathered into (channels, n) blocks of ``block_s`` at the native rate."""
+    parts: list[np.ndarray] = []
+    have = n = rate = 0
+    try:
+        for arr, frame_rate in _av_frames(data, name):
+            if not rate:
+                rate, n = frame_rate, max(1, int(round(block_s * frame_rate)))
+            parts.append(arr)
+            have += arr.shape[1]
+            while have >= n:
+                joined = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+                yield np.ascontiguousarray(joined[:, :n]), rate
+                rest = joined[:, n:]
+                parts, have = ([np.ascontiguousarray(rest)] if rest.shape[1] else []), rest.shape[1]
+                del joined, rest
+    except ValueError as exc:  # frames whose channel count changes midway
+        raise AudioError(name, "corrupt", f"decoding failed ({exc})") from None
+    if have:
+        yield np.concatenate(parts, axis=1), rate
+
+
+def _native_blocks(source: Source, block_s: float, name: str) -> Iterator[tuple[np.ndarray, int]]:
+    """(channels, n) float32 blocks at the file's own rate: libsndfile where it can, else FFmpeg."""
+    local = not isinstance(source, bytes) and "://" not in os.fspath(source)
+    if _ext(name) in AV_EXTS:
+        yield from _av_blocks(_read_bytes(source, name), block_s, name)
+        return
+    data = None
+    if local:  # read from disk block by block, never whole
+        target: str | io.BytesIO = os.fspath(source)
+        if not os.path.exists(target):
+            raise AudioError(name, "missing", "no such file")
+        if os.path.isdir(target):
+            raise AudioError(name, "unsupported", "is a directory, not an audio file")
+        if os.path.getsize(target) == 0:
+            raise AudioError(name, "empty", "file has 0 bytes")
+    else:
+        data = _read_bytes(source, name)
+        target = io.BytesIO(data)
+    try:
+        f = sf.SoundFile(target)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        sf_error = _sf_error(exc)
+    else:
+        yield from _sf_blocks(f, max(1, int(round(block_s * f.samplerate))), name)
+        return
+    try:  # not a libsndfile format: FFmpeg may still know it
+        yield from _av_blocks(data if data is not None else _read_bytes(source, name), block_s, name)
+    except AudioError as exc:
+        if exc.kind == "unsupported":
+            raise AudioError(name, "unsupported", f"not a recognised audio format ({sf_error})") from None
+        raise
+
+
+def stream(
+    source: Source,
+    *,
+    block_s: float = 60.0,
+    sr: int | None = None,
+    name: str | None = None,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode ``source`` block by block: yield ``(offset_s, block)``, never the whole file.
+
+    ``block`` is float32 ``(channels, n)`` holding about ``block_s`` seconds (the
+    last shorter; when resampling, the first a little shorter and a short extra
+    one at the end with what the filter still held); consecutive blocks are
+    contiguous stretches of the file and ``offset_s`` is where ``block`` starts,
+    in seconds from the start of the file (exact: output samples / rate).
+    With ``sr`` every channel is resampled by one streaming soxr resampler, so
+    the concatenated blocks equal ``load(source, sr=sr, channel="all")`` with
+    no seams at block edges. libsndfile formats are read from local paths
+    ``block_s`` at a time; FFmpeg formats, URIs and bytes decode from the
+    bytes in memory (compressed or raw, never decoded whole). Errors are
+    ``AudioError`` as for ``load`` (missing, empty, unsupported, corrupt),
+    raised when iteration reaches them: opening problems on the first ``next``.
+    """
+    if not block_s > 0:
+        raise ValueError(f"block_s must be positive, not {block_s!r}")
+    name = _name(source, name)
+    resampler = None
+    n_in = n_out = 0
+    for block, rate in _native_blocks(source, block_s, name):
+        n_in += block.shape[1]
+        if not np.all(np.isfinite(block)):
+            raise AudioError(name, "corrupt", "decoded samples contain NaN or infinity")
+        if sr is not None and sr != rate:
+            if resampler is None:
+                channels = block.shape[0]
+                resampler = soxr.ResampleStream(rate, sr, channels, dtype="float32", quality="HQ")
+            block = np.ascontiguousarray(
+                resampler.resample_chunk(np.ascontiguousarray(block.T), last=False).T, dtype=np.float32
+            )
+        if block.shape[1]:
+            n = block.shape[1]
+            yield n_out / (sr if resampler is not None else rate), block
+            n_out += n
+        del block  # the consumer may let go of it before the next one is decoded
+    if n_in == 0:
+        raise AudioError(name, "empty", "the file holds no samples")
+    if resampler is not None:  # the samples still inside the filter: a short last block
+        tail = resampler.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+        if len(tail):
+            yield n_out / sr, np.ascontiguousarray(tail.T, dtype=np.float32)
+
+
 def read_source(source: Source, name: str | None = None) -> bytes:
     """The raw bytes of a path, URI or bytes, with AudioError for missing/empty."""
     return _read_bytes(source, _name(source, name))
@@ -288,5 +416,6 @@ __all__ = [
     "read_source",
     "resample",
     "select_channel",
+    "stream",
 ]
 

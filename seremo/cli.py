@@ -213,6 +213,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- score
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from seremo.score import ScoreSettings, score
+
+    segment = {"mode": args.segment}
+    for key in ("min_s", "max_s", "window_s", "hop_s"):
+        value = getattr(args, key)
+        if value is not None:
+            segment[key] = value
+    try:
+        settings = ScoreSettings(channels=args.channels, segment=segment, gpu=args.gpu,
+                                 files_per_task=args.files_per_task, actors=args.actors)  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    summary = score(args.input, args.model, args.out, settings, address=args.address)
+    print(
+        format_table(
+            ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
+            [[summary["inputs"], summary["files"], summary["errors"], summary["segments"],
+              round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
+              round(summary["x_realtime"] or 0.0, 1)]],
+        )
+    )  # fmt: skip
+    print(f"segments: {args.out}/segments   files: {args.out}/files.parquet   errors: {args.out}/errors.parquet")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -274,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-set", default=None, help="class set to train on")
     _common(p)
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("score", help="label every segment of an audio archive (streaming Ray Data job)")
+    p.add_argument("input", help="a directory (recursive), a glob, or a manifest with a `path` column")
+    p.add_argument("--model", required=True, help="a model bundle directory (a run's model/)")
+    p.add_argument("--out", required=True, help="output directory (re-running into it resumes)")
+    p.add_argument("--channels", choices=["split", "mix"], default="split", help="score channels apart or mixed")
+    p.add_argument("--segment", choices=["vad", "fixed"], default="vad", help="energy VAD or fixed windows")
+    p.add_argument("--min-s", type=float, default=None, dest="min_s", help="shortest segment (s)")
+    p.add_argument("--max-s", type=float, default=None, dest="max_s", help="longest segment (s)")
+    p.add_argument("--window-s", type=float, default=None, dest="window_s", help="fixed window length (s)")
+    p.add_argument("--hop-s", type=float, default=None, dest="hop_s", help="fixed window hop (s)")
+    p.add_argument("--files-per-task", type=int, default=4, help="files per Ray task (default 4)")
+    p.add_argument("--actors", type=int, default=None, help="predictor actors")
+    p.add_argument("--gpu", action="store_true", help="predict on GPU actors (torch bundles)")
+    _common(p)
+    p.set_defaults(handler=cmd_score)
     return parser
 
 

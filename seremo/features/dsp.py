@@ -93,6 +93,7 @@ class Analysis:
     fmax: float = 500.0
     yin_threshold: float = 0.15
     pitch_sr: int = 8000  # YIN runs on a copy at this rate: F0 < fmax needs no more
+    floor_db: float | None = None  # spectral floor this far below the clip's strongest bin
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y, dtype=np.float32)
@@ -109,7 +110,12 @@ class Analysis:
     def power(self) -> np.ndarray:
         """(T, n_fft//2+1) power spectrum of Hann-windowed frames."""
         spec = scipy.fft.rfft(self.frames * hann(self.win), n=self.n_fft, axis=1)
-        return (spec.real**2 + spec.imag**2).astype(np.float32)
+        power = (spec.real**2 + spec.imag**2).astype(np.float32)
+        if self.floor_db is not None:
+            # Near-silence then looks the same whether it is digital zero, line noise or
+            # mu-law quantisation: features stop depending on how quiet the quiet parts are.
+            power += np.float32(power.max() * 10 ** (-self.floor_db / 10) + EPS)
+        return power
 
     @cached_property
     def freqs(self) -> np.ndarray:

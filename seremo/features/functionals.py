@@ -54,10 +54,12 @@ class SeremoFunctionals(FeatureSet):
     fmin: float = 60.0
     fmax: float = 500.0
     speech_db: float = 35.0  # frames within this many dB of the loudest count as speech
+    floor_db: float | None = None  # spectral floor below the strongest bin (robust to line noise)
 
     def _vector(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, list[str]]:
         a = Analysis(
-            y, sr, n_fft=self.n_fft, n_mels=self.n_mels, hop_s=self.hop_s, fmin=self.fmin, fmax=self.fmax
+            y, sr, n_fft=self.n_fft, n_mels=self.n_mels, hop_s=self.hop_s, fmin=self.fmin, fmax=self.fmax,
+            floor_db=self.floor_db,
         )
         hop_s = a.hop / sr
         energy = a.log_energy

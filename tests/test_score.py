@@ -1,0 +1,176 @@
+"""seremo score on a simulated call archive built from real EmoDB utterances."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from seremo import bundle, classical, features, manifest
+from seremo.cli import main
+from seremo.extract import extract
+from seremo.score import ScoreSettings, score
+from seremo.shards import read_features
+from seremo.simulate import Utterance, make_calls, telephone_copies
+
+ARCHIVE_SPEAKERS = ("emodb/13", "emodb/14", "emodb/15", "emodb/16")
+
+
+@pytest.fixture(scope="module")
+def phone_bundle(emodb_manifest, ray_session, tmp_path_factory) -> Path:
+    """A telephone-band (8 kHz) logistic regression trained on the six speakers not in the archive,
+    on telephone copies of their utterances."""
+    t = manifest.read(emodb_manifest)
+    train = t.filter(np.array([g not in ARCHIVE_SPEAKERS for g in t.column("group").to_pylist()]))
+    root = tmp_path_factory.mktemp("phone")
+    # A call-centre model is trained on telephone audio: the same channel the archive goes through.
+    phone_paths = telephone_copies(train.column("path").to_pylist(), root / "wav", seed=7)
+    train = train.set_column(train.column_names.index("path"), "path", pa.array(phone_paths))
+    fs = features.get("seremo", sample_rate=8000)
+    extract(train, fs, str(root / "features"))
+    feats = read_features(str(root / "features"))
+    y = np.asarray(feats.table.column("label").to_pylist())
+    model = classical.fit("logreg", {"C": 0.1}, feats.matrix(), y)
+    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 0.1},
+                            feature_set=feats.feature_set, classes=list(model.classes_),
+                            training={"corpora": ["emodb"], "utterances": len(y), "groups": 6}, metrics={})  # fmt: skip
+    return bundle.save_classical(root / "model", model, meta)
+
+
+@pytest.fixture(scope="module")
+def archive(emodb_manifest, tmp_path_factory) -> tuple[Path, object]:
+    t = manifest.read(emodb_manifest)
+    rows = [r for r in t.to_pylist() if r["group"] in ARCHIVE_SPEAKERS]
+    utts = [Utterance(r["path"], r["label"], r["speaker"]) for r in rows]
+    root = tmp_path_factory.mktemp("archive") / "calls"
+    truth = make_calls(utts, root, n_calls=2, utterances_per_call=24, copies=("flac", "mp3"), seed=1)
+    (root / "corrupt.wav").write_bytes(os.urandom(4096))
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.txt").write_text("call centre export, batch 7\n")
+    sf.write(root / "zero_length.wav", np.zeros((0, 2), np.float32), 8000, subtype="ULAW")
+    (root / "nested").mkdir()
+    os.replace(root / "call0001.flac", root / "nested" / "call0001.flac")
+    truth = truth.to_pandas()
+    truth.loc[truth["path"] == str(root / "call0001.flac"), "path"] = str(root / "nested" / "call0001.flac")
+    return root, truth
+
+
+@pytest.fixture(scope="module")
+def scored(archive, phone_bundle, ray_session, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scored") / "out"
+    assert main(["score", str(archive[0]), "--model", str(phone_bundle), "--out", str(out), "--files-per-task", "2"]) == 0
+    return out
+
+
+def test_every_input_appears_exactly_once(scored, archive):
+    root, _ = archive
+    inputs = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    files = pq.read_table(scored / "files.parquet").to_pandas()
+    errors = pq.read_table(scored / "errors.parquet").to_pandas()
+    assert sorted(files["path"].tolist() + errors["path"].tolist()) == inputs
+    by_path = errors.set_index("path")["error"]
+    assert by_path[str(root / "empty.wav")] == "empty"
+    assert by_path[str(root / "zero_length.wav")] == "empty"
+    assert by_path[str(root / "notes.txt")] == "unsupported"
+    assert by_path[str(root / "corrupt.wav")] in ("unsupported", "corrupt")
+    assert len(files) == 6 and (files["channels"] == 2).all() and (files["duration_s"] > 100).all()
+    summary = json.loads((scored / "score.json").read_text())
+    assert (summary["inputs"], summary["files"], summary["errors"]) == (10, 6, 4)
+
+
+def _match(truth_rows, segs, tol: float) -> tuple[float, list[tuple[str, str]]]:
+    """Share of utterances whose covering segments start and end within ``tol``; (truth, predicted) labels."""
+    hits, pairs = 0, []
+    for u in truth_rows.itertuples():
+        mine = segs[(segs["channel"] == u.channel) & (segs["end_s"] > u.start_s) & (segs["start_s"] < u.end_s)]
+        if len(mine) == 0:
+            continue
+        if abs(mine["start_s"].min() - u.start_s) <= tol and abs(mine["end_s"].max() - u.end_s) <= tol:
+            hits += 1
+        weights = (np.minimum(mine["end_s"], u.end_s) - np.maximum(mine["start_s"], u.start_s)).clip(0)
+        probs = (mine[[c for c in mine.columns if c.startswith("p_")]].to_numpy() * weights.to_numpy()[:, None]).sum(0)
+        pairs.append((u.label, [c[2:] for c in mine.columns if c.startswith("p_")][int(np.argmax(probs))]))
+    return hits / len(truth_rows), pairs
+
+
+def test_segments_line_up_and_labels_beat_chance(scored, archive):
+    _, truth = archive
+    segs = pq.read_table(scored / "segments").to_pandas()
+    assert {"path", "channel", "start_s", "end_s", "label", "confidence", "model_id"} <= set(segs.columns)
+    assert np.allclose(segs[[c for c in segs.columns if c.startswith("p_")]].sum(axis=1), 1, atol=1e-4)
+    pairs_all = []
+    for path in sorted(truth["path"].unique()):
+        rows = truth[truth["path"] == path]
+        aligned, pairs = _match(rows, segs[segs["path"] == path], tol=0.3)
+        assert aligned >= 0.75, (path, aligned)
+        pairs_all += pairs
+    agree = np.mean([a == b for a, b in pairs_all])
+    chance = max(truth["label"].value_counts(normalize=True))  # always guessing the commonest label
+    assert agree > chance + 0.15, (agree, chance)
+
+
+def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_session, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "seremo.cli", "score", str(archive[0]), "--model", str(phone_bundle),
+           "--out", str(out), "--files-per-task", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "_parts" / "done").glob("*.parquet"))) < 3:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "files.parquet").exists()
+    score(str(archive[0]), str(phone_bundle), str(out), ScoreSettings(files_per_task=2))
+
+    def rows(d: Path, name: str, keys: list[str]):
+        return pq.read_table(d / name).to_pandas().sort_values(keys).reset_index(drop=True)
+
+    seg_keys = ["path", "channel", "start_s"]
+    a, b = rows(scored, "segments", seg_keys), rows(out, "segments", seg_keys)
+    assert len(a) == len(b)
+    assert (a.drop(columns=["model_id"]).round(6) == b.drop(columns=["model_id"]).round(6)).all().all()
+    fa, fb = rows(scored, "files.parquet", ["path"]), rows(out, "files.parquet", ["path"])
+    assert fa.round(6).equals(fb.round(6))
+    assert rows(scored, "errors.parquet", ["path"]).equals(rows(out, "errors.parquet", ["path"]))
+
+
+def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
+    """Featurize + predict a 2-hour stereo 8 kHz call in one process; peak RSS stays bounded."""
+    long = tmp_path / "two_hours.wav"
+    speech = [sf.read(p, dtype="float32")[0][::2] for p in emodb_wavs[:20]]  # crude 8 kHz copies
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(long, "w", samplerate=8000, channels=2, subtype="ULAW") as f:
+        written = 0
+        while written < 2 * 3600 * 8000:
+            block = (rng.standard_normal((8000 * 60, 2)) * 3e-4).astype(np.float32)
+            y = speech[rng.integers(len(speech))]
+            block[8000 : 8000 + len(y), written // (8000 * 60) % 2] += y  # one utterance a minute
+            f.write(block)
+            written += len(block)
+    code = (
+        "import resource, sys, pyarrow as pa; from seremo import bundle;"
+        "from seremo.score import featurize_files, Predictor;"
+        "b = bundle.load(sys.argv[2]);"
+        "t = featurize_files(pa.table({'path': [sys.argv[1]]}), b.feature_set, {'channels': 'split', 'segment': {}});"
+        "assert t.column('error')[0].as_py() is None, t.column('message')[0];"
+        "out = Predictor(sys.argv[2])(t); n = len(out.column('segments')[0].as_py());"
+        "print(n, t.column('duration_s')[0].as_py(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(long), str(phone_bundle)], capture_output=True, text=True, check=True)
+    n_segments, duration, peak_kib = res.stdout.split()
+    assert float(duration) == pytest.approx(7200, abs=60)
+    assert int(n_segments) >= 100  # about one utterance a minute, found
+    assert int(peak_kib) * 1024 < 2 * 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
