@@ -134,6 +134,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         address=args.address,
         overwrite=args.overwrite,
     )
+    if result.summary.get("skipped"):
+        print(f"{args.out}: already extracted with these settings; skipped (pass --overwrite to redo)")
     print(extract_summary(result.summary, result.errors))
     print(f"features: {args.out}/shards")
     if result.errors:

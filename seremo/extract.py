@@ -82,7 +82,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
 
     filesystem, base = shards.filesystem(out)
     if shards.read_summary(out) is not None and not overwrite:
-        raise SeremoError(f"{out}: already holds a finished extraction; pass --overwrite to redo it")
+        raise SeremoError(f"{out}: already holds a different finished extraction; pass --overwrite to replace it")
     info = filesystem.get_file_info(base)
     if info.type == pafs.FileType.File:
         raise SeremoError(f"{out}: is a file; --out must be a directory")
@@ -113,6 +113,16 @@ def extract(
 
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
+    previous = shards.read_summary(out)
+    if (
+        previous is not None
+        and not overwrite
+        and previous["feature_set"] == feature_set.describe()
+        and previous["manifest"] == source
+        and previous["inputs"] == table.num_rows
+    ):
+        log.info("%s: already extracted with these settings; skipping (--overwrite redoes it)", out)
+        return ExtractResult({**previous, "skipped": True}, _read_errors(out))
     _prepare_out(out, overwrite)
     ensure_ray(address, num_cpus)
     started = time.perf_counter()
@@ -149,6 +159,13 @@ def extract(
         )
     shards.write_summary(out, summary)
     return ExtractResult(summary, sink.errors)
+
+
+def _read_errors(out: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    filesystem, base = shards.filesystem(out)
+    return pq.read_table(f"{base}/{shards.ERRORS}", filesystem=filesystem).to_pylist()
 
 
 def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kwargs: Any) -> ExtractResult:

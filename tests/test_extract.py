@@ -104,8 +104,12 @@ def test_bad_inputs_become_error_rows(emodb_manifest, ray_session, tmp_path, cap
     assert "25" in printed and "missing" in printed
 
 
-def test_finished_output_is_not_overwritten_silently(emodb_features, emodb_manifest, capsys):
-    assert main(["extract", emodb_manifest, "--out", emodb_features]) == 2
+def test_finished_output_is_skipped_or_protected(emodb_features, emodb_manifest, capsys):
+    before = sorted(p.name for p in Path(emodb_features, "shards").iterdir())
+    assert main(["extract", emodb_manifest, "--out", emodb_features]) == 0  # same settings: up to date
+    assert "skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in Path(emodb_features, "shards").iterdir()) == before
+    assert main(["extract", emodb_manifest, "--out", emodb_features, "--features", "compact8"]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 
