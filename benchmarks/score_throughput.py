@@ -6,7 +6,7 @@ telephone-band (8 kHz) logistic regression on EmoDB for the bundle, then times
 (seconds of call audio / (wall seconds x cores)). Ray start-up and the
 bundle's training are outside the timing; everything the score job does is in.
 
-    python benchmarks/score_throughput.py [--calls 16] [--data ../shared/corpora/emodb]
+    python benchmarks/score_throughput.py [--calls 48] [--data ../shared/corpora/emodb]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from seremo.simulate import Utterance, make_calls, telephone_copies
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/corpora/emodb"))
-    p.add_argument("--calls", type=int, default=16)
+    p.add_argument("--calls", type=int, default=48)
     p.add_argument("--utterances-per-call", type=int, default=40)
     p.add_argument("--files-per-task", type=int, default=2)
     args = p.parse_args()

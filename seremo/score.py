@@ -276,10 +276,36 @@ def _resume_state(out: Path) -> set[str]:
     return done
 
 
+def _owners(out: Path) -> dict[str, str]:
+    """input path -> the committed task key that owns it (the smallest key, if several do).
+
+    Two committed tasks can hold the same input when a killed run's workers
+    outlive its driver and finish a task while the re-run redoes it; keeping
+    exactly one owner per input is what guarantees no row is ever duplicated.
+    """
+    owners: dict[str, str] = {}
+    for marker in sorted((out / PARTS / "done").glob("*.parquet")):
+        for path in pq.read_table(marker).column("path").to_pylist():
+            owners.setdefault(path, marker.stem)
+    return owners
+
+
 def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
+    owners = _owners(out)
+
+    def owned(table: pa.Table, key: str) -> pa.Table:
+        keep = [owners.get(p) == key for p in table.column("path").to_pylist()]
+        return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
+
+    for part in sorted((out / "segments").glob("part-*.parquet")):
+        key = part.stem.removeprefix("part-")
+        table = pq.read_table(part)
+        mine = owned(table, key)
+        if mine.num_rows != table.num_rows:  # rows of an input another task owns: drop them in place
+            _atomic_write(mine, part)
+
     def gather(sub: str, empty: pa.Table) -> pa.Table:
-        files = sorted((out / PARTS / sub).glob("*.parquet"))
-        tables = [pq.read_table(f) for f in files]
+        tables = [owned(pq.read_table(f), f.stem) for f in sorted((out / PARTS / sub).glob("*.parquet"))]
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return empty

@@ -66,6 +66,7 @@ class TrainSettings(BaseModel):
     workers: int = Field(2, ge=1)
     gpu: bool = False
     max_failures: int = Field(2, ge=0)
+    collective_timeout_s: int = Field(120, ge=10, description="how long a rank waits for a dead peer")
     final_fit: bool = True
     augment: Augment = Field(default_factory=Augment)
     seed: int = 0
@@ -267,10 +268,13 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
     """One TorchTrainer run; returns the best model (by validation UAR) and the curves."""
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
         train_loop,
+        # A rank whose peer died fails its collective after this long instead of torch's 30 min,
+        # so FailureConfig can restart the group from the last checkpoint.
+        torch_config=TorchConfig(timeout_s=settings.collective_timeout_s),
         train_loop_config={
             "data_ref": data_ref,
             "settings": settings.model_dump(),

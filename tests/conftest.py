@@ -12,6 +12,24 @@ DATA_ROOT = Path(os.environ.get("SEREMO_TEST_DATA", REPO.parent / "shared" / "co
 EMODB = DATA_ROOT / "emodb"
 
 
+try:
+    import opensmile  # noqa: F401
+
+    HAVE_OPENSMILE = True
+except ImportError:
+    HAVE_OPENSMILE = False
+
+
+def feature_set_params(names):
+    """pytest params for feature-set names; egemaps skips with the reason where openSMILE is absent."""
+    return [
+        pytest.param(n, marks=pytest.mark.skipif(
+            n == "egemaps" and not HAVE_OPENSMILE, reason="openSMILE not installed: pip install -e '.[opensmile]'"
+        ))
+        for n in names
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def emodb_root() -> Path:
     """The real EmoDB corpus; tests that need it skip with the reason when it is absent."""

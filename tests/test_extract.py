@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import feature_set_params
 
 from seremo import features, manifest, shards
 from seremo.cli import main
@@ -54,7 +55,7 @@ def test_extract_is_deterministic(emodb_manifest, emodb_features, ray_session, t
         assert np.asarray(feats, np.float32).tobytes() == np.asarray(by_id[uid], np.float32).tobytes()
 
 
-@pytest.mark.parametrize("name", ["compact8", "lld_stats", "mfcc_seq", "logmel", "egemaps"])
+@pytest.mark.parametrize("name", feature_set_params(["compact8", "lld_stats", "mfcc_seq", "logmel", "egemaps"]))
 def test_every_feature_set_through_the_pipeline(name, emodb_manifest, ray_session, tmp_path):
     subset = manifest.read(emodb_manifest).slice(100, 24)
     fs = features.get(name)

@@ -130,8 +130,18 @@ def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_
             break
         time.sleep(0.1)
     assert proc.poll() is None, "the run finished before it could be killed"
+    # Kill the whole run at once, Ray's processes included, as a lost job or machine would.
+    import psutil
+
+    tree = psutil.Process(proc.pid).children(recursive=True)
     os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.wait()
+    psutil.wait_procs(tree, timeout=30)
     assert not (out / "files.parquet").exists()
     score(str(archive[0]), str(phone_bundle), str(out), ScoreSettings(files_per_task=2))
 
@@ -145,6 +155,25 @@ def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_
     fa, fb = rows(scored, "files.parquet", ["path"]), rows(out, "files.parquet", ["path"])
     assert fa.round(6).equals(fb.round(6))
     assert rows(scored, "errors.parquet", ["path"]).equals(rows(out, "errors.parquet", ["path"]))
+
+
+def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
+    """A killed run's worker may commit a task the re-run redoes: consolidation keeps one copy."""
+    import shutil
+
+    out = tmp_path / "dup"
+    shutil.copytree(scored, out)
+    done = sorted((out / "_parts" / "done").glob("*.parquet"))[0]
+    key = done.stem
+    for sub, name in (("segments", f"part-{key}.parquet"), ("_parts/files", f"{key}.parquet"),
+                      ("_parts/errors", f"{key}.parquet"), ("_parts/done", f"{key}.parquet")):  # fmt: skip
+        shutil.copy(out / sub / name, out / sub / name.replace(key, "zzzzz-dup"))
+    from seremo.score import _consolidate
+
+    files, errors = _consolidate(out, json.loads((scored / "score.json").read_text())["classes"])
+    assert files.num_rows + errors.num_rows == 10
+    a = pq.read_table(scored / "segments").num_rows
+    assert pq.read_table(out / "segments").num_rows == a
 
 
 def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):

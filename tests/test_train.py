@@ -128,14 +128,20 @@ def _history(out: Path, name: str) -> list[dict]:
 
 
 def _train_worker_pids() -> list[int]:
-    """PIDs of live Ray Train worker processes (their titles read ``ray::RayTrainWorker...``)."""
+    """PIDs of this test session's Ray Train workers (titles ``ray::RayTrainWorker...``).
+
+    Only descendants of this process: other Ray instances on the machine are not ours to kill.
+    """
     import psutil
 
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if cmd.startswith("ray::RayTrainWorker"):
-            pids.append(proc.info["pid"])
+            pids.append(proc.pid)
     return pids
 
 
