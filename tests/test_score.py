@@ -123,13 +123,17 @@ def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "seremo.cli", "score", str(archive[0]), "--model", str(phone_bundle),
            "--out", str(out), "--files-per-task", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "killed_run.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - closed below; the run's own words if it fails
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((out / "_parts" / "done").glob("*.parquet"))) < 3:
         if proc.poll() is not None:
             break
         time.sleep(0.1)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    log_file.close()
+    tail = "\n".join(log_path.read_text().splitlines()[-15:])
+    assert proc.poll() is None, f"the run ended (exit {proc.poll()}) before it could be killed:\n{tail}"
     # Kill the whole run at once, Ray's processes included, as a lost job or machine would.
     import psutil
 
