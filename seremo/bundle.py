@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from seremo import __version__
+from seremo import __version__, config
 from seremo.errors import SeremoError
 
 FORMAT_VERSION = 1
@@ -215,12 +215,7 @@ def load(path: str | Path) -> Bundle:
         raw = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{meta_path}: is not valid JSON ({exc})") from None
-    try:
-        meta = BundleMeta.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise BundleError(f"{meta_path}: field {where}: {err['msg']}") from None
+    meta = config.validate(BundleMeta, raw, str(meta_path), "field ", error=BundleError)
     for name, digest in meta.files.items():
         f = root / name
         if not f.is_file():

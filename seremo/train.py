@@ -23,11 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seremo import bundle, evaluate, nets, shards
-from seremo.errors import ConfigError, SeremoError
+from seremo import bundle, config, evaluate, nets, shards
+from seremo.errors import SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
 
@@ -73,23 +72,9 @@ class TrainSettings(BaseModel):
 
 
 def load_settings(path: str | None, **overrides: Any) -> TrainSettings:
-    raw: Any = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if isinstance(raw, dict) and "train" in raw:
-            raw = raw["train"] or {}
+    raw = config.read_section(path, "train")
     raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        return TrainSettings.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"{path or 'settings'}: train.{where}: {err['msg']}") from None
+    return config.validate(TrainSettings, raw, path or "settings", "train.")
 
 
 # --------------------------------------------------------------------------- the worker loop

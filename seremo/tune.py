@@ -27,10 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from seremo import bundle, classical, evaluate, shards
+from seremo import bundle, classical, config, evaluate, shards
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -58,26 +57,11 @@ class TuneSettings(BaseModel):
 
 
 def load_settings(path: str | None) -> TuneSettings:
-    if path is None:
-        return TuneSettings()
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if isinstance(raw, dict) and "tune" in raw:
-        raw = raw["tune"] or {}
-    return settings_from_dict(raw, path)
+    return settings_from_dict(config.read_section(path, "tune"), path or "settings")
 
 
 def settings_from_dict(raw: Any, source: str) -> TuneSettings:
-    try:
-        settings = TuneSettings.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source}: tune.{where}: {err['msg']}") from None
+    settings = config.validate(TuneSettings, raw, source, "tune.")
     for name, override in settings.models.items():
         family = classical.get_family(name)
         unknown = set(override) - set(family.space) - {"select_k"}
