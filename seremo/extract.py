@@ -35,8 +35,6 @@ def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float]
         start_s=row.get("start_s"),
         end_s=row.get("end_s"),
     )
-    if not np.any(y):
-        log.debug("%s: digital silence", row["path"])
     return fs.extract(y, sr), len(y) / sr
 
 

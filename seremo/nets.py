@@ -13,8 +13,7 @@ the model as buffers, so a bundle needs nothing else to predict.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,13 +259,6 @@ def model_classes(model: nn.Module) -> int:
     return last.out_features
 
 
-def iter_batches(items: list[np.ndarray], labels: np.ndarray, batches: list[list[int]], kind: str
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
-    for batch in batches:
-        x, lengths = collate([items[i] for i in batch], kind)
-        yield x, lengths, torch.as_tensor(labels[batch], dtype=torch.long)
-
-
 # --------------------------------------------------------------------------- bundles
 
 
@@ -287,6 +279,3 @@ def load_module(root: Path, meta: Any) -> nn.Module:
     model.eval()
     return model
 
-
-def arch_json(arch: dict[str, Any]) -> str:
-    return json.dumps(arch, sort_keys=True)

@@ -36,7 +36,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from seremo import audio, bundle
-from seremo.errors import AudioError, SeremoError, errors_table
+from seremo.errors import AudioError, ConfigError, SeremoError, errors_table
 from seremo.features import FeatureSet
 from seremo.runtime import ensure_ray
 
@@ -322,6 +322,12 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     """Score every input of ``source`` with the bundle at ``model`` into ``out``."""
     import ray
 
+    from seremo.segment import SegmentSettings
+
+    try:  # a bad option is one line now, not an error row for every file in the workers
+        SegmentSettings(**settings.segment)
+    except TypeError as exc:
+        raise ConfigError(f"segment settings: {exc}") from None
     b = bundle.load(model)
     fs = b.feature_set
     model_id = f"{b.meta.model_name}:{b.meta.files[sorted(b.meta.files)[0]][:12]}"

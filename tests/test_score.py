@@ -161,6 +161,15 @@ def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_
     assert rows(scored, "errors.parquet", ["path"]).equals(rows(out, "errors.parquet", ["path"]))
 
 
+@pytest.mark.parametrize("argv, needle", [(["--min-s", "-1"], "min_s"), (["--hop-s", "0"], "hop_s")])
+def test_bad_segment_options_are_one_line(argv, needle, archive, phone_bundle, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert main(["score", str(archive[0]), "--model", str(phone_bundle), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (out / "segments").exists()
+
+
 def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
     """A killed run's worker may commit a task the re-run redoes: consolidation keeps one copy."""
     import shutil
