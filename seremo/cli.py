@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 2)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 60)")
     p.add_argument("--config", default=None, help="YAML with train settings (flat or under `train:`)")
     p.add_argument("--class-set", default=None, help="class set to train on")
     _common(p)

@@ -232,6 +232,37 @@ def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[
     return batches[rank::world][:per_rank] if world > 1 else batches
 
 
+def spec_mask(x: torch.Tensor, lengths: torch.Tensor, kind: str, fill: np.ndarray, rng: np.random.Generator,
+              time_masks: int = 2, time_width: int = 20, freq_masks: int = 2, freq_width: int = 8) -> torch.Tensor:  # fmt: skip
+    """SpecAugment-style masking for training batches: random time spans and feature bands of each
+    utterance are set to ``fill`` (the training mean, so they read as zero after standardisation).
+
+    Spans start inside each utterance's real frames; padding is re-masked by the models anyway.
+    """
+    if kind == "vector":
+        return x
+    b = x.shape[0]
+    t_axis, f_axis = (1, 2) if kind == "sequence" else (2, 1)
+    frames, dims = x.shape[t_axis], x.shape[f_axis]
+    real = lengths.numpy()
+
+    def spans(n: int, width: int, size: int, limit: np.ndarray) -> torch.Tensor:
+        hit = np.zeros((b, size), bool)
+        pos = np.arange(size)[None, :]
+        for _ in range(n):
+            w = rng.integers(0, width + 1, size=b)
+            start = np.floor(rng.random(b) * np.maximum(limit - w, 1)).astype(int)
+            hit |= (pos >= start[:, None]) & (pos < (start + w)[:, None])
+        return torch.from_numpy(hit)
+
+    in_time = spans(time_masks, time_width, frames, real)
+    in_band = spans(freq_masks, freq_width, dims, np.full(b, dims))
+    fill_t = torch.as_tensor(fill, dtype=x.dtype)
+    if kind == "sequence":
+        return torch.where(in_time[:, :, None] | in_band[:, None, :], fill_t[None, None, :], x)
+    return torch.where(in_band[:, :, None] | in_time[:, None, :], fill_t[None, :, None], x)
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, X: Any, batch_size: int = 64, device: str | None = None) -> np.ndarray:
     """Class probabilities for a list of arrays (or a matrix of vectors), in input order."""

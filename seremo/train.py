@@ -49,6 +49,25 @@ class Augment(BaseModel):
         return self
 
 
+class Masking(BaseModel):
+    """SpecAugment-style masking of training batches (on by default; ``time_masks: 0, freq_masks: 0`` turns it off).
+
+    On EmoDB (5 grouped folds) it lifted the BiLSTM from 0.544 to 0.623 UAR and the CNN from
+    0.520 to 0.632, together with the one-cycle schedule; see README.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    time_masks: int = Field(2, ge=0)
+    time_width: int = Field(20, ge=1, description="widest time span, in frames")
+    freq_masks: int = Field(2, ge=0)
+    freq_width: int | None = Field(None, ge=1, description="widest band span; default 8 mel bands, 3 sequence dims")
+
+    def kwargs(self, kind: str) -> dict[str, int]:
+        width = self.freq_width or (8 if kind == "image" else 3)
+        return {"time_masks": self.time_masks, "time_width": self.time_width,
+                "freq_masks": self.freq_masks, "freq_width": width}  # fmt: skip
+
+
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -56,11 +75,13 @@ class TrainSettings(BaseModel):
     class_set: str | None = None
     folds: int = Field(5, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
-    epochs: int = Field(40, ge=1)
-    patience: int = Field(8, ge=1)
+    epochs: int = Field(60, ge=1)
+    patience: int = Field(15, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="peak learning rate")
+    schedule: Literal["onecycle", "constant"] = Field("onecycle", description="one-cycle: warm up 10%, cosine down")
     weight_decay: float = Field(1e-4, ge=0)
+    masking: Masking = Field(default_factory=Masking)
     arch: dict[str, Any] = Field(default_factory=dict, description="model arguments, e.g. hidden: 64")
     workers: int = Field(2, ge=1)
     gpu: bool = False
@@ -97,13 +118,14 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(s["seed"])
     model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
     model.norm.set(*config["norm"])
-    opt_state, start, history, best, best_state, stale, restarts = None, 0, [], -1.0, None, 0, 0
+    opt_state, sched_state, start, history, best, best_state, stale, restarts = None, None, 0, [], -1.0, None, 0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", weights_only=True)
         model.load_state_dict(state["model"])
         opt_state, start, history = state["optimizer"], state["epoch"] + 1, json.loads(state["history"])
+        sched_state = state["scheduler"]
         best, stale, restarts = state["best"], state["stale"], state["restarts"] + 1
         best_state = state["best_model"]
         if rank == 0:
@@ -118,6 +140,15 @@ def train_loop(config: dict[str, Any]) -> None:
     weights = torch.as_tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
     lengths = np.array([nets.frames_of(items[i], kind) for i in train_idx])
+    steps = len(nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, 0), rank, world))
+    sched = None
+    if s["schedule"] == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=max(s["epochs"] * steps, 20),
+                                                    pct_start=0.1)  # fmt: skip
+        if sched_state is not None:
+            sched.load_state_dict(sched_state)
+    masking = TrainSettings.model_validate(s).masking.kwargs(kind)
+    fill = config["norm"][0]
     use_bf16 = device.type == "cuda"
 
     for epoch in range(start, s["epochs"]):
@@ -125,9 +156,11 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         batches = nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, s["seed"] + epoch), rank, world)
         total = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, id checksum
+        rng = np.random.default_rng([s["seed"], epoch, rank])  # the same masks after a resume
         for batch in batches:
             rows = train_idx[batch]
             x, L = nets.collate([items[i] for i in rows], kind)
+            x = nets.spec_mask(x, L, kind, fill, rng, **masking)
             y = torch.as_tensor(labels[rows], dtype=torch.long)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x.to(device), L.to(device))
@@ -135,6 +168,8 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += torch.tensor([loss.item() * len(rows), len(rows), float(rows.sum())], dtype=torch.float64)
         seconds = time.perf_counter() - started
         per_rank = [total.clone() for _ in range(world)]
@@ -177,6 +212,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 torch.save(
                     {
                         "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                        "scheduler": sched.state_dict() if sched is not None else None,
                         "history": json.dumps(history), "best": best, "stale": stale,
                         "restarts": restarts, "best_model": best_state,
                     },
