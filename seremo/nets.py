@@ -227,9 +227,16 @@ def bucket_batches(lengths: Sequence[int], batch_size: int, shuffle: bool, seed:
 
 
 def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
-    """This rank's share of the batches; every rank gets the same count (DDP steps in lockstep)."""
-    per_rank = len(batches) // world if world > 1 else len(batches)
-    return batches[rank::world][:per_rank] if world > 1 else batches
+    """This rank's slice of every batch: a batch is one optimiser step across all ranks.
+
+    ``batch_size`` is thus the global batch and the number of steps per epoch does not
+    depend on the worker count, so a run on 2 CPU workers and one on 8 GPUs follow the
+    same schedule. Every rank gets a slice of every batch (DDP steps in lockstep); a
+    batch with fewer items than ranks (at most the last one) is left out.
+    """
+    if world == 1:
+        return batches
+    return [np.array_split(np.asarray(b), world)[rank].tolist() for b in batches if len(b) >= world]
 
 
 def spec_mask(x: torch.Tensor, lengths: torch.Tensor, kind: str, fill: np.ndarray, rng: np.random.Generator,

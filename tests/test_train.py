@@ -62,8 +62,11 @@ def test_bucketing_groups_similar_lengths_and_shuffles_batches():
     firsts = [lengths[b[0]] for b in batches]
     assert firsts != sorted(firsts)  # batch order is shuffled
     assert nets.bucket_batches(lengths, 32, True, 2) != batches  # and differs between epochs
-    shards = [nets.shard_batches(batches, r, 2) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) and not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
+    shards = [nets.shard_batches(batches, r, 3) for r in range(3)]
+    assert len(shards[0]) == len(shards[1]) == len(shards[2]) == len(batches)  # one step per batch on every rank
+    for k, batch in enumerate(batches):  # the ranks' slices of a step partition its batch
+        assert sorted(shards[0][k] + shards[1][k] + shards[2][k]) == sorted(batch)
+        assert max(len(s[k]) for s in shards) - min(len(s[k]) for s in shards) <= 1
 
 
 def test_stacking_matches_between_alone_and_batch():
