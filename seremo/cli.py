@@ -54,25 +54,28 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from seremo import manifest
-    from seremo.corpora import prepare_corpus
+    run_prepare(args.corpus, args.root, args.out, args.class_set, _parse_options(args.opt))
+    return 0
 
-    prepared = prepare_corpus(
-        args.corpus, args.root, class_set=args.class_set, **_parse_options(args.opt)
-    )
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    manifest.write(prepared.table, str(out))
-    errors_path = out.with_name(out.stem + ".errors.parquet")
+
+def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options: dict[str, str]) -> dict:
+    """Prepare a corpus into the manifest ``out`` (local path or URI), print its summary."""
     import pyarrow.parquet as pq
 
+    from seremo import manifest, storage
+    from seremo.corpora import prepare_corpus
+
+    prepared = prepare_corpus(corpus, root, class_set=class_set, **options)
+    if not storage.is_uri(out):
+        Path(out).absolute().parent.mkdir(parents=True, exist_ok=True)
+    manifest.write(prepared.table, out)
+    errors_path = out[: -len(".parquet")] + ".errors.parquet" if out.endswith(".parquet") else out + ".errors.parquet"
     pq.write_table(prepared.errors, errors_path)
     print(prepare_summary(prepared))
     print(f"manifest: {out}")
     if prepared.errors.num_rows:
         print(f"errors:   {errors_path}")
-    return 0
+    return {"rows": prepared.table.num_rows, "errors": prepared.errors.num_rows}
 
 
 def prepare_summary(prepared) -> str:
@@ -122,25 +125,26 @@ def prepare_summary(prepared) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    run_extract(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
+                args.address, args.overwrite)  # fmt: skip
+    return 0
+
+
+def run_extract(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int,
+                address: str | None, overwrite: bool) -> dict:  # fmt: skip
+    """Extract a feature set for a manifest, print the summary."""
     from seremo import features
     from seremo.extract import extract_manifest
 
-    fs = features.get(args.features, **_parse_options(args.param))
-    result = extract_manifest(
-        args.manifest,
-        fs,
-        args.out,
-        batch_size=args.batch_size,
-        address=args.address,
-        overwrite=args.overwrite,
-    )
+    fs = features.get(feature_set, **params)
+    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite)
     if result.summary.get("skipped"):
-        print(f"{args.out}: already extracted with these settings; skipped (pass --overwrite to redo)")
+        print(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")
     print(extract_summary(result.summary, result.errors))
-    print(f"features: {args.out}/shards")
+    print(f"features: {out}/shards")
     if result.errors:
-        print(f"errors:   {args.out}/errors.parquet")
-    return 0
+        print(f"errors:   {out}/errors.parquet")
+    return {k: result.summary[k] for k in ("inputs", "rows", "errors", "x_realtime")}
 
 
 def extract_summary(summary: dict, errors: list[dict]) -> str:
@@ -167,12 +171,20 @@ def extract_summary(summary: dict, errors: list[dict]) -> str:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from seremo.tune import load_settings, tune_run
+    from seremo.tune import load_settings
 
     settings = load_settings(args.config)
     if args.class_set:
         settings = settings.model_copy(update={"class_set": args.class_set})
-    metrics = tune_run(args.features_dir, args.out, settings, address=args.address)
+    run_tune(args.features_dir, args.out, settings, args.address)
+    return 0
+
+
+def run_tune(features_dir: str, out: str, settings, address: str | None) -> dict:
+    """The nested search, its table by family and where the report is."""
+    from seremo.tune import tune_run
+
+    metrics = tune_run(features_dir, out, settings, address=address)
     fams = metrics["families"]
     print(
         format_table(
@@ -185,22 +197,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
     if "speaker_normalised" in metrics:
         print(f"with per-speaker normalisation (separate protocol): UAR {metrics['speaker_normalised']['uar']:.3f}")
-    print(f"report: {args.out}/report.md")
-    print(f"model:  {args.out}/model")
-    return 0
+    print(f"report: {out}/report.md")
+    print(f"model:  {out}/model")
+    return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 
 
 # --------------------------------------------------------------------------- train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seremo.train import load_settings, train_run
+    from seremo.train import load_settings
 
     settings = load_settings(
         args.config, model=args.model, workers=args.workers, gpu=True if args.gpu else None,
         class_set=args.class_set, epochs=args.epochs,
     )  # fmt: skip
-    metrics = train_run(args.features_dir, args.out, settings, address=args.address)
+    run_train(args.features_dir, args.out, settings, args.address)
+    return 0
+
+
+def run_train(features_dir: str, out: str, settings, address: str | None) -> dict:
+    """Grouped-fold training, its per-fold table and where the report is."""
+    from seremo.train import train_run
+
+    metrics = train_run(features_dir, out, settings, address=address)
     print(
         format_table(
             ["held out", "n", "test UAR", "epochs", "samples/s", "wall s"],
@@ -211,15 +231,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     print()
     print(f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
           f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
-    print(f"report: {args.out}/report.md")
-    return 0
+    print(f"report: {out}/report.md")
+    return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 
 
 # --------------------------------------------------------------------------- score
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from seremo.score import ScoreSettings, score
+    from seremo.score import ScoreSettings
 
     segment = {"mode": args.segment}
     for key in ("min_s", "max_s", "window_s", "hop_s"):
@@ -231,7 +251,15 @@ def cmd_score(args: argparse.Namespace) -> int:
                                  files_per_task=args.files_per_task, actors=args.actors)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
-    summary = score(args.input, args.model, args.out, settings, address=args.address)
+    run_score(args.input, args.model, args.out, settings, args.address)
+    return 0
+
+
+def run_score(source: str, model: str, out: str, settings, address: str | None) -> dict:
+    """Score an archive, print the summary table and where the outputs are."""
+    from seremo.score import score
+
+    summary = score(source, model, out, settings, address=address)
     print(
         format_table(
             ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
@@ -240,7 +268,54 @@ def cmd_score(args: argparse.Namespace) -> int:
               round(summary["x_realtime"] or 0.0, 1)]],
         )
     )  # fmt: skip
-    print(f"segments: {args.out}/segments   files: {args.out}/files.parquet   errors: {args.out}/errors.parquet")
+    print(f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet")
+    return {k: summary[k] for k in ("inputs", "files", "errors", "segments")}
+
+
+# --------------------------------------------------------------------------- run, submit, download
+
+
+def _stage_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from seremo import pipeline
+
+    cfg = pipeline.load(args.config, args.data_root, args.out)
+    rows = pipeline.run(cfg, args.config, args.address, _stage_list(args.stages))
+    pipeline.print_rows(rows, cfg)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from seremo import pipeline
+    from seremo.submit import submit
+
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ConfigError("seremo submit needs --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS)")
+    cfg = pipeline.load(args.config, args.data_root, args.out)
+    only = _stage_list(args.stages)
+    if only:
+        unknown = sorted(set(only) - set(cfg.stages))
+        if unknown:
+            raise ConfigError(f"{args.config}: stage(s) {unknown} are not among the config's stages {cfg.stages}")
+    return submit(cfg, args.config, address, only, wait=not args.no_wait)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from seremo.download import download
+
+    done = download(args.corpus, args.out, url=args.url, sha256=args.sha256, keep=args.keep_archive)
+    if done.get("skipped"):
+        print(f"{args.out}: already downloaded and verified; nothing to do")
+    else:
+        print(f"{args.corpus}: {done['files_verified']} files verified against the pinned checksums "
+              f"(archive sha256 {done['archive_sha256']})")  # fmt: skip
+    print(f"corpus: {args.out}   (seremo prepare {args.corpus} {args.out} --out MANIFEST)")
     return 0
 
 
@@ -321,6 +396,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", help="predict on GPU actors (torch bundles)")
     _common(p)
     p.set_defaults(handler=cmd_score)
+
+    p = sub.add_parser("run", help="run the stages an experiment config lists, skipping finished ones")
+    p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
+    p.add_argument("--data-root", default=None, help="where the corpora are (overrides the config's data_root)")
+    p.add_argument("--out", default=None, help="output root (overrides the config's out)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    _common(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("submit", help="run a config's pipeline as a job on a Ray cluster")
+    p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
+    p.add_argument("--data-root", default=None, help="data root as the cluster sees it (absolute or URI)")
+    p.add_argument("--out", default=None, help="output root as the cluster sees it (absolute or URI)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; do not stream logs")
+    p.add_argument("--address", default=None,
+                   help="the cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=cmd_submit)
+
+    p = sub.add_parser("download", help="fetch a public corpus, verify its checksums, unpack it")
+    p.add_argument("corpus", help="emodb")
+    p.add_argument("--out", required=True, help="folder to unpack into")
+    p.add_argument("--url", default=None, help="another address for the archive (a mirror, file:///...)")
+    p.add_argument("--sha256", default=None, help="also check the archive file's own sha256")
+    p.add_argument("--keep-archive", action="store_true", help="keep the zip beside the unpacked files")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=cmd_download)
     return parser
 
 

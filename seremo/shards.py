@@ -28,6 +28,7 @@ from ray.data.block import BlockAccessor
 
 from seremo import manifest
 from seremo.errors import ERROR_COLUMNS, SeremoError, errors_table
+from seremo.storage import filesystem  # noqa: F401  (re-exported: shards.filesystem)
 
 SHARDS = "shards"
 ERRORS = "errors.parquet"
@@ -36,15 +37,6 @@ META_KEY = b"seremo.feature_set"
 FEATURE_COLUMNS = ("features", "shape")
 # In-flight columns that carry a failure from the extraction UDF to the sink.
 ERROR_KIND, ERROR_MESSAGE, ERROR_STAGE = "_error", "_message", "_stage"
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/dir."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
 def shard_schema(feature_set_desc: dict[str, Any]) -> pa.Schema:

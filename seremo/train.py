@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seremo import bundle, config, evaluate, nets, shards
+from seremo import bundle, config, evaluate, nets, shards, storage
 from seremo.errors import SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -285,7 +285,7 @@ def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed:
 
 
 def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
-            settings: TrainSettings, storage: Path) -> dict[str, Any]:  # fmt: skip
+            settings: TrainSettings, ray_storage: str) -> dict[str, Any]:  # fmt: skip
     """One TorchTrainer run; returns the best model (by validation UAR) and the curves."""
     import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -305,7 +305,7 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
         },
         scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu),
         run_config=RunConfig(
-            storage_path=str(storage),
+            storage_path=ray_storage,
             name=name,
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -325,11 +325,16 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
 
 
 def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
+    """Train and evaluate by grouped folds, then write the run dir (a local path or a URI)."""
+    with storage.run_dir(out) as out_path:
+        return _train_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
+
+
+def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: TrainSettings,
+               address: str | None) -> dict[str, Any]:  # fmt: skip
     import ray
 
     data = load_data(features_dir, settings)
-    out_path = Path(out).absolute()
-    out_path.mkdir(parents=True, exist_ok=True)
     ensure_ray(address)
     if settings.gpu and not ray.cluster_resources().get("GPU"):
         raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")
@@ -357,7 +362,7 @@ def train_run(features_dir: str, out: str, settings: TrainSettings, address: str
         fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
         print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
               f"test {len(te)} ({', '.join(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
-        fitted = fit_one(f"fold{k + 1}", data, data_ref, with_copies(fit_idx), val_idx, settings, out_path / "ray")
+        fitted = fit_one(f"fold{k + 1}", data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         proba = nets.predict_proba(fitted["model"], [data["items"][i] for i in te])
         predicted[te] = proba.argmax(axis=1)
         hist = fitted["history"]
@@ -387,7 +392,7 @@ def train_run(features_dir: str, out: str, settings: TrainSettings, address: str
         everyone = np.arange(n_orig)
         fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
-        final = fit_one("final", data, data_ref, with_copies(fit_idx), val_idx, settings, out_path / "ray")
+        final = fit_one("final", data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
     originals = {**data, "items": data["items"][:n_orig], "labels": data["labels"][:n_orig]}
     _write_run(out_path, metrics, curves, originals, pred_names, settings, final)
     return metrics

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from seremo import bundle, classical, config, evaluate, shards
+from seremo import bundle, classical, config, evaluate, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -242,7 +242,13 @@ def _progress_callback(total: int):
 
 
 def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str | None = None) -> dict[str, Any]:
-    """Run the nested search and write the run dir; returns metrics.json's content."""
+    """Run the nested search and write the run dir (a local path or a URI); returns metrics.json's content."""
+    with storage.run_dir(out) as out_path:
+        return _tune_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
+
+
+def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: TuneSettings,
+              address: str | None) -> dict[str, Any]:  # fmt: skip
     from ray import tune
 
     started = time.perf_counter()
@@ -250,8 +256,6 @@ def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str |
     outer, inner = plan_folds(data["groups"], settings.outer_folds, settings.inner_folds)
     spaces = full_spaces(settings)
     space, num_samples = param_space(settings, spaces)
-    out_path = Path(out).absolute()
-    out_path.mkdir(parents=True, exist_ok=True)
     ensure_ray(address)
     shared = {
         "X": data["X"],
@@ -289,7 +293,7 @@ def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str |
             max_concurrent_trials=settings.max_concurrent,
         ),
         run_config=tune.RunConfig(
-            storage_path=str(out_path),
+            storage_path=ray_storage,
             name="tune",
             verbose=0,
             callbacks=[_progress_callback(n_trials)],

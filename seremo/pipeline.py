@@ -1,0 +1,389 @@
+"""``seremo run``: the stages an experiment config lists, end to end, skipping finished ones.
+
+An experiment config (``configs/*.yaml``) names a data root, an output root and
+the stages to run; each stage section carries that stage's settings (the same
+fields ``seremo tune --config`` / ``seremo train --config`` read). Everything is
+validated before any work starts, so a typo is one line naming the key and file.
+
+Output layout under ``out`` (a local path or a pyarrow filesystem URI)::
+
+    manifest.parquet          prepare
+    features/NAME/            extract, one per feature set
+    tune/                     tune run dir (report.md, metrics.json, model/)
+    train/NAME/               train run dirs
+    score/                    score output
+    pipeline/STAGE.json       what finished, with the settings it ran with
+
+A stage is skipped when its marker names the same settings and its output is
+there; change a stage's settings and that stage (and only that one) runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seremo import config, shards, storage
+from seremo.errors import ConfigError, SeremoError
+from seremo.score import ScoreSettings
+from seremo.train import TrainSettings
+from seremo.tune import TuneSettings, settings_from_dict
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prepare", "extract", "tune", "train", "score")
+
+
+class PrepareStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corpus: str = Field(description="emodb, ravdess, cremad, savee, tess, iemocap, csv, folder, ...")
+    root: str = Field(description="the corpus folder, relative to data_root unless absolute")
+    class_set: str | None = None
+    options: dict[str, str] = Field(default_factory=dict, description="loader options (as `--opt`)")
+
+
+class ExtractStage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    features: str = Field(description="feature set name")
+    name: str | None = Field(None, description="output folder under features/ (default: the set's name)")
+    params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(32, ge=1)
+
+    @property
+    def dirname(self) -> str:
+        return self.name or self.features
+
+
+class TuneStage(TuneSettings):
+    features: str = Field(description="an extract entry's name")
+
+
+class TrainStage(TrainSettings):
+    features: str = Field(description="an extract entry's name")
+    name: str | None = Field(None, description="output folder under train/ (default: the model)")
+
+    @property
+    def dirname(self) -> str:
+        return self.name or self.model
+
+
+class ScoreStage(ScoreSettings):
+    input: str = Field(description="archive folder, glob or manifest; relative to data_root unless absolute")
+    model: str = Field("tune", description="`tune`, `train/NAME` (this pipeline's models) or a bundle path")
+
+
+class JobSettings(BaseModel):
+    """How ``seremo submit`` runs the pipeline as a Ray job."""
+
+    model_config = ConfigDict(extra="forbid")
+    entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the driver (it mostly waits)")
+    entrypoint_num_gpus: float = Field(0, ge=0)
+    pip: list[str] = Field(default_factory=list, description="extra packages for the job's runtime env")
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    excludes: list[str] = Field(default_factory=list, description="more paths left out of the uploaded working dir")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    data_root: str | None = Field(None, description="where corpora and archives are read; --data-root overrides")
+    out: str = Field(description="output root: a local path, or a URI (s3://...) on a multi-node cluster")
+    out_is_shared: bool = Field(False, description="a local `out` that every node mounts (NFS, one machine)")
+    stages: list[Literal["prepare", "extract", "tune", "train", "score"]]
+    prepare: PrepareStage | None = None
+    extract: list[ExtractStage] = Field(default_factory=list)
+    tune: TuneStage | None = None
+    train: list[TrainStage] = Field(default_factory=list)
+    score: ScoreStage | None = None
+    job: JobSettings = Field(default_factory=JobSettings)
+
+    @model_validator(mode="after")
+    def _stages_have_sections(self) -> PipelineConfig:
+        for stage in self.stages:
+            if not getattr(self, stage):
+                raise ValueError(f"stage {stage!r} is listed but the config has no `{stage}:` section")
+        names = [e.dirname for e in self.extract]
+        if len(set(names)) != len(names):
+            raise ValueError("two extract entries write the same folder; give one a `name:`")
+        for where, wanted in [("tune", self.tune), *[(f"train ({t.dirname})", t) for t in self.train]]:
+            if wanted is not None and wanted.features not in names:
+                raise ValueError(f"{where} reads features {wanted.features!r}, which no extract entry makes "
+                                 f"(extract makes: {', '.join(names) or 'nothing'})")  # fmt: skip
+        train_names = [t.dirname for t in self.train]
+        if len(set(train_names)) != len(train_names):
+            raise ValueError("two train entries write the same folder; give one a `name:`")
+        return self
+
+    # ------------------------------------------------------------------ paths
+
+    def data_path(self, path: str) -> str:
+        if os.path.isabs(path) or storage.is_uri(path) or self.data_root is None:
+            return path
+        return storage.join(self.data_root, path)
+
+    def output(self, *parts: str) -> str:
+        return storage.join(self.out, *parts)
+
+    def features_dir(self, name: str) -> str:
+        return self.output("features", name)
+
+    def bundle_path(self, ref: str) -> str:
+        if ref == "tune":
+            return self.output("tune", "model")
+        if ref.startswith("train/"):
+            return self.output("train", ref.split("/", 1)[1], "model")
+        return ref
+
+
+def load(path: str, data_root: str | None = None, out: str | None = None) -> PipelineConfig:
+    """Read and validate an experiment config; ``data_root``/``out`` override the file's."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment config is a mapping (name:, out:, stages:, ...)")
+    overrides = {k: v for k, v in (("data_root", data_root), ("out", out)) if v is not None}
+    cfg = config.validate(PipelineConfig, {**raw, **overrides}, path)
+    if cfg.tune is not None:  # the tune grid's own checks (unknown hyperparameters)
+        settings_from_dict(cfg.tune.model_dump(exclude={"features"}), path)
+    return cfg
+
+
+def check_inputs(cfg: PipelineConfig, source: str) -> None:
+    """The inputs the listed stages read exist: one line naming what is missing and how to point at it."""
+    wanted = []
+    if "prepare" in cfg.stages:
+        wanted.append(("prepare.root", cfg.data_path(cfg.prepare.root)))
+    if "score" in cfg.stages:
+        wanted.append(("score.input", cfg.data_path(cfg.score.input)))
+    for key, path in wanted:
+        if storage.is_uri(path) or any(ch in path for ch in "*?["):
+            continue
+        if not os.path.exists(path):
+            root = f"data root {cfg.data_root!r}" if cfg.data_root else "no data_root"
+            raise ConfigError(f"{source}: {key} {path!r} not found ({root}); set data_root in the config or "
+                              "pass --data-root")  # fmt: skip
+
+
+def fingerprint(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Step:
+    """One unit of a pipeline (a stage, or one entry of a listed stage) and how to tell it is done."""
+
+    def __init__(self, stage: str, label: str, settings: dict[str, Any], output: str, done_file: str, work):
+        self.stage, self.label, self.settings, self.output = stage, label, settings, output
+        self.done_file, self.work = done_file, work
+
+    def marker(self, cfg: PipelineConfig) -> str:
+        return cfg.output("pipeline", f"{self.label.replace('/', '-')}.json")
+
+
+def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    """The steps of the listed stages, in pipeline order.
+
+    A step's settings include the fingerprints of the steps it reads, so changing
+    an upstream stage makes everything downstream of it run again too.
+    """
+    from seremo import cli
+
+    steps: list[Step] = []
+    manifest = cfg.output("manifest.parquet")
+    for stage in STAGES:
+        if not getattr(cfg, stage):
+            continue
+        if stage == "prepare":
+            p = cfg.prepare
+
+            def prepare(p=p) -> dict[str, Any]:
+                return cli.run_prepare(p.corpus, cfg.data_path(p.root), manifest, p.class_set, p.options)
+
+            steps.append(Step("prepare", "prepare", {**p.model_dump(), "root": cfg.data_path(p.root)},
+                              manifest, manifest, prepare))  # fmt: skip
+        elif stage == "extract":
+            for e in cfg.extract:
+                out = cfg.features_dir(e.dirname)
+
+                def extract(e=e, out=out) -> dict[str, Any]:
+                    return cli.run_extract(manifest, e.features, e.params, out, e.batch_size, address, overwrite=True)
+
+                steps.append(Step("extract", f"extract/{e.dirname}", e.model_dump(), out,
+                                  storage.join(out, shards.SUMMARY), extract))  # fmt: skip
+        elif stage == "tune":
+            t = cfg.tune
+            out = cfg.output("tune")
+
+            def tune(t=t, out=out) -> dict[str, Any]:
+                settings = TuneSettings.model_validate(t.model_dump(exclude={"features"}))
+                return cli.run_tune(cfg.features_dir(t.features), out, settings, address)
+
+            steps.append(Step("tune", "tune", t.model_dump(), out, storage.join(out, "metrics.json"), tune))
+        elif stage == "train":
+            for t in cfg.train:
+                out = cfg.output("train", t.dirname)
+
+                def train(t=t, out=out) -> dict[str, Any]:
+                    settings = TrainSettings.model_validate(t.model_dump(exclude={"features", "name"}))
+                    return cli.run_train(cfg.features_dir(t.features), out, settings, address)
+
+                steps.append(Step("train", f"train/{t.dirname}", t.model_dump(), out,
+                                  storage.join(out, "metrics.json"), train))  # fmt: skip
+        elif stage == "score":
+            s = cfg.score
+            out = cfg.output("score")
+
+            def score(s=s, out=out) -> dict[str, Any]:
+                settings = ScoreSettings.model_validate(s.model_dump(exclude={"input", "model"}))
+                return cli.run_score(cfg.data_path(s.input), cfg.bundle_path(s.model), out, settings, address)
+
+            steps.append(Step("score", "score", {**s.model_dump(), "model": cfg.bundle_path(s.model)}, out,
+                              storage.join(out, "score.json"), score))  # fmt: skip
+    prints = {}
+    for step in steps:
+        step.settings["upstream"] = [prints[u] for u in _upstream(step, cfg) if u in prints]
+        prints[step.label] = fingerprint(step.settings)
+    return [step for step in steps if step.stage in cfg.stages]
+
+
+def _upstream(step: Step, cfg: PipelineConfig) -> list[str]:
+    """Labels of the steps whose outputs ``step`` reads."""
+    if step.stage == "extract":
+        return ["prepare"]
+    if step.stage in ("tune", "train"):
+        return [f"extract/{step.settings['features']}"]
+    if step.stage == "score":
+        ref = cfg.score.model
+        return ["tune"] if ref == "tune" else [ref] if ref.startswith("train/") else []
+    return []
+
+
+def is_done(step: Step, marker: dict | None) -> bool:
+    """Finished with these settings (the marker says so) and its output is still there."""
+    return bool(marker) and marker.get("settings") == fingerprint(step.settings) and storage.exists(step.done_file)
+
+
+def check_storage(cfg: PipelineConfig, source: str) -> None:
+    """On a multi-node cluster, outputs must go where every node can read them."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not storage.is_uri(cfg.out) and not cfg.out_is_shared:
+        raise ConfigError(
+            f"{source}: out {cfg.out!r} is a local path but the cluster has {len(nodes)} nodes; use a URI "
+            "(s3://..., gs://...) or a path every node mounts and set out_is_shared: true"
+        )
+
+
+def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list[str] | None = None) -> list[dict]:
+    """Run the config's stages (or ``only`` those), skipping finished steps; returns one row per step."""
+    from seremo.runtime import ensure_ray
+
+    if only:
+        unknown = sorted(set(only) - set(cfg.stages))
+        if unknown:
+            raise ConfigError(f"{source}: stage(s) {unknown} are not among the config's stages {cfg.stages}")
+        cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in only]})
+    check_inputs(cfg, source)
+    if not storage.is_uri(cfg.out):
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    steps = plan(cfg, address)
+    rows = []
+    for i, step in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {step.label}"
+        marker = storage.read_json(step.marker(cfg))
+        if is_done(step, marker):
+            print(f"{head}: complete, skipped ({step.output})", flush=True)
+            rows.append({"step": step.label, "status": "skipped", "wall_s": 0.0, "output": step.output,
+                         **marker.get("result", {})})  # fmt: skip
+            continue
+        if marker and step.stage == "score" and storage.exists(step.output):
+            # Scoring resumes by input path; a different model or settings must not resume old rows.
+            log.info("%s: settings or model changed since the last run; scoring afresh", step.output)
+            storage.remove_dir(step.output)
+        print(f"{head}: running -> {step.output}", flush=True)
+        ensure_ray(address)
+        check_storage(cfg, source)
+        started = time.perf_counter()
+        result = step.work()
+        wall = time.perf_counter() - started
+        storage.write_json(step.marker(cfg), {
+            "step": step.label, "settings": fingerprint(step.settings), "config": source,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": wall, "result": result,
+        })  # fmt: skip
+        rows.append({"step": step.label, "status": "ran", "wall_s": wall, "output": step.output, **result})
+    return rows
+
+
+def reports(cfg: PipelineConfig) -> list[str]:
+    """The report.md of every tune/train step of the config that exists."""
+    paths = []
+    if "tune" in cfg.stages:
+        paths.append(cfg.output("tune", "report.md"))
+    paths += [cfg.output("train", t.dirname, "report.md") for t in cfg.train if "train" in cfg.stages]
+    return [p for p in paths if storage.exists(p)]
+
+
+# --------------------------------------------------------------------------- the entrypoint of jobs/*.py
+
+
+def job_main(stage: str | None, argv: list[str] | None = None) -> int:
+    """``python jobs/X.py --config CONFIG``: run one stage (or, with ``stage=None``, the pipeline).
+
+    The same command is a ``ray job submit`` entrypoint; ``seremo submit`` passes the
+    validated config inline as ``--config-json``.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=f"jobs/{stage or 'pipeline'}.py")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="experiment config YAML (configs/*.yaml)")
+    src.add_argument("--config-json", help="the config as JSON (what seremo submit sends)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--address", default=None, help="Ray address (inside a Ray job: the job's cluster)")
+    if stage is None:
+        parser.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.config:
+            source, cfg = args.config, load(args.config, args.data_root, args.out)
+        else:
+            raw = {**json.loads(args.config_json),
+                   **{k: v for k, v in (("data_root", args.data_root), ("out", args.out)) if v is not None}}
+            source = "submitted config"
+            cfg = config.validate(PipelineConfig, raw, source)
+        only = [stage] if stage else (args.stages.split(",") if args.stages else None)
+        print_rows(run(cfg, source, args.address, only), cfg)
+    except SeremoError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_rows(rows: list[dict], cfg: PipelineConfig) -> None:
+    from seremo.cli import format_table
+
+    print()
+    print(format_table(["step", "status", "wall s", "UAR", "output"],
+                       [[r["step"], r["status"], round(r["wall_s"], 1), r.get("uar", ""), r["output"]]
+                        for r in rows]))  # fmt: skip
+    for path in reports(cfg):
+        print(f"report: {path}")

@@ -1,0 +1,91 @@
+"""Where outputs live: local paths, or pyarrow filesystem URIs (``s3://``, ``gs://``, ...).
+
+Extraction writes its shards straight to any filesystem from the Ray workers.
+Stages that assemble a run dir on the driver (tune, train) build it in a local
+scratch directory and upload it when the destination is a URI, so every node of
+a multi-node cluster can read what a stage wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyarrow import fs as pafs
+
+from seremo.errors import SeremoError
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI such as s3://bucket/dir."""
+    if is_uri(path):
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise SeremoError(f"{path}: not a filesystem pyarrow can open ({exc})") from None
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...`` for a local path or a URI."""
+    return "/".join([str(base).rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+
+
+def exists(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def read_json(path: str) -> Any | None:
+    """The JSON document at ``path``, or None when there is none."""
+    fs, inner = filesystem(path)
+    try:
+        with fs.open_input_stream(inner) as f:
+            return json.loads(f.read().decode())
+    except FileNotFoundError:
+        return None
+
+
+def write_json(path: str, doc: Any) -> None:
+    fs, inner = filesystem(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as f:
+        f.write(json.dumps(doc, indent=2).encode())
+
+
+def remove_dir(path: str) -> None:
+    fs, inner = filesystem(path)
+    fs.delete_dir(inner)
+
+
+@contextlib.contextmanager
+def run_dir(out: str) -> Iterator[Path]:
+    """A local directory to write ``out`` in: ``out`` itself, or scratch uploaded to the URI on success."""
+    if not is_uri(out):
+        path = Path(out).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="seremo-run-"))
+    try:
+        yield scratch
+        fs, inner = filesystem(out)
+        fs.create_dir(inner, recursive=True)
+        pafs.copy_files(str(scratch), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def ray_storage(out: str, local: Path) -> str:
+    """Ray Train/Tune ``storage_path`` for a run: beside the run on shared storage, else in the local run dir."""
+    return join(out, "ray") if is_uri(out) else str(local / "ray")
