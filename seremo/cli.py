@@ -299,10 +299,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise ConfigError("seremo submit needs --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS)")
     cfg = pipeline.load(args.config, args.data_root, args.out)
     only = _stage_list(args.stages)
-    if only:
-        unknown = sorted(set(only) - set(cfg.stages))
-        if unknown:
-            raise ConfigError(f"{args.config}: stage(s) {unknown} are not among the config's stages {cfg.stages}")
+    pipeline.select_stages(cfg, only, args.config)  # a bad --stages fails here, not in the job
     return submit(cfg, args.config, address, only, wait=not args.no_wait)
 
 
@@ -329,6 +326,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="Ray cluster address (default: RAY_ADDRESS, else a local embedded Ray)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _config_args(p: argparse.ArgumentParser, seen_from: str) -> None:
+    p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
+    p.add_argument("--data-root", default=None, help=f"where corpora are read{seen_from}; overrides data_root")
+    p.add_argument("--out", default=None, help=f"output root{seen_from}; overrides out")
+    p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,18 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("run", help="run the stages an experiment config lists, skipping finished ones")
-    p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
-    p.add_argument("--data-root", default=None, help="where the corpora are (overrides the config's data_root)")
-    p.add_argument("--out", default=None, help="output root (overrides the config's out)")
-    p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    _config_args(p, "")
     _common(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("submit", help="run a config's pipeline as a job on a Ray cluster")
-    p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
-    p.add_argument("--data-root", default=None, help="data root as the cluster sees it (absolute or URI)")
-    p.add_argument("--out", default=None, help="output root as the cluster sees it (absolute or URI)")
-    p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
+    _config_args(p, " as the cluster sees it (absolute or URI)")
     p.add_argument("--no-wait", action="store_true", help="submit and return; do not stream logs")
     p.add_argument("--address", default=None,
                    help="the cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS)")

@@ -290,15 +290,21 @@ def check_storage(cfg: PipelineConfig, source: str) -> None:
         )
 
 
+def select_stages(cfg: PipelineConfig, only: list[str] | None, source: str) -> PipelineConfig:
+    """The config with only the ``only`` stages (all when None); a stage it does not list is one line."""
+    if not only:
+        return cfg
+    unknown = sorted(set(only) - set(cfg.stages))
+    if unknown:
+        raise ConfigError(f"{source}: stage(s) {unknown} are not among the config's stages {cfg.stages}")
+    return cfg.model_copy(update={"stages": [s for s in cfg.stages if s in only]})
+
+
 def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list[str] | None = None) -> list[dict]:
     """Run the config's stages (or ``only`` those), skipping finished steps; returns one row per step."""
     from seremo.runtime import ensure_ray
 
-    if only:
-        unknown = sorted(set(only) - set(cfg.stages))
-        if unknown:
-            raise ConfigError(f"{source}: stage(s) {unknown} are not among the config's stages {cfg.stages}")
-        cfg = cfg.model_copy(update={"stages": [s for s in cfg.stages if s in only]})
+    cfg = select_stages(cfg, only, source)
     check_inputs(cfg, source)
     if not storage.is_uri(cfg.out):
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
