@@ -10,7 +10,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from seremo import __version__
 from seremo.errors import ConfigError, SeremoError
@@ -66,8 +65,7 @@ def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options
     from seremo.corpora import prepare_corpus
 
     prepared = prepare_corpus(corpus, root, class_set=class_set, **options)
-    if not storage.is_uri(out):
-        Path(out).absolute().parent.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(storage.parent(out))
     manifest.write(prepared.table, out)
     errors_path = out[: -len(".parquet")] + ".errors.parquet" if out.endswith(".parquet") else out + ".errors.parquet"
     pq.write_table(prepared.errors, errors_path)

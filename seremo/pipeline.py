@@ -306,8 +306,7 @@ def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list
 
     cfg = select_stages(cfg, only, source)
     check_inputs(cfg, source)
-    if not storage.is_uri(cfg.out):
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    storage.makedirs(cfg.out)
     steps = plan(cfg, address)
     rows = []
     for i, step in enumerate(steps, 1):

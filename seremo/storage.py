@@ -41,6 +41,10 @@ def join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
 
 
+def parent(path: str) -> str:
+    return str(path).rstrip("/").rsplit("/", 1)[0] if is_uri(path) else str(Path(path).absolute().parent)
+
+
 def exists(path: str) -> bool:
     fs, inner = filesystem(path)
     return fs.get_file_info(inner).type != pafs.FileType.NotFound
@@ -61,6 +65,12 @@ def write_json(path: str, doc: Any) -> None:
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(inner) as f:
         f.write(json.dumps(doc, indent=2).encode())
+
+
+def makedirs(path: str) -> None:
+    """Create a directory and its parents (on object stores, where directories are implicit, a no-op)."""
+    fs, inner = filesystem(path)
+    fs.create_dir(inner, recursive=True)
 
 
 def remove_dir(path: str) -> None:

@@ -197,3 +197,17 @@ def test_a_bad_download_is_one_line(tmp_path, capsys, archive_server, emodb_wavs
     }[problem]
     assert expected in line
     assert not (tmp_path / "emodb" / "DOWNLOAD.json").exists()
+
+
+def test_outputs_can_go_to_a_filesystem_uri(tmp_path, capsys, emodb_root, ray_session):
+    """A URI `out` (file:// here, s3:// on a cluster): shards written through pyarrow, run dirs uploaded."""
+    doc = small_config(emodb_root.parent, tmp_path / "unused")
+    doc.update(out=f"file://{tmp_path}/uri-out", stages=["prepare", "extract", "tune"])
+    path = write_config(tmp_path / "uri.yaml", doc)
+    assert main(["run", path]) == 0
+    assert f"report: file://{tmp_path}/uri-out/tune/report.md" in capsys.readouterr().out
+    out = tmp_path / "uri-out"
+    assert json.loads((out / "tune/metrics.json").read_text())["uar"] > 0
+    assert (out / "tune/model/bundle.json").is_file() and (out / "pipeline/tune.json").is_file()
+    assert main(["run", path]) == 0
+    assert capsys.readouterr().out.count("complete, skipped") == 3
