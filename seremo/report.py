@@ -108,8 +108,9 @@ def train_report(metrics: dict[str, Any]) -> str:
         f"{metrics['protocol']['early_stopping']} (never the test speakers).",
         f"Ray Train: {metrics['workers']} worker(s), {'GPU (bf16 autocast)' if metrics['gpu'] else 'CPU (gloo)'}; "
         f"median {metrics['samples_per_s']:.1f} training samples/s; {metrics['wall_s']:.0f} s in all.",
-        f"Settings: epochs <= {s['epochs']}, patience {s['patience']}, batch {s['batch_size']}, lr {s['lr']}, "
-        f"arch {json.dumps(s['arch'])}.",
+        f"Settings: epochs <= {s['epochs']}, patience {s['patience']} (from epoch {s.get('min_epochs', 1)}), "
+        f"batch {s['batch_size']}, peak lr {s['lr']} ({s.get('schedule', 'constant')}), "
+        f"masking {json.dumps(s.get('masking'))}, arch {json.dumps(s['arch'])}.",
         "",
         "## Held-out speakers (pooled over folds)",
         "",

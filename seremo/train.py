@@ -78,6 +78,8 @@ class TrainSettings(BaseModel):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
     epochs: int = Field(60, ge=1)
     patience: int = Field(15, ge=1)
+    min_epochs: int = Field(1, ge=1, description="no early stop before this epoch (validation UAR is noisy "
+                            "while the one-cycle rate is high)")  # fmt: skip
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0, description="peak learning rate")
     schedule: Literal["onecycle", "constant"] = Field("onecycle", description="one-cycle: warm up 10%, cosine down")
@@ -206,7 +208,7 @@ def train_loop(config: dict[str, Any]) -> None:
             "restarts": restarts,
         }
         history.append(record)
-        stop = stale >= s["patience"] or epoch + 1 == s["epochs"]
+        stop = (stale >= s["patience"] and epoch + 1 >= s["min_epochs"]) or epoch + 1 == s["epochs"]
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
