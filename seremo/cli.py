@@ -67,7 +67,8 @@ def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options
     prepared = prepare_corpus(corpus, root, class_set=class_set, **options)
     storage.makedirs(storage.parent(out))
     manifest.write(prepared.table, out)
-    errors_path = out[: -len(".parquet")] + ".errors.parquet" if out.endswith(".parquet") else out + ".errors.parquet"
+    stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
+    errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
     pq.write_table(prepared.errors, errors_path)
     print(prepare_summary(prepared))
     print(f"manifest: {out}")
