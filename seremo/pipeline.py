@@ -302,10 +302,12 @@ def select_stages(cfg: PipelineConfig, only: list[str] | None, source: str) -> P
 
 def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list[str] | None = None) -> list[dict]:
     """Run the config's stages (or ``only`` those), skipping finished steps; returns one row per step."""
-    from seremo.runtime import ensure_ray
+    from seremo.runtime import check_reachable, ensure_ray
 
     cfg = select_stages(cfg, only, source)
     check_inputs(cfg, source)
+    if address:  # before any work, even where this process already holds a Ray connection
+        check_reachable(address)
     storage.makedirs(cfg.out)
     steps = plan(cfg, address)
     rows = []
