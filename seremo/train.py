@@ -53,7 +53,7 @@ class Masking(BaseModel):
     """SpecAugment-style masking of training batches (on by default; ``time_masks: 0, freq_masks: 0`` turns it off).
 
     Chosen on EmoDB, where together with the one-cycle schedule it was the largest single gain
-    for the BiLSTM and the CNN (README, "Deep models"); the settings were picked on the same
+    for the BiLSTM and the CNN (README, "Measured on EmoDB"); the settings were picked on the same
     folds they are reported on, so treat that figure as optimistic.
     """
 
