@@ -13,16 +13,21 @@ from seremo.errors import ConfigError, SeremoError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_section(path: str | None, section: str) -> dict[str, Any]:
-    """The ``section:`` mapping of a YAML file (or the whole file when it has no such key)."""
-    if path is None:
-        return {}
+def read_yaml(path: str) -> Any:
+    """The parsed YAML file; a missing file or bad YAML is one line naming the file."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def read_section(path: str | None, section: str) -> dict[str, Any]:
+    """The ``section:`` mapping of a YAML file (or the whole file when it has no such key)."""
+    if path is None:
+        return {}
+    raw = read_yaml(path) or {}
     if isinstance(raw, dict) and section in raw:
         raw = raw[section] or {}
     if not isinstance(raw, dict):

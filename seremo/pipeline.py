@@ -14,8 +14,9 @@ Output layout under ``out`` (a local path or a pyarrow filesystem URI)::
     score/                    score output
     pipeline/STAGE.json       what finished, with the settings it ran with
 
-A stage is skipped when its marker names the same settings and its output is
-there; change a stage's settings and that stage (and only that one) runs again.
+A step is skipped when its marker names the same settings (its own and those of
+the steps it reads) and its output is there; change a stage's settings and that
+stage and everything downstream of it run again, nothing else.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seremo import config, shards, storage
@@ -146,18 +147,17 @@ class PipelineConfig(BaseModel):
 
 def load(path: str, data_root: str | None = None, out: str | None = None) -> PipelineConfig:
     """Read and validate an experiment config; ``data_root``/``out`` override the file's."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_dict(config.read_yaml(path), path, data_root, out)
+
+
+def from_dict(raw: Any, source: str, data_root: str | None = None, out: str | None = None) -> PipelineConfig:
+    """Validate a config document (a YAML file's, or the JSON ``seremo submit`` sends) with overrides."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: an experiment config is a mapping (name:, out:, stages:, ...)")
+        raise ConfigError(f"{source}: an experiment config is a mapping (name:, out:, stages:, ...)")
     overrides = {k: v for k, v in (("data_root", data_root), ("out", out)) if v is not None}
-    cfg = config.validate(PipelineConfig, {**raw, **overrides}, path)
+    cfg = config.validate(PipelineConfig, {**raw, **overrides}, source)
     if cfg.tune is not None:  # the tune grid's own checks (unknown hyperparameters)
-        settings_from_dict(cfg.tune.model_dump(exclude={"features"}), path)
+        settings_from_dict(cfg.tune.model_dump(exclude={"features"}), source)
     return cfg
 
 
@@ -184,12 +184,16 @@ def fingerprint(doc: Any) -> str:
 # --------------------------------------------------------------------------- the run
 
 
+@dataclass
 class Step:
     """One unit of a pipeline (a stage, or one entry of a listed stage) and how to tell it is done."""
 
-    def __init__(self, stage: str, label: str, settings: dict[str, Any], output: str, done_file: str, work):
-        self.stage, self.label, self.settings, self.output = stage, label, settings, output
-        self.done_file, self.work = done_file, work
+    stage: str
+    label: str
+    settings: dict[str, Any]
+    output: str
+    done_file: str  # exists once the step's output is complete
+    work: Callable[[], dict[str, Any]]
 
     def marker(self, cfg: PipelineConfig) -> str:
         return cfg.output("pipeline", f"{self.label.replace('/', '-')}.json")
@@ -373,10 +377,8 @@ def job_main(stage: str | None, argv: list[str] | None = None) -> int:
         if args.config:
             source, cfg = args.config, load(args.config, args.data_root, args.out)
         else:
-            raw = {**json.loads(args.config_json),
-                   **{k: v for k, v in (("data_root", args.data_root), ("out", args.out)) if v is not None}}
             source = "submitted config"
-            cfg = config.validate(PipelineConfig, raw, source)
+            cfg = from_dict(json.loads(args.config_json), source, args.data_root, args.out)
         only = [stage] if stage else (args.stages.split(",") if args.stages else None)
         print_rows(run(cfg, source, args.address, only), cfg)
     except SeremoError as exc:
