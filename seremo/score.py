@@ -16,6 +16,7 @@ never duplicated or lost. Audio is streamed in blocks, never decoded whole.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -260,6 +261,20 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
 # --------------------------------------------------------------------------- driver
 
 
+def _claim(out: Path, identity: dict[str, Any]) -> None:
+    """Resume only a run of the same model and settings: rows of two models must never mix."""
+    path = out / PARTS / "run.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != identity:
+            what = "another model" if before.get("model") != identity["model"] else "other channel/segment settings"
+            raise SeremoError(f"{out}: holds scores made with {what} ({before.get('model')}); "
+                              "score into a new --out, or delete it to start afresh")  # fmt: skip
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2))
+
+
 def _resume_state(out: Path) -> set[str]:
     """Inputs finished by an earlier run; parts of unfinished tasks are removed."""
     done_dir = out / PARTS / "done"
@@ -336,6 +351,9 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
         raise SeremoError(f"{source}: holds no files to score")
     out_path = Path(out).absolute()
     out_path.mkdir(parents=True, exist_ok=True)
+    # What decides the rows (not how the work is spread: files per task, actors, GPU).
+    _claim(out_path, {"model": model_id, "channels": settings.channels,
+                      "segment": dataclasses.asdict(SegmentSettings(**settings.segment))})  # fmt: skip
     done = _resume_state(out_path)
     todo = [p for p in inputs if p not in done]
     if done:

@@ -216,3 +216,13 @@ def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
     assert float(duration) == pytest.approx(7200, abs=60)
     assert int(n_segments) >= 100  # about one utterance a minute, found
     assert int(peak_kib) * 1024 < 2 * 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
+
+
+def test_an_out_dir_of_another_model_or_segmentation_is_refused_not_mixed(scored, archive, phone_bundle, capsys):
+    """Resuming is for the same model and segmentation: rows of two runs must never mix in one output."""
+    before = {p.name: p.stat().st_mtime_ns for p in (scored / "_parts" / "done").glob("*.parquet")}
+    argv = ["score", str(archive[0]), "--model", str(phone_bundle), "--out", str(scored), "--segment", "fixed"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other channel/segment settings" in err and "new --out" in err and len(err.splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in (scored / "_parts" / "done").glob("*.parquet")} == before
