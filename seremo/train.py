@@ -338,6 +338,11 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     import ray
 
     data = load_data(features_dir, settings)
+    if storage.exists(ray_storage):
+        # Ray Train resumes a run whose storage path and name already hold checkpoints; those
+        # belong to an earlier invocation (other settings, perhaps), so a new run starts clean.
+        log.info("%s: removing the previous run's Ray Train state", ray_storage)
+        storage.remove_dir(ray_storage)
     ensure_ray(address)
     if settings.gpu and not ray.cluster_resources().get("GPU"):
         raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")

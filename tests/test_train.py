@@ -182,6 +182,15 @@ def _registered_checkpoints(run: Path) -> int:
         return 0
 
 
+def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path):
+    """An earlier run's checkpoints in the run dir must not be resumed by a run with other settings."""
+    out = str(tmp_path / "again")
+    train_run(seq_features, out, _small(epochs=2, final_fit=False))
+    metrics = train_run(seq_features, out, _small(epochs=4, final_fit=False))
+    assert [f["epochs"] for f in metrics["per_fold"]] == [4, 4]
+    assert all(f["restarts"] == 0 for f in metrics["per_fold"])
+
+
 def test_run_survives_a_worker_dying(seq_features, tmp_path):
     """Kill one Ray Train worker after the first checkpoint; the run resumes and finishes."""
     out = tmp_path / "run"
