@@ -4,7 +4,9 @@ WAV/FLAC/OGG/AIFF (8/16/24/32-bit PCM, float, mu-law and A-law telephone WAV)
 go through libsndfile (``soundfile``); MP3, M4A/AAC, Opus and other containers
 through FFmpeg (``av``). Resampling uses soxr. Every failure is an
 ``AudioError`` with the path and a kind (missing, empty, corrupt, unsupported,
-too_short) so that pipelines can turn it into an ``errors.parquet`` row.
+too_short, truncated) so that pipelines can turn it into an ``errors.parquet`` row.
+A WAV cut short (its data chunk promises more bytes than the file holds) is
+``truncated``: libsndfile would read it as a shorter file without a word.
 
 Sources may be local paths, pyarrow filesystem URIs (``s3://...``) or bytes
 already read (as Ray Data's ``read_binary_files`` gives them).
@@ -17,7 +19,7 @@ import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
@@ -98,6 +100,74 @@ def _ext(name: str) -> str:
     return os.path.splitext(name)[1].lower()
 
 
+# --------------------------------------------------------------------------- truncated WAV
+
+_UNSET_SIZES = frozenset({0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF})  # left unset by streaming writers
+_MAX_CHUNKS = 1024  # a walk that finds no data chunk by then gives up (the decoder decides)
+
+
+def _wav_shortfall(f: BinaryIO, size: int) -> tuple[int, int] | None:
+    """``(declared, held)`` sample bytes of a RIFF/RF64 WAVE cut short, else None.
+
+    libsndfile reads a WAV whose data chunk runs past the end of the file as a
+    shorter file, without a warning, so a copy cut short would pass as a clip.
+    Walks the chunk headers only (seeking over each body, odd sizes padded by one
+    byte) to ``data``, never reading samples. Anything that is not a WAV, or whose
+    chunks lead nowhere, gives None: the decoder then says what is wrong with it.
+    """
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    ds64_data: int | None = None  # RF64: the real data size, when the chunk says 0xFFFFFFFF
+    pos = 12
+    for _ in range(_MAX_CHUNKS):
+        f.seek(pos)
+        header = f.read(8)
+        if len(header) < 8:
+            return None
+        chunk, n = header[:4], int.from_bytes(header[4:], "little")
+        if chunk == b"ds64" and head[:4] == b"RF64":
+            body = f.read(16)  # riff size, data size (64-bit each)
+            if len(body) == 16:
+                ds64_data = int.from_bytes(body[8:], "little")
+        elif chunk == b"data":
+            declared = ds64_data if n == 0xFFFFFFFF and ds64_data is not None else n
+            held = size - (pos + 8)
+            if declared in _UNSET_SIZES or held >= declared:
+                return None
+            return declared, held
+        pos += 8 + n + (n & 1)
+    return None
+
+
+def _truncated(name: str, shortfall: tuple[int, int]) -> AudioError:
+    declared, held = shortfall
+    return AudioError(
+        name,
+        "truncated",
+        f"the header promises {declared} bytes of samples but the file holds {max(held, 0)} "
+        "(cut short?)",
+    )
+
+
+def _check_wav_bytes(data: bytes, name: str) -> None:
+    """Raise ``truncated`` for WAV bytes cut short; other content passes."""
+    shortfall = _wav_shortfall(io.BytesIO(data), len(data))
+    if shortfall is not None:
+        raise _truncated(name, shortfall)
+
+
+def _check_wav_file(path: str, name: str) -> None:
+    """Raise ``truncated`` for a local WAV cut short, reading its chunk headers only."""
+    try:
+        with open(path, "rb") as f:
+            shortfall = _wav_shortfall(f, os.fstat(f.fileno()).st_size)
+    except OSError:
+        return  # not readable as a plain file: the decoder gives the precise error
+    if shortfall is not None:
+        raise _truncated(name, shortfall)
+
+
 # --------------------------------------------------------------------------- decoders
 
 
@@ -165,6 +235,7 @@ def _av_decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
     """Decode with libsndfile where it can, else FFmpeg; (channels, frames), rate."""
+    _check_wav_bytes(data, name)  # by content, whatever the extension
     if _ext(name) not in AV_EXTS:
         try:
             return _sf_decode(data, name)
@@ -191,8 +262,10 @@ def info(source: Source, name: str | None = None) -> AudioInfo:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise AudioError(name, "missing", "no such file")
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise AudioError(name, "empty", "file has 0 bytes")
+        if os.path.isfile(path):
+            if os.path.getsize(path) == 0:
+                raise AudioError(name, "empty", "file has 0 bytes")
+            _check_wav_file(path, name)
         try:
             i = sf.info(path)
             return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format)
@@ -321,7 +394,9 @@ def _native_blocks(source: Source, block_s: float, name: str) -> Iterator[tuple[
     """(channels, n) float32 blocks at the file's own rate: libsndfile where it can, else FFmpeg."""
     local = not isinstance(source, bytes) and "://" not in os.fspath(source)
     if _ext(name) in AV_EXTS:
-        yield from _av_blocks(_read_bytes(source, name), block_s, name)
+        data = _read_bytes(source, name)
+        _check_wav_bytes(data, name)  # a WAV named .mp3 is still checked
+        yield from _av_blocks(data, block_s, name)
         return
     data = None
     if local:  # read from disk block by block, never whole
@@ -332,8 +407,10 @@ def _native_blocks(source: Source, block_s: float, name: str) -> Iterator[tuple[
             raise AudioError(name, "unsupported", "is a directory, not an audio file")
         if os.path.getsize(target) == 0:
             raise AudioError(name, "empty", "file has 0 bytes")
+        _check_wav_file(target, name)
     else:
         data = _read_bytes(source, name)
+        _check_wav_bytes(data, name)
         target = io.BytesIO(data)
     try:
         f = sf.SoundFile(target)
@@ -369,7 +446,7 @@ def stream(
     no seams at block edges. libsndfile formats are read from local paths
     ``block_s`` at a time; FFmpeg formats, URIs and bytes decode from the
     bytes in memory (compressed or raw, never decoded whole). Errors are
-    ``AudioError`` as for ``load`` (missing, empty, unsupported, corrupt),
+    ``AudioError`` as for ``load`` (missing, empty, unsupported, corrupt, truncated),
     raised when iteration reaches them: opening problems on the first ``next``.
     """
     if not block_s > 0:

@@ -24,11 +24,14 @@ class CorpusError(SeremoError):
 class AudioError(SeremoError):
     """An audio input that cannot be decoded.
 
-    ``kind`` is one of ``missing``, ``empty``, ``corrupt``, ``unsupported`` or
-    ``too_short``; it becomes the ``error`` column of ``errors.parquet``.
+    ``kind`` is one of ``missing``, ``empty``, ``corrupt``, ``unsupported``,
+    ``too_short`` or ``truncated`` (a WAV whose header promises more sample bytes
+    than the file holds: cut short in a copy, which libsndfile would otherwise
+    read as a shorter file without a word); it becomes the ``error`` column of
+    ``errors.parquet``.
     """
 
-    KINDS = ("missing", "empty", "corrupt", "unsupported", "too_short")
+    KINDS = ("missing", "empty", "corrupt", "unsupported", "too_short", "truncated")
 
     def __init__(self, path: str | Path, kind: str, message: str):
         if kind not in self.KINDS:
@@ -72,3 +75,23 @@ def errors_table(records: list[dict]):
 
     schema = pa.schema([(c, pa.string()) for c in ERROR_COLUMNS])
     return pa.Table.from_pylist(records, schema=schema)
+
+
+def check_failures(where: str, n_inputs: int, n_ok: int, kinds: list[str], first: list[str], budget: float) -> None:
+    """Fail (one line) when every input failed, or more than ``budget`` of them failed for
+    reasons that are not the input's own (a bug, a lost worker); called once the outputs are
+    written, so what did work is kept. ``kinds`` is the ``error`` column, ``first`` a message."""
+    from collections import Counter
+
+    counts = Counter(kinds)
+    if n_inputs and n_ok == 0:
+        top = ", ".join(f"{k} x{v}" for k, v in counts.most_common(3))
+        example = f"; e.g. {first[0]}" if first else ""
+        raise SeremoError(f"{where}: every one of the {n_inputs} inputs failed ({top}{example}); "
+                          f"see {where}/errors.parquet")  # fmt: skip
+    internal = sum(v for k, v in counts.items() if k not in AudioError.KINDS)
+    if internal > budget * n_inputs:
+        raise SeremoError(
+            f"{where}: {internal} of {n_inputs} inputs failed for reasons that are not the input's own "
+            f"(more than the failure budget of {budget:.0%}); see {where}/errors.parquet"
+        )

@@ -6,11 +6,14 @@ Columns (see DESIGN.md): ``utterance_id`` (unique), ``path``, ``corpus``,
 (a segment inside a longer file, else null), ``transcript``, ``gender``.
 seremo adds two nullable columns: ``source_label`` (the corpus's own code, kept
 for traceability) and ``duration_s`` (seconds of audio the row covers).
+Local paths are stored absolute and resolved (see ``normalise_path``), so one
+file has one name in every manifest and in everything keyed on its path.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,10 +47,29 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 REQUIRED: tuple[str, ...] = ("utterance_id", "path", "corpus", "speaker", "group")
 
 
+def normalise_path(path: str | os.PathLike) -> str:
+    """The one name of a local file: ``~`` expanded, absolute, ``..`` and symlinks resolved.
+
+    Paths are kept as typed otherwise (``/x/work/../shared/a.wav``), so one file
+    could appear under two names and resume or de-duplication keyed on the path
+    would miss it. URIs (anything with ``://``) and empty strings are returned as
+    they are; the file need not exist.
+    """
+    path = os.fspath(path)
+    if not path or "://" in path:
+        return path
+    return os.path.realpath(os.path.expanduser(path))
+
+
 def from_rows(rows: Iterable[Mapping[str, Any]], source: str = "manifest") -> pa.Table:
-    """Build a manifest table from dict rows, filling absent optional columns with null."""
+    """Build a manifest table from dict rows, filling absent optional columns with null.
+
+    Every corpus loader ends here, so local paths are normalised here, once
+    (``normalise_path``); relative ones resolve against the working directory.
+    """
     rows = list(rows)
     data = {name: [row.get(name) for row in rows] for name in COLUMNS}
+    data["path"] = [None if p is None else normalise_path(p) for p in data["path"]]
     table = pa.Table.from_pydict(data, schema=SCHEMA)
     validate(table, source)
     return table

@@ -626,3 +626,185 @@ def test_real_emodb_file(emodb_wavs):
     assert i.duration_s == pytest.approx(len(y) / rate, abs=1e-3)
     y8, r8 = audio.load(path, sr=8000)
     assert r8 == 8000 and abs(len(y8) - len(y) / 2) <= 1
+
+
+# --------------------------------------------------------------------------- truncated WAV
+
+
+def _canonical_emodb(emodb_wavs: list[Path]) -> bytes:
+    """A real EmoDB WAV with the 44-byte canonical header (fmt then data, nothing after)."""
+    for path in emodb_wavs:
+        data = path.read_bytes()
+        if data[12:16] == b"fmt " and data[36:40] == b"data":
+            assert int.from_bytes(data[40:44], "little") == len(data) - 44
+            return data
+    pytest.skip("no EmoDB WAV with a canonical 44-byte header")
+
+
+def _truncated(fn, *args, **kwargs) -> AudioError:
+    e = _err(fn, *args, **kwargs)
+    assert e.kind == "truncated", e
+    assert "header promises" in e.reason and "cut short" in e.reason
+    return e
+
+
+def _consume(source, **kwargs) -> list:
+    return list(audio.stream(source, block_s=0.5, **kwargs))
+
+
+def test_wav_with_its_data_cut_in_half_is_truncated(tmp_path, emodb_wavs):
+    """libsndfile would read it as a shorter file; every entry point must say truncated instead."""
+    data = _canonical_emodb(emodb_wavs)
+    declared = len(data) - 44
+    cut = data[: 44 + declared // 2]
+    path = tmp_path / "half.wav"
+    path.write_bytes(cut)
+    e = _truncated(audio.load, path)
+    assert e.path == str(path)
+    assert f"promises {declared} bytes" in e.reason and f"holds {declared // 2}" in e.reason
+    _truncated(audio.load, path, sr=8000)
+    _truncated(audio.info, path)
+    _truncated(_consume, path)
+    _truncated(_consume, path, sr=8000)
+    # bytes and URIs too, and by content: a WAV named .mp3, .flac or nothing is still a WAV
+    _truncated(audio.load, cut, name="half.wav")
+    _truncated(audio.load, cut)
+    _truncated(audio.info, cut, name="half.wav")
+    _truncated(_consume, cut, name="half.wav")
+    _truncated(audio.load, path.as_uri())
+    _truncated(audio.info, path.as_uri())
+    _truncated(_consume, path.as_uri())
+    for other in ("half.mp3", "half.flac", "half"):
+        renamed = tmp_path / other
+        renamed.write_bytes(cut)
+        for fn in (audio.load, audio.info, _consume):
+            _truncated(fn, renamed)
+
+
+def test_wav_header_then_random_bytes_is_truncated(tmp_path, emodb_wavs):
+    """A valid header followed by a little noise used to decode as a 0.05 s file."""
+    data = _canonical_emodb(emodb_wavs)
+    noise = np.random.default_rng(7).integers(0, 256, 800, dtype=np.uint8).tobytes()
+    path = tmp_path / "stub.wav"
+    path.write_bytes(data[:44] + noise)
+    for fn in (audio.load, audio.info, _consume):
+        e = _truncated(fn, path)
+        assert "holds 800 " in e.reason
+
+
+def test_wav_cut_by_one_byte_is_truncated(tmp_path, emodb_wavs):
+    data = _canonical_emodb(emodb_wavs)
+    path = tmp_path / "short.wav"
+    path.write_bytes(data[:-1])
+    for fn in (audio.load, audio.info, _consume):
+        _truncated(fn, path)
+    # one written by libsndfile too
+    full = write_sf(tmp_path / "full.wav", signal(16000), 16000, "PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[:-1])
+    for fn in (audio.load, audio.info, _consume):
+        _truncated(fn, cut)
+
+
+def _with_chunk_before_data(wav: bytes, chunk: bytes, body: bytes) -> bytes:
+    """Insert a chunk (padded to even length) between fmt and data of a canonical WAV."""
+    extra = chunk + len(body).to_bytes(4, "little") + body + b"\0" * (len(body) & 1)
+    out = wav[:36] + extra + wav[36:]
+    return out[:4] + (len(out) - 8).to_bytes(4, "little") + out[8:]
+
+
+def test_complete_wavs_are_fine(tmp_path, emodb_wavs):
+    data = _canonical_emodb(emodb_wavs)
+    path = tmp_path / "whole.wav"
+    path.write_bytes(data)
+    y, rate = audio.load(path)
+    assert rate == 16000 and len(y) == (len(data) - 44) // 2
+    assert audio.info(path).frames == len(y)
+    assert sum(b.shape[1] for _, b in _consume(path)) == len(y)
+    # an odd-sized chunk before data is padded by one byte: the walk must step over the pad
+    odd = tmp_path / "odd.wav"
+    odd.write_bytes(_with_chunk_before_data(data, b"junk", b"abc"))
+    y_odd, _ = audio.load(odd)
+    np.testing.assert_array_equal(y_odd, y)
+    assert audio.info(odd).frames == len(y)
+    assert sum(b.shape[1] for _, b in _consume(odd)) == len(y)
+    # ... and the same file cut short is still found
+    cut = tmp_path / "odd-cut.wav"
+    cut.write_bytes(odd.read_bytes()[:-100])
+    for fn in (audio.load, audio.info, _consume):
+        _truncated(fn, cut)
+    # every real EmoDB file passes, those with a PAD chunk before data too
+    for p in emodb_wavs[:40] + [p for p in emodb_wavs if p.read_bytes()[36:40] == b"PAD "][:5]:
+        assert audio.info(p).frames > 0
+    # chunks after data (LIST, as some writers add) are no samples
+    tail = tmp_path / "tail.wav"
+    body = data + b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    tail.write_bytes(body[:4] + (len(body) - 8).to_bytes(4, "little") + body[8:])
+    assert len(audio.load(tail)[0]) == len(y)
+
+
+def test_wav_with_an_unset_data_size_is_not_truncated():
+    """Streaming writers leave the data size 0 or 0xFFFFFFFF: not a promise the file breaks."""
+    y = signal(8000, 0.25, 1)
+    buf = io.BytesIO()
+    sf.write(buf, y.T, 8000, subtype="PCM_16", format="WAV")
+    data = buf.getvalue()
+    assert data[36:40] == b"data"
+    for unset in (0, 0xFFFFFFFF):
+        patched = data[:40] + unset.to_bytes(4, "little") + data[44:]
+        assert audio._wav_shortfall(io.BytesIO(patched), len(patched)) is None
+    # 0xFFFFFFFF: libsndfile reads to the end of the file (0 it reads as no samples, as before)
+    patched = data[:40] + (0xFFFFFFFF).to_bytes(4, "little") + data[44:]
+    assert len(audio.load(patched, name="live.wav")[0]) == y.shape[1]
+    # not a WAV, or chunks that lead nowhere: left to the decoder
+    assert audio._wav_shortfall(io.BytesIO(PNG), len(PNG)) is None
+    assert audio._wav_shortfall(io.BytesIO(data[:30]), 30) is None
+
+
+def test_rf64_data_size_comes_from_ds64():
+    """RF64 says 0xFFFFFFFF in the data chunk and the real size in ds64."""
+    n = 1000
+    ds64 = b"ds64" + (28).to_bytes(4, "little") + bytes(8) + n.to_bytes(8, "little") + bytes(12)
+    fmt = b"fmt " + (16).to_bytes(4, "little") + bytes(16)
+    head = b"RF64" + (0xFFFFFFFF).to_bytes(4, "little") + b"WAVE" + ds64 + fmt
+    head += b"data" + (0xFFFFFFFF).to_bytes(4, "little")
+    whole, cut = head + bytes(n), head + bytes(n // 2)
+    assert audio._wav_shortfall(io.BytesIO(whole), len(whole)) is None
+    assert audio._wav_shortfall(io.BytesIO(cut), len(cut)) == (n, n // 2)
+
+
+def test_zero_frame_ulaw_wav_stays_empty(tmp_path):
+    path = tmp_path / "nothing.wav"
+    sf.write(str(path), np.zeros((0, 2), np.float32), 8000, subtype="ULAW")
+    for fn in (audio.load, _consume):
+        e = _err(fn, path)
+        assert (e.kind, e.path) == ("empty", str(path))
+    assert _err(audio.load, path.read_bytes(), name=path.name).kind == "empty"
+    assert audio.info(path).frames == 0  # the header is read as before: 0 frames, no error
+
+
+def test_truncated_wav_is_an_error_row_when_scoring_and_extracting(tmp_path, emodb_wavs):
+    """The pipelines turn it into an error row with kind truncated, not features of half a file."""
+    import pyarrow as pa
+
+    from seremo import features, manifest, shards
+    from seremo.extract import extract_batch
+    from seremo.score import featurize_files
+
+    data = _canonical_emodb(emodb_wavs)
+    path = tmp_path / "half.wav"
+    path.write_bytes(data[: 44 + (len(data) - 44) // 2])
+    feature_set = features.get("seremo", sample_rate=8000)
+
+    scored = featurize_files(pa.table({"path": [str(path)]}), feature_set, {"channels": "split", "segment": {}})
+    row = scored.to_pylist()[0]
+    assert (row["error"], row["stage"], row["segments"]) == ("truncated", "decode", [])
+    assert "cut short" in row["message"]
+
+    batch = manifest.from_rows(
+        [{"utterance_id": "u1", "path": str(path), "corpus": "test", "speaker": "s1", "group": "s1"}]
+    )
+    out = extract_batch(batch, feature_set).to_pylist()[0]
+    assert out["features"] is None and out["shape"] is None
+    assert (out[shards.ERROR_KIND], out[shards.ERROR_STAGE]) == ("truncated", "decode")
+    assert "cut short" in out[shards.ERROR_MESSAGE]

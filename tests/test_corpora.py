@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -546,3 +547,85 @@ def test_corrupt_and_empty_files_become_errors(tmp_path: Path) -> None:
     assert errs["savee/DC_n01"]["error"] == "empty"
     assert errs["savee/DC_n01"]["path"].endswith("n01.wav")
     assert all(r["stage"] == "prepare" for r in errs.values())
+
+
+# --------------------------------------------------------------------------- one name per file
+
+
+def _clean(path: str) -> bool:
+    """Absolute, with no '.' or '..' component, and resolved (no symlink on the way)."""
+    parts = Path(path).parts
+    return Path(path).is_absolute() and "." not in parts and ".." not in parts and path == os.path.realpath(path)
+
+
+def test_paths_are_the_same_whatever_the_root_is_called(
+    emodb_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root typed with '..', relative or through a symlink names every file as the clean root does."""
+    clean = prepare_corpus("emodb", emodb_root).table
+    paths = clean.column("path").to_pylist()
+    assert all(_clean(p) for p in paths)
+    dotted = Path(f"{emodb_root}/wav/../wav/../../{emodb_root.name}")
+    assert ".." in dotted.parts and dotted.is_dir()
+    link = tmp_path / "emodb-link"
+    link.symlink_to(emodb_root, target_is_directory=True)
+    monkeypatch.chdir(emodb_root / "wav")
+    for root in (dotted, str(dotted), "../wav/..", link, f"{link}/wav/.."):
+        t = prepare_corpus("emodb", root).table
+        assert t.column("path").to_pylist() == paths, root
+        assert t.column("utterance_id").to_pylist() == clean.column("utterance_id").to_pylist()
+
+
+def test_user_manifest_paths_are_absolute_and_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths resolve against the manifest's folder, not the working directory; '..' goes."""
+    a = wav(tmp_path / "audio" / "a.wav")
+    b = wav(tmp_path / "audio" / "b.wav")
+    c = wav(tmp_path / "more" / "c.wav")
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "m.csv"
+    manifest.write_text(
+        "utterance_id,path,label,speaker\n"
+        "a,../audio/a.wav,angry,s1\n"
+        "a-again,./../more/../audio/a.wav,angry,s1\n"
+        "b,../audio//b.wav,sad,s2\n"
+        f"c,{tmp_path}/lists/../more/./c.wav,neutral,s2\n"
+    )
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for root in (manifest, Path("../lists/m.csv"), f"{tmp_path}/audio/../lists/m.csv"):
+        p = prepare_corpus("csv", root)
+        assert p.errors.num_rows == 0
+        rows = by_id(p.table)
+        assert {k: r["path"] for k, r in rows.items()} == {
+            "a": str(a), "a-again": str(a), "b": str(b), "c": str(c),
+        }  # fmt: skip
+        assert all(_clean(r["path"]) for r in rows.values())
+
+
+def test_user_manifest_in_a_symlinked_folder(tmp_path: Path) -> None:
+    """'..' next to a symlinked folder means what the OS makes of it: the target's parent."""
+    a = wav(tmp_path / "deep" / "audio" / "a.wav")
+    (tmp_path / "deep" / "lists").mkdir()
+    (tmp_path / "deep" / "lists" / "m.csv").write_text("path,label,speaker\n../audio/a.wav,sad,s1\n")
+    (tmp_path / "lists-link").symlink_to(tmp_path / "deep" / "lists", target_is_directory=True)
+    p = prepare_corpus("csv", tmp_path / "lists-link" / "m.csv")
+    assert p.errors.num_rows == 0 and p.table.column("path").to_pylist() == [str(a)]
+
+
+def test_normalise_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seremo import manifest
+
+    monkeypatch.chdir(tmp_path)
+    assert manifest.normalise_path("x/../y.wav") == str(tmp_path / "y.wav")  # need not exist
+    assert manifest.normalise_path(Path("/a/b/../c.wav")) == "/a/c.wav"
+    assert manifest.normalise_path("~/a.wav") == os.path.join(os.path.realpath(os.path.expanduser("~")), "a.wav")
+    for uri in ("s3://bucket/x/../y.wav", "file:///a/../b.wav", "gs://b/./c.wav"):
+        assert manifest.normalise_path(uri) == uri
+    t = manifest.from_rows(
+        [
+            {"utterance_id": "u1", "path": "/a/./b/../c.wav", "corpus": "k", "speaker": "s", "group": "s"},
+            {"utterance_id": "u2", "path": "s3://bucket/x/../y.wav", "corpus": "k", "speaker": "s", "group": "s"},
+        ]
+    )
+    assert t.column("path").to_pylist() == ["/a/c.wav", "s3://bucket/x/../y.wav"]

@@ -3,8 +3,9 @@
 Required columns are ``path``, ``label`` and ``speaker``; optional ones are
 ``utterance_id``, ``group`` (default: the speaker), ``corpus`` (default: the
 file's stem), ``start_s``, ``end_s``, ``transcript`` and ``gender``. Relative
-paths resolve against the manifest's folder; URIs (``s3://...``) are kept as
-written. The default utterance id is ``<corpus>/<path relative to the
+paths resolve against the manifest's folder, and every local path is stored
+absolute and resolved (``seremo.manifest.normalise_path``); URIs (``s3://...``)
+are kept as written. The default utterance id is ``<corpus>/<path relative to the
 manifest folder, without extension>``, with ``@START-END`` appended for rows
 that name a segment, so several segments of one file get distinct ids.
 Labels pass through ``seremo.labels.canonical`` ("anger" -> angry) and the
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from seremo.corpora._common import table
 from seremo.errors import CorpusError
 from seremo.labels import CANONICAL, canonical
+from seremo.manifest import normalise_path
 
 NAME = "table"
 REQUIRED = ("path", "label", "speaker")
@@ -92,8 +94,9 @@ def _resolve(written: str, folder: Path) -> tuple[str, str]:
             rel = p.relative_to(folder)
         except ValueError:
             rel = Path(*p.parts[1:])
-        return str(p), rel.as_posix()
-    return os.path.normpath(folder / p), PurePosixPath(*Path(os.path.normpath(p)).parts).as_posix()
+        return normalise_path(p), rel.as_posix()
+    # resolved against the folder as the OS would (a symlinked folder's '..' is its target's parent)
+    return normalise_path(folder / p), PurePosixPath(*Path(os.path.normpath(p)).parts).as_posix()
 
 
 def prepare(root: str | Path) -> pa.Table:
