@@ -7,14 +7,25 @@
 
 ``bundle.json`` records the format version, model kind and name, the feature set
 (name, kind, version, parameters), the classes in order, the sample rate, what
-it was trained on, its metrics, the seremo version, and a SHA-256 for every
-file: loading checks every field and every checksum and fails with one line.
+it was trained on, its metrics, the seremo version, a SHA-256 for every file,
+and ``bundle_sha256``: the SHA-256 of its own canonical JSON without that field.
+As that covers the per-file checksums, one digest identifies the whole bundle
+(``Bundle.model_id``), and an edit to ``bundle.json`` itself (swapped or removed
+class names, another model kind) is caught, not trusted.
+
+Loading checks, in order: every field; that the feature set exists in this
+seremo; ``bundle_sha256``; every file's checksum; the files the model kind
+needs; that the weights load; and that the classes in ``bundle.json`` match
+the model's own (sklearn: names and order; xgboost and torch: their number).
+Any failure is one ``BundleError`` line naming the file: never a stack from a
+Ray task or from XGBoost's C++ core.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from seremo import __version__, config
 from seremo.errors import SeremoError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bundle_sha256 covers bundle.json itself
 META = "bundle.json"
+SELF_DIGEST = "bundle_sha256"
+# The weights each model kind loads: checked before loading, so a changed model_kind is one line.
+KIND_FILES = {
+    "sklearn": ("model.skops",),
+    "xgboost": ("preprocess.skops", "model.ubj"),
+    "torch": ("model.safetensors",),
+}
 
 # Every type a seremo classical pipeline may contain; anything else is refused at load time.
 SKOPS_TRUSTED = [
@@ -80,6 +98,7 @@ class BundleMeta(BaseModel):
     metrics: dict[str, Any]
     seremo_version: str
     files: dict[str, str] = Field(min_length=1)
+    bundle_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @field_validator("format_version")
     @classmethod
@@ -94,6 +113,17 @@ class BundleMeta(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("classes repeat")
         return v
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``meta`` without its own digest.
+
+    Canonical (sorted keys, compact separators) so that key order and whitespace,
+    which JSON does not give a meaning, do not change a bundle's identity.
+    """
+    body = {k: v for k, v in meta.items() if k != SELF_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -115,6 +145,11 @@ class Bundle:
     @property
     def classes(self) -> list[str]:
         return list(self.meta.classes)
+
+    @property
+    def model_id(self) -> str:
+        """``name:digest``: any change to the bundle (weights or bundle.json) gives another id."""
+        return f"{self.meta.model_name}:{self.meta.bundle_sha256[:12]}"
 
     @property
     def feature_set(self):
@@ -139,9 +174,18 @@ class Bundle:
 
 
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Checksum every file in ``out``, then seal ``bundle.json`` with its own digest.
+
+    ``meta`` gets ``files`` and ``bundle_sha256`` (any earlier ones are replaced).
+    The digest is taken over the JSON round trip of ``meta``, i.e. exactly what
+    ``load`` will read back (numpy scalars as numbers, tuples as lists, keys as strings).
+    """
+    meta.pop(SELF_DIGEST, None)
     meta["files"] = {p.name: _sha256(p) for p in sorted(out.iterdir()) if p.name != META}
-    BundleMeta.model_validate(meta)  # never write a bundle that would not load
-    (out / META).write_text(json.dumps(meta, indent=2, default=_json_default))
+    plain = json.loads(json.dumps(meta, default=_json_default))
+    meta[SELF_DIGEST] = plain[SELF_DIGEST] = meta_digest(plain)
+    BundleMeta.model_validate(plain)  # never write a bundle that would not load
+    (out / META).write_text(json.dumps(plain, indent=2))
 
 
 def _json_default(o: Any) -> Any:
@@ -215,22 +259,73 @@ def load(path: str | Path) -> Bundle:
         raw = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{meta_path}: is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{meta_path}: is not a JSON object")
     meta = config.validate(BundleMeta, raw, str(meta_path), "field ", error=BundleError)
+    # A field that is wrong on its own (a feature set this seremo lacks) says what is wrong;
+    # the digest then catches edits that still look valid (swapped classes).
+    try:
+        Bundle(root, meta, None).feature_set  # noqa: B018 - validates name, parameters and version
+    except SeremoError as exc:
+        raise BundleError(f"{meta_path}: {exc}") from None
+    if meta_digest(raw) != meta.bundle_sha256:
+        raise BundleError(f"{meta_path}: does not match its own checksum; the bundle was edited or damaged (re-export it)")
     for name, digest in meta.files.items():
         f = root / name
         if not f.is_file():
             raise BundleError(f"{f}: listed in {META} but missing; the bundle is incomplete")
         if _sha256(f) != digest:
             raise BundleError(f"{f}: does not match its checksum in {META}; the file was changed or damaged")
+    absent = [n for n in KIND_FILES[meta.model_kind] if n not in meta.files]
+    if absent:
+        raise BundleError(
+            f"{meta_path}: model_kind {meta.model_kind!r} needs {', '.join(absent)}, which the bundle "
+            f"does not hold (it has {', '.join(sorted(meta.files))})"
+        )
     try:
         model = _load_model(root, meta)
     except BundleError:
         raise
     except Exception as exc:  # a file that passed its checksum yet does not decode
-        raise BundleError(f"{root}: the {meta.model_kind} weights do not load ({type(exc).__name__}: {exc})") from None
-    bundle = Bundle(root, meta, model)
-    bundle.feature_set  # noqa: B018 - validates the feature set's name, parameters and version
-    return bundle
+        raise BundleError(f"{root}: the {meta.model_kind} weights do not load ({type(exc).__name__}: {_first_line(exc)})") from None
+    _check_classes(meta_path, meta, model)
+    return Bundle(root, meta, model)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message as one line: XGBoost appends a C++ stack, torch a list of keys.
+
+    A first line that only announces what follows (ends with ':') keeps the next line too;
+    XGBoost's "[hh:mm:ss] /its/source.cc:123: " prefix is dropped.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return "no message"
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    text = re.sub(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ", "", text)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_classes(meta_path: Path, meta: BundleMeta, model: Any) -> None:
+    """The classes in bundle.json must be the model's: otherwise every label would be silently wrong.
+
+    scikit-learn keeps the class names, so names and order are compared; XGBoost and
+    torch know only how many outputs they have.
+    """
+    listed = f"{len(meta.classes)} classes ({', '.join(meta.classes)})"
+    if meta.model_kind == "sklearn":
+        own = [str(c) for c in getattr(model, "classes_", [])]
+        if own != list(meta.classes):
+            raise BundleError(f"{meta_path}: lists {listed} but the model has {len(own)} ({', '.join(own)})")
+        return
+    if meta.model_kind == "xgboost":
+        n = int(model[1].n_classes_)
+    else:
+        from seremo.nets import model_classes
+
+        n = model_classes(model)
+    if n != len(meta.classes):
+        raise BundleError(f"{meta_path}: lists {listed} but the model has {n} outputs")
 
 
 def _load_model(root: Path, meta: BundleMeta) -> Any:

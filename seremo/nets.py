@@ -13,6 +13,7 @@ the model as buffers, so a bundle needs nothing else to predict.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -181,10 +182,27 @@ class MLP(nn.Module):
         return self.body(self.norm(x))
 
 
+MODELS: dict[str, type[nn.Module]] = {
+    "bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP,
+}  # fmt: skip
+
+
 def build(name: str, in_dim: int, n_classes: int, **arch: Any) -> nn.Module:
     """A model by name; ``in_dim`` is the frame dim (bilstm, mlp) or the mel bands (cnn, cnn_lstm)."""
-    cls = {"bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP}[name]
-    return cls(in_dim, n_classes, **arch)
+    return MODELS[name](in_dim, n_classes, **arch)
+
+
+def arch_args(name: str) -> tuple[list[str], list[str] | None]:
+    """(data arguments, ``arch`` arguments) of a model's constructor, read from its signature.
+
+    The first two (input dim, class count) come from the data; the rest are what a
+    config's ``arch`` may set. ``None`` for the latter when the constructor takes ``**kwargs``.
+    """
+    params = list(inspect.signature(MODELS[name]).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return [p.name for p in params[:2]], None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params[:2]], [p.name for p in params[2:] if p.kind in named]
 
 
 # --------------------------------------------------------------------------- data
@@ -308,12 +326,27 @@ def save_module(out: Path, model: nn.Module) -> None:
 
 
 def load_module(root: Path, meta: Any) -> nn.Module:
-    """Rebuild the architecture from bundle.json and load its safetensors weights."""
+    """Rebuild the architecture from bundle.json and load its safetensors weights.
+
+    The output layer is sized from the weights, not from bundle.json's class list, so
+    a class list that does not fit the weights is reported by the caller as a class
+    mismatch (``model_classes``) rather than as torch's long shape-mismatch listing.
+    """
     from safetensors.torch import load_file
 
     arch = dict(meta.params.get("arch", {}))
-    model = build(meta.model_name, int(meta.params["in_dim"]), len(meta.classes), **arch)
-    model.load_state_dict(load_file(str(root / "model.safetensors")))
+    state = load_file(str(root / "model.safetensors"))
+    n_classes = len(meta.classes)
+    model = build(meta.model_name, int(meta.params["in_dim"]), n_classes, **arch)
+    head = f"{_last_linear_name(model)}.weight"
+    if head in state and state[head].ndim == 2 and state[head].shape[0] != n_classes:
+        model = build(meta.model_name, int(meta.params["in_dim"]), int(state[head].shape[0]), **arch)
+    model.load_state_dict(state)
     model.eval()
     return model
+
+
+def _last_linear_name(model: nn.Module) -> str:
+    """The state-dict prefix of the output layer (the last ``nn.Linear``, as ``model_classes`` reads)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
 
