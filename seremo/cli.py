@@ -181,6 +181,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def run_tune(features_dir: str, out: str, settings, address: str | None) -> dict:
     """The nested search, its table by family and where the report is."""
+    from seremo.report import outer_protocol
     from seremo.tune import tune_run
 
     metrics = tune_run(features_dir, out, settings, address=address)
@@ -193,7 +194,7 @@ def run_tune(features_dir: str, out: str, settings, address: str | None) -> dict
     )
     print()
     print(f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
-          f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
+          f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
     if "speaker_normalised" in metrics:
         print(f"with per-speaker normalisation (separate protocol): UAR {metrics['speaker_normalised']['uar']:.3f}")
     print(f"report: {out}/report.md")
@@ -217,6 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_train(features_dir: str, out: str, settings, address: str | None) -> dict:
     """Grouped-fold training, its per-fold table and where the report is."""
+    from seremo.report import outer_protocol
     from seremo.train import train_run
 
     metrics = train_run(features_dir, out, settings, address=address)
@@ -229,7 +231,7 @@ def run_train(features_dir: str, out: str, settings, address: str | None) -> dic
     )  # fmt: skip
     print()
     print(f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
-          f"({metrics['protocol']['outer']}, {metrics['wall_s']:.0f} s)")  # fmt: skip
+          f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
     print(f"report: {out}/report.md")
     return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 

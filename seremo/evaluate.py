@@ -29,20 +29,33 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 def group_folds(groups: Sequence[str], n_folds: int | None = None) -> Folds:
     """(train, test) index pairs holding out whole groups.
 
-    ``n_folds=None`` is leave-one-group-out; an int gives that many grouped folds.
+    ``n_folds=None`` is leave-one-group-out; an int gives that many grouped folds
+    (as many as there are groups is leave-one-group-out). More folds than groups
+    is an error, not a quiet fallback, so a run never reports folds it did not run.
     """
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise SeremoError(f"speaker-independent evaluation needs at least 2 groups, found {n_groups}")
     dummy = np.zeros(len(groups))
-    if n_folds is None or n_folds >= n_groups:
+    if n_folds is not None and n_folds < 2:
+        raise SeremoError(f"need at least 2 folds, got {n_folds}")
+    if n_folds is not None and n_folds > n_groups:
+        raise SeremoError(f"{n_folds} folds asked for, but there are only {n_groups} groups")
+    if n_folds is None or n_folds == n_groups:
         splitter = LeaveOneGroupOut()
     else:
-        if n_folds < 2:
-            raise SeremoError(f"need at least 2 folds, got {n_folds}")
         splitter = GroupKFold(n_splits=n_folds)
     return [(tr, te) for tr, te in splitter.split(dummy, dummy, groups)]
+
+
+def describe_folds(folds: Folds, groups: Sequence[str]) -> str:
+    """The fold scheme as it ran: "leave-one-group-out" or "5 grouped folds" (the count of a
+    leave-one-group-out run is ``len(folds)``, beside it in the metrics and in the reports)."""
+    groups = np.asarray(groups)
+    if all(len(np.unique(groups[te])) == 1 for _, te in folds):
+        return "leave-one-group-out"
+    return f"{len(folds)} grouped folds"
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:

@@ -234,7 +234,7 @@ def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
             out = cfg.output("tune")
 
             def tune(t=t, out=out) -> dict[str, Any]:
-                settings = TuneSettings.model_validate(t.model_dump(exclude={"features"}))
+                settings = TuneSettings.model_validate(t.model_dump(exclude={"features"}, exclude_unset=True))
                 return cli.run_tune(cfg.features_dir(t.features), out, settings, address)
 
             steps.append(Step("tune", "tune", t.model_dump(), out, storage.join(out, "metrics.json"), tune))
@@ -243,7 +243,7 @@ def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
                 out = cfg.output("train", t.dirname)
 
                 def train(t=t, out=out) -> dict[str, Any]:
-                    settings = TrainSettings.model_validate(t.model_dump(exclude={"features", "name"}))
+                    settings = TrainSettings.model_validate(t.model_dump(exclude={"features", "name"}, exclude_unset=True))
                     return cli.run_train(cfg.features_dir(t.features), out, settings, address)
 
                 steps.append(Step("train", f"train/{t.dirname}", t.model_dump(), out,

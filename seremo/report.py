@@ -22,6 +22,14 @@ def _per_class(metrics: dict[str, Any]) -> str:
     )
 
 
+def outer_protocol(metrics: dict[str, Any]) -> str:
+    """The outer fold scheme with its fold count, as it ran: "leave-one-group-out (10 folds)"."""
+    outer = metrics["protocol"]["outer"]
+    if not any(ch.isdigit() for ch in outer):
+        outer = f"{outer} ({len(metrics['per_fold'])} folds)"
+    return outer
+
+
 def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
     fs = metrics["feature_set"]
     proto = metrics["protocol"]
@@ -33,7 +41,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         "",
         f"Features: `{fs['name']}` v{fs['version']} ({len(data['y'])} utterances, "
         f"{len(metrics['groups'])} groups, classes: {', '.join(metrics['classes'])}).",
-        f"Protocol: outer {proto['outer']}; hyperparameters chosen by {proto['inner']}; "
+        f"Protocol: outer {outer_protocol(metrics)}; hyperparameters chosen by {proto['inner']}; "
         f"{proto['search']} search. No held-out group influences any choice.",
         "",
         "## Headline (nested: family and hyperparameters chosen inside each outer fold)",
@@ -104,7 +112,7 @@ def train_report(metrics: dict[str, Any]) -> str:
         f"# seremo train report: {metrics['model']}",
         "",
         f"Features: `{fs['name']}` v{fs['version']}; classes: {', '.join(metrics['classes'])}.",
-        f"Protocol: {metrics['protocol']['outer']} holding out whole speakers; early stopping on "
+        f"Protocol: {outer_protocol(metrics)} holding out whole speakers; early stopping on "
         f"{metrics['protocol']['early_stopping']} (never the test speakers).",
         f"Ray Train: {metrics['workers']} worker(s), {'GPU (bf16 autocast)' if metrics['gpu'] else 'CPU (gloo)'}; "
         f"median {metrics['samples_per_s']:.1f} training samples/s; {metrics['wall_s']:.0f} s in all.",

@@ -23,10 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from seremo import bundle, config, evaluate, nets, shards, storage
-from seremo.errors import SeremoError
+from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
 
@@ -74,7 +74,7 @@ class TrainSettings(BaseModel):
 
     model: Literal["bilstm", "cnn", "cnn_lstm", "mlp"] = "bilstm"
     class_set: str | None = None
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, le=1000)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
     epochs: int = Field(60, ge=1)
     patience: int = Field(15, ge=1)
@@ -94,11 +94,40 @@ class TrainSettings(BaseModel):
     augment: Augment = Field(default_factory=Augment)
     seed: int = 0
 
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """A typo in ``arch`` fails here, not as a traceback inside a Ray Train worker."""
+        model = info.data.get("model")
+        problem = arch_problem(model, arch) if model else None
+        if problem:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return arch
+
+
+def arch_problem(model: str, arch: dict[str, Any]) -> tuple[str, str] | None:
+    """(key, why) for the first ``arch`` key the model's constructor does not take, else None."""
+    data_args, takes = nets.arch_args(model)
+    if takes is None:
+        return None
+    for key in arch:
+        if key in data_args:
+            return key, f"{model} gets {key} from the data; arch takes: {', '.join(takes)}"
+        if key not in takes:
+            return key, f"{model} has no argument {key!r}; arch takes: {', '.join(takes)}"
+    return None
+
 
 def load_settings(path: str | None, **overrides: Any) -> TrainSettings:
     raw = config.read_section(path, "train")
     raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    return config.validate(TrainSettings, raw, path or "settings", "train.")
+    source = path or "settings"
+    model, arch = raw.get("model", TrainSettings.model_fields["model"].default), raw.get("arch")
+    if model in nets.MODELS and isinstance(arch, dict):  # else pydantic names what is wrong
+        problem = arch_problem(model, arch)
+        if problem:
+            raise ConfigError(f"{source}: train.arch.{problem[0]}: {problem[1]}")
+    return config.validate(TrainSettings, raw, source, "train.")
 
 
 # --------------------------------------------------------------------------- the worker loop
@@ -277,11 +306,75 @@ def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.
     return frames.mean(axis=0), frames.std(axis=0)
 
 
+def n_validation_groups(n_groups: int, fraction: float) -> int:
+    """How many of ``n_groups`` training-side groups become validation groups (at least one)."""
+    return max(1, int(round(fraction * n_groups)))
+
+
+def plan_folds(groups: np.ndarray, settings: TrainSettings) -> evaluate.Folds:
+    """The grouped test folds, after checking each leaves training and validation groups.
+
+    Checked on the driver before Ray starts, so a fold count or validation share the
+    data cannot give is one line naming the setting, not a failure inside a worker.
+    """
+    n_groups = len(set(groups.tolist()))
+    n_folds = settings.folds if "folds" in settings.model_fields_set else min(settings.folds, n_groups)
+    if n_folds > n_groups:
+        raise ConfigError(
+            f"train.folds: {settings.folds} folds asked for, but the data has {n_groups} "
+            f"groups (speakers); use at most {n_groups} ({n_groups} is leave-one-group-out)"
+        )
+    folds = evaluate.group_folds(groups, n_folds)
+    sides = [
+        (f"fold {k + 1} of {len(folds)}", len(set(groups[tr].tolist())))
+        for k, (tr, _) in enumerate(folds)
+    ]
+    if settings.final_fit:
+        sides.append(("the final fit", n_groups))
+    for where, n_side in sides:
+        if n_side < 2:
+            raise ConfigError(
+                f"train.folds: {where} leaves {n_side} group(s) for training and validation; "
+                f"each fold needs at least 2 (one to train on, one to validate on): use more "
+                f"folds (at most {n_groups})"
+            )
+        n_val = n_validation_groups(n_side, settings.val_fraction)
+        if n_val >= n_side:
+            raise ConfigError(
+                f"train.val_fraction: {settings.val_fraction} of the {n_side} training-side groups "
+                f"in {where} is {n_val} validation group(s), leaving none to train on; use a "
+                f"smaller val_fraction"
+            )
+    return folds
+
+
+def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
+    """Build the model once on CPU with the real input size and classes and run two utterances.
+
+    A bad ``arch`` value (a string for a size, a dropout above 1, more conv blocks than the
+    bands allow) then fails on the driver as one line, before any Ray Train worker starts.
+    """
+    import torch
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            n_classes = len(data["classes"])
+            model = nets.build(settings.model, data["in_dim"], n_classes, **settings.arch).eval()
+            model(*nets.collate(data["items"][:2], data["kind"]))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        arch = json.dumps(settings.arch, default=str)
+        raise ConfigError(
+            f"train.arch: {settings.model} with arch {arch} does not work on {data['in_dim']}-dim "
+            f"{data['kind']} features and {len(data['classes'])} classes: {first}"
+        ) from None
+
+
 def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole training-side groups (about ``fraction`` of them) for early stopping."""
     names = sorted(set(groups[idx].tolist()))
     rng = np.random.default_rng(seed)
-    n_val = max(1, int(round(fraction * len(names))))
+    n_val = n_validation_groups(len(names), fraction)
     val_names = set(rng.choice(names, size=n_val, replace=False).tolist())
     is_val = np.array([g in val_names for g in groups[idx]])
     return idx[~is_val], idx[is_val]
@@ -338,6 +431,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     import ray
 
     data = load_data(features_dir, settings)
+    folds = plan_folds(data["groups"], settings)
+    check_model(settings, data)
     if storage.exists(ray_storage):
         # Ray Train resumes a run whose storage path and name already hold checkpoints; those
         # belong to an earlier invocation (other settings, perhaps), so a new run starts clean.
@@ -362,7 +457,6 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         return training_indices(idx, aug_src, n_orig)
 
     data_ref = ray.put({k: data[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
-    folds = evaluate.group_folds(data["groups"], settings.folds)
     predicted = np.full(n_orig, -1)
     fold_rows, curves = [], []
     started = time.perf_counter()
@@ -390,7 +484,10 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     metrics = evaluate.scores(y_names, pred_names, classes)
     metrics.update({
         "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
-        "protocol": {"outer": f"{len(folds)} grouped folds", "early_stopping": "validation speakers split from each fold's training speakers"},
+        "protocol": {
+            "outer": evaluate.describe_folds(folds, data["groups"]), "outer_folds": len(folds),
+            "early_stopping": "validation speakers split from each fold's training speakers",
+        },
         "feature_set": data["feature_set"], "classes": classes, "wall_s": time.perf_counter() - started,
         "samples_per_s": float(np.median([f["samples_per_s"] for f in fold_rows])),
         "workers": settings.workers, "gpu": settings.gpu,

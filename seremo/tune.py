@@ -49,8 +49,8 @@ class TuneSettings(BaseModel):
     )
     search: Literal["grid", "random", "optuna"] = "grid"
     num_samples: int = Field(20, ge=1, description="trials for random/optuna search")
-    outer_folds: int | None = Field(None, description="None = leave one group out")
-    inner_folds: int = Field(3, ge=2)
+    outer_folds: int | None = Field(None, ge=2, le=1000, description="None = leave one group out")
+    inner_folds: int = Field(3, ge=2, le=1000)
     speaker_norm: bool = False
     max_concurrent: int | None = None
     seed: int = 0
@@ -114,16 +114,45 @@ def load_data(features_dir: str, class_set: str | None) -> dict[str, Any]:
     }
 
 
-def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int) -> tuple[list, list]:
-    """Outer grouped folds, and inner grouped folds inside each outer training set."""
+def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int,
+               inner_is_default: bool = False) -> tuple[list, list]:  # fmt: skip
+    """Outer grouped folds, and inner grouped folds inside each outer training set.
+
+    Fold counts the data cannot give are a ConfigError naming the setting, raised
+    before any work, so a run never quietly runs (and reports) other folds than asked;
+    only the default inner count (3) shrinks to what a small corpus has, as reported.
+    """
+    n_groups = len(set(np.asarray(groups).tolist()))
+    if outer_folds is not None and not 2 <= outer_folds <= n_groups:
+        raise ConfigError(
+            f"tune.outer_folds: {outer_folds} folds asked for, but the data has {n_groups} groups "
+            f"(speakers); use at most {n_groups}, or leave it unset for leave-one-group-out"
+        )
     outer = evaluate.group_folds(groups, outer_folds)
-    inner = []
-    for tr, _ in outer:
-        n_inner_groups = len(set(groups[tr]))
-        if n_inner_groups < 2:
-            raise SeremoError("an outer training set has fewer than 2 groups: nested CV needs at least 3 groups")
-        inner.append(evaluate.group_folds(groups[tr], min(inner_folds, n_inner_groups)))
+    smallest = min(len(set(groups[tr].tolist())) for tr, _ in outer)
+    if smallest < 2:
+        raise SeremoError(
+            "an outer training set has fewer than 2 groups: nested CV needs at least 3 groups"
+        )
+    if inner_is_default and inner_folds > smallest:
+        inner_folds = smallest
+    if not 2 <= inner_folds <= smallest:
+        raise ConfigError(
+            f"tune.inner_folds: {inner_folds} folds asked for, but the smallest outer training set "
+            f"has {smallest} groups (speakers); use at most {smallest}"
+        )
+    inner = [evaluate.group_folds(groups[tr], inner_folds) for tr, _ in outer]
     return outer, inner
+
+
+def describe_protocol(outer: list, inner: list, groups: np.ndarray) -> dict[str, str]:
+    """The outer and inner fold schemes as they ran (counts from the folds, not the settings)."""
+    counts = sorted({len(folds) for folds in inner})
+    n_inner = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return {
+        "outer": evaluate.describe_folds(outer, groups),
+        "inner": f"{n_inner} grouped folds inside each outer training set",
+    }
 
 
 # --------------------------------------------------------------------------- the trial
@@ -253,7 +282,8 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
 
     started = time.perf_counter()
     data = load_data(features_dir, settings.class_set)
-    outer, inner = plan_folds(data["groups"], settings.outer_folds, settings.inner_folds)
+    outer, inner = plan_folds(data["groups"], settings.outer_folds, settings.inner_folds,
+                              inner_is_default="inner_folds" not in settings.model_fields_set)  # fmt: skip
     spaces = full_spaces(settings)
     space, num_samples = param_space(settings, spaces)
     ensure_ray(address)
@@ -304,7 +334,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     if not any(t["status"] == "ok" for t in trials):
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
-    metrics = summarise(trials, data, outer, settings)
+    metrics = summarise(trials, data, outer, inner, settings)
     metrics["wall_s"] = time.perf_counter() - started
     final = _fit_final(trials, data)
     _write_run(out_path, trials, metrics, data, final)
@@ -348,7 +378,9 @@ def _nested(trials: list[dict], k_folds: int, outer: list, n: int) -> tuple[np.n
     return predicted, chosen
 
 
-def summarise(trials: list[dict], data: dict, outer: list, settings: TuneSettings) -> dict[str, Any]:
+def summarise(
+    trials: list[dict], data: dict, outer: list, inner: list, settings: TuneSettings
+) -> dict[str, Any]:
     y, groups, classes = data["y"], data["groups"], data["classes"]
 
     def block(variant: str) -> dict[str, Any]:
@@ -386,8 +418,8 @@ def summarise(trials: list[dict], data: dict, outer: list, settings: TuneSetting
     metrics = block("raw")
     predicted = metrics.pop("predicted")
     metrics["protocol"] = {
-        "outer": "leave-one-group-out" if settings.outer_folds is None else f"{settings.outer_folds} grouped folds",
-        "inner": f"{settings.inner_folds} grouped folds inside each outer training set",
+        **describe_protocol(outer, inner, groups),
+        "outer_folds": len(outer),
         "selection": "per outer fold, the configuration with the best mean inner-CV UAR",
         "search": settings.search,
         "speaker_norm": False,
