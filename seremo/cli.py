@@ -64,11 +64,13 @@ def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options
     from seremo import manifest, storage
     from seremo.corpora import prepare_corpus
 
+    stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
+    errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
+    manifest.check_replaceable(out)  # before the work: a user's file there is never replaced
+    manifest.check_replaceable(errors_path, "errors table")
     prepared = prepare_corpus(corpus, root, class_set=class_set, **options)
     storage.makedirs(storage.parent(out))
     manifest.write(prepared.table, out)
-    stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
-    errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
     pq.write_table(prepared.errors, errors_path)
     print(prepare_summary(prepared))
     print(f"manifest: {out}")
@@ -125,18 +127,19 @@ def prepare_summary(prepared) -> str:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     run_extract(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
-                args.address, args.overwrite)  # fmt: skip
+                args.address, args.overwrite, args.failure_budget)  # fmt: skip
     return 0
 
 
 def run_extract(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int,
-                address: str | None, overwrite: bool) -> dict:  # fmt: skip
+                address: str | None, overwrite: bool, failure_budget: float = 0.05) -> dict:  # fmt: skip
     """Extract a feature set for a manifest, print the summary."""
     from seremo import features
     from seremo.extract import extract_manifest
 
     fs = features.get(feature_set, **params)
-    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite)
+    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
+                              failure_budget=failure_budget)  # fmt: skip
     if result.summary.get("skipped"):
         print(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")
     print(extract_summary(result.summary, result.errors))
@@ -249,7 +252,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             segment[key] = value
     try:
         settings = ScoreSettings(channels=args.channels, segment=segment, gpu=args.gpu,
-                                 files_per_task=args.files_per_task, actors=args.actors)  # fmt: skip
+                                 files_per_task=args.files_per_task, actors=args.actors,
+                                 failure_budget=args.failure_budget)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     run_score(args.input, args.model, args.out, settings, args.address)
@@ -329,6 +333,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _failure_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--failure-budget", type=float, default=0.05, metavar="SHARE",
+                   help="share of inputs that may fail for reasons not their own (a bug, a lost worker) "
+                        "before the run exits non-zero (default 0.05); it always does when every input fails")  # fmt: skip
+
+
 def _config_args(p: argparse.ArgumentParser, seen_from: str) -> None:
     p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
     p.add_argument("--data-root", default=None, help=f"where corpora are read{seen_from}; overrides data_root")
@@ -363,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=32, help="utterances per Ray task (default 32)")
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
+    _failure_budget(p)
     _common(p)
     p.set_defaults(handler=cmd_extract)
 
@@ -399,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files-per-task", type=int, default=4, help="files per Ray task (default 4)")
     p.add_argument("--actors", type=int, default=None, help="predictor actors")
     p.add_argument("--gpu", action="store_true", help="predict on GPU actors (torch bundles)")
+    _failure_budget(p)
     _common(p)
     p.set_defaults(handler=cmd_score)
 
@@ -443,5 +455,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console() -> int:
+    """The ``seremo`` command: ``main`` with Ray's native stderr noise filtered out."""
+    from seremo.runtime import filter_native_stderr
+
+    filter_native_stderr()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console())

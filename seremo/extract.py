@@ -11,6 +11,7 @@ the run fails loudly if the two do not add up to the input.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import __version__, audio, manifest, shards
-from seremo.errors import AudioError, SeremoError
+from seremo import __version__, audio, manifest, outputs, shards, storage
+from seremo.errors import AudioError, SeremoError, check_failures
 from seremo.features import FeatureSet
-from seremo.runtime import ensure_ray, single_stage_data_context
+from seremo.progress import NewFiles, Progress
+from seremo.runtime import data_context, ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +77,32 @@ class ExtractResult:
     errors: list[dict]
 
 
-def _prepare_out(out: str, overwrite: bool) -> None:
+# What ``seremo extract`` writes at the top of its --out (checked against a user's folder).
+WRITES = (shards.SHARDS, shards.ERRORS, shards.SUMMARY)
+
+
+def manifest_fingerprint(table: pa.Table) -> str:
+    """A content hash of the manifest rows: a re-prepared manifest with the same row count differs."""
+    import hashlib
+    import json
+
+    rows = manifest.conform(table).to_pylist()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _clear_own(out: str) -> None:
+    """Remove what an earlier extraction into ``out`` wrote: its shards, errors and summary."""
     from pyarrow import fs as pafs
 
     filesystem, base = shards.filesystem(out)
-    if shards.read_summary(out) is not None and not overwrite:
-        raise SeremoError(f"{out}: already holds a different finished extraction; pass --overwrite to replace it")
-    info = filesystem.get_file_info(base)
-    if info.type == pafs.FileType.File:
-        raise SeremoError(f"{out}: is a file; --out must be a directory")
-    if info.type == pafs.FileType.Directory:
-        for name in (shards.SHARDS, shards.ERRORS, shards.SUMMARY):
-            sub = filesystem.get_file_info(f"{base}/{name}")
-            if sub.type == pafs.FileType.Directory:
-                log.info("%s: clearing %s/ left by an earlier run", out, name)
-                filesystem.delete_dir(sub.path)
-            elif sub.type == pafs.FileType.File:
-                filesystem.delete_file(sub.path)
-    filesystem.create_dir(f"{base}/{shards.SHARDS}", recursive=True)
+    infos = filesystem.get_file_info(pafs.FileSelector(f"{base}/{shards.SHARDS}", allow_not_found=True))
+    for info in infos:
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type == pafs.FileType.File and name.startswith("part-") and name.endswith(".parquet"):
+            filesystem.delete_file(info.path)
+    for name in (shards.ERRORS, shards.SUMMARY):
+        if filesystem.get_file_info(f"{base}/{name}").type == pafs.FileType.File:
+            filesystem.delete_file(f"{base}/{name}")
 
 
 def extract(
@@ -105,28 +115,46 @@ def extract(
     num_cpus: int | None = None,
     overwrite: bool = False,
     source: str | None = None,
+    failure_budget: float = 0.05,
 ) -> ExtractResult:
     """Extract ``feature_set`` for every manifest row into ``out`` with Ray Data."""
-    import ray
-
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
-    previous = shards.read_summary(out)
-    if (
-        previous is not None
-        and not overwrite
-        and previous["feature_set"] == feature_set.describe()
-        and previous["manifest"] == source
-        and previous["inputs"] == table.num_rows
-    ):
-        log.info("%s: already extracted with these settings; skipping (--overwrite redoes it)", out)
-        return ExtractResult({**previous, "skipped": True}, _read_errors(out))
-    _prepare_out(out, overwrite)
-    ensure_ray(address, num_cpus)
+    if not 0 <= failure_budget <= 1:
+        raise SeremoError(f"--failure-budget must be a share between 0 and 1, not {failure_budget}")
+    out = out if storage.is_uri(out) else os.path.abspath(out)  # workers do not share the driver's cwd
+    identity = {"feature_set": feature_set.describe(), "manifest_sha256": manifest_fingerprint(table)}
+    before = outputs.check_owner(out, "extract", WRITES)
+    previous = shards.read_summary(out) if before is not None else None
+    if previous is not None and not overwrite:
+        if {k: previous.get(k) for k in identity} == identity:
+            log.info("%s: already extracted with these settings; skipping (--overwrite redoes it)", out)
+            return ExtractResult({**previous, "skipped": True}, _read_errors(out))
+        raise SeremoError(f"{out}: already holds a different finished extraction (another feature set, "
+                          "or another manifest); pass --overwrite to replace it")  # fmt: skip
+    outputs.check_apart(out, [], table.column("path").to_pylist(), what="manifest's audio file")
+    ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
+    with outputs.Lease(out, "extract") as lease:
+        _clear_own(out)
+        outputs.record_owner(out, "extract", identity)
+        result = _extract(table, feature_set, out, batch_size, source, lease.token)
+    result.summary["manifest_sha256"] = identity["manifest_sha256"]
+    shards.write_summary(out, result.summary)
+    s = result.summary
+    check_failures(out, s["inputs"], s["rows"], [e["error"] for e in result.errors],
+                   [e["message"] for e in result.errors[:1]], failure_budget)  # fmt: skip
+    return result
+
+
+def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int, source: str | None,
+             token: str) -> ExtractResult:  # fmt: skip
+    import ray
+
+    storage.makedirs(storage.join(out, shards.SHARDS))
     started = time.perf_counter()
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
-    sink = shards.FeatureShardSink(out, feature_set.describe())
-    with single_stage_data_context():  # a Dataset snapshots the context when it is created
+    sink = shards.FeatureShardSink(out, feature_set.describe(), token)
+    with data_context(single_stage=True):  # a Dataset snapshots the context when it is created
         ds = ray.data.from_arrow(blocks).map_batches(
             extract_batch,
             fn_kwargs={"feature_set": feature_set},
@@ -135,7 +163,8 @@ def extract(
             compute=ray.data.TaskPoolStrategy(),
             num_cpus=1,
         )
-        ds.write_datasink(sink)
+        with Progress("extract", table.num_rows, _written_rows(out), "rows"):
+            ds.write_datasink(sink)
     wall = time.perf_counter() - started
     shards.write_errors(out, sink.errors)
     n_in, n_out, n_err = table.num_rows, sink.rows, len(sink.errors)
@@ -146,17 +175,33 @@ def extract(
         "inputs": n_in,
         "rows": n_out,
         "errors": n_err,
+        "shards": sink.shards,
         "audio_hours": sink.seconds / 3600,
         "wall_s": wall,
         "x_realtime": sink.seconds / wall if wall > 0 else None,
         "cpus": ray.cluster_resources().get("CPU"),
     }
+    if sink.fenced:
+        raise SeremoError(f"{out}: another run took this output over while it was written; nothing was committed")
     if n_out + n_err != n_in:
         raise SeremoError(
             f"{out}: {n_in} inputs but {n_out} rows + {n_err} errors; the extraction lost rows"
         )
-    shards.write_summary(out, summary)
     return ExtractResult(summary, sink.errors)
+
+
+def _written_rows(out: str) -> NewFiles:
+    """Rows in the shards written so far (the progress of an extraction)."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs as pafs
+
+    filesystem, base = shards.filesystem(out)
+
+    def listing() -> list[str]:
+        infos = filesystem.get_file_info(pafs.FileSelector(f"{base}/{shards.SHARDS}", allow_not_found=True))
+        return [i.path for i in infos if i.path.endswith(".parquet")]
+
+    return NewFiles(listing, lambda p: pq.read_metadata(p, filesystem=filesystem).num_rows)
 
 
 def _read_errors(out: str) -> list[dict]:

@@ -135,5 +135,27 @@ def read(path: str) -> pa.Table:
 
 
 def write(table: pa.Table, path: str) -> None:
-    """Write a manifest as one Parquet file."""
+    """Write a manifest as one Parquet file; a file there that is not a manifest is never replaced."""
+    check_replaceable(path)
     pq.write_table(conform(table), path)
+
+
+def check_replaceable(path: str, what: str = "manifest") -> None:
+    """Refuse to overwrite an existing file unless it is a seremo manifest or errors table (by its columns)."""
+    from pyarrow import fs as pafs
+
+    from seremo import storage
+
+    filesystem, inner = storage.filesystem(path)
+    info = filesystem.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type == pafs.FileType.Directory:
+        raise CorpusError(path, f"is a directory; the {what} is one Parquet file")
+    try:
+        names = set(pq.read_schema(inner, filesystem=filesystem).names)
+    except (pa.ArrowInvalid, OSError):
+        names = set()
+    if not (set(REQUIRED) <= names or {"path", "stage", "error", "message"} <= names):
+        raise CorpusError(path, f"exists and is not a seremo {what}; seremo does not overwrite files it did "
+                                "not write: choose another --out")  # fmt: skip

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seremo import config, shards, storage
+from seremo import config, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.score import ScoreSettings
 from seremo.train import TrainSettings
@@ -306,14 +306,20 @@ def select_stages(cfg: PipelineConfig, only: list[str] | None, source: str) -> P
 
 def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list[str] | None = None) -> list[dict]:
     """Run the config's stages (or ``only`` those), skipping finished steps; returns one row per step."""
-    from seremo.runtime import check_reachable, ensure_ray
+    from seremo.runtime import check_reachable
 
     cfg = select_stages(cfg, only, source)
     check_inputs(cfg, source)
     if address:  # before any work, even where this process already holds a Ray connection
         check_reachable(address)
     storage.makedirs(cfg.out)
-    steps = plan(cfg, address)
+    with outputs.Lease(cfg.out, "run"):  # two pipelines into one out would redo and race each other's steps
+        return _run_steps(plan(cfg, address), cfg, source, address)
+
+
+def _run_steps(steps: list[Step], cfg: PipelineConfig, source: str, address: str | None) -> list[dict]:
+    from seremo.runtime import ensure_ray
+
     rows = []
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.label}"
@@ -325,8 +331,10 @@ def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list
             continue
         if marker and step.stage == "score" and storage.exists(step.output):
             # Scoring resumes by input path; a different model or settings must not resume old rows.
+            from seremo.score import clear
+
             log.info("%s: settings or model changed since the last run; scoring afresh", step.output)
-            storage.remove_dir(step.output)
+            clear(step.output)
         print(f"{head}: running -> {step.output}", flush=True)
         ensure_ray(address)
         check_storage(cfg, source)

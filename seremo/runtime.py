@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import re
+import sys
+import threading
 from collections.abc import Iterator
 
 from seremo.errors import SeremoError
@@ -27,19 +31,97 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         log.info("connecting to the Ray cluster at %s", address)
         check_reachable(address)
+        from ray.exceptions import AuthenticationError
+
         try:
             ray.init(address=address, log_to_driver=True)
+        except AuthenticationError as exc:
+            raise SeremoError(_token_refused(address, str(exc).strip().splitlines()[0])) from None
         except (ConnectionError, TimeoutError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if _AUTH_REFUSED.is_set() or "token" in reason.lower():
+                raise SeremoError(_token_refused(address, reason)) from None
+            # The port answered (check_reachable), so the cluster runs: it did not let this client in.
             raise SeremoError(
-                f"cannot reach the Ray cluster at {address} ({reason}); is it running? "
-                "(`ray status --address ...` tells; leave --address and RAY_ADDRESS unset for a local Ray)"
+                f"{address}: the Ray cluster answers but refused this client ({reason}); most often a "
+                "missing or wrong token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN set to the cluster's; "
+                f"`ray get-auth-token` on the head prints it), else another Ray version (this is ray {ray.__version__})"
             ) from None
     else:
+        # A local instance turns token auth on by itself and says so on every run: nothing to act on.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    # Ray Data prints its own progress bars; keep its per-operator INFO logs out of the way.
+    # seremo draws its own progress line; keep Ray's per-operator INFO logs out of the way.
     for name in ("ray.data", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": by us
+
+
+def _token_refused(address: str, reason: str) -> str:
+    return (f"{address}: the Ray cluster refused this client's token ({reason}); set RAY_AUTH_MODE=token and "
+            "RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head prints it)")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- native noise
+
+# Lines Ray's C++ core writes straight to this process's stderr that a user cannot act on.
+NATIVE_NOISE = (
+    re.compile(rb"has constructor arguments in the object store and max_restarts > 0"),
+    re.compile(rb"Failed to get cluster ID from GCS server: Unauthenticated"),
+)
+_AUTH_REFUSED = threading.Event()  # the GCS refused our token (seen on stderr by the filter)
+_STDERR_WAS_TERMINAL = False  # what fd 2 was before the filter made it a pipe
+
+
+def stderr_is_terminal() -> bool:
+    """Whether the user sees stderr on a terminal (also behind :func:`filter_native_stderr`)."""
+    return _STDERR_WAS_TERMINAL or sys.stderr.isatty()
+
+
+def filter_native_stderr() -> None:
+    """Route fd 2 through a filter that drops :data:`NATIVE_NOISE` lines (console runs only).
+
+    Ray's core logs from C++ to the process's stderr, past Python's logging;
+    the only way to keep its noise off a user's terminal is below Python. Text
+    that is not a whole line yet (a progress bar's carriage returns) passes at once.
+    """
+    if getattr(filter_native_stderr, "installed", False):
+        return
+    filter_native_stderr.installed = True  # type: ignore[attr-defined]
+    global _STDERR_WAS_TERMINAL
+    _STDERR_WAS_TERMINAL = os.isatty(2)
+    read_end, write_end = os.pipe()
+    real = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def keep(line: bytes) -> bool:
+        if b"InvalidAuthToken" in line or b"Unauthenticated" in line:
+            _AUTH_REFUSED.set()
+        return not any(p.search(line) for p in NATIVE_NOISE)
+
+    def pump() -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if keep(line))
+            if pending and not pending.startswith(b"["):  # C++ log lines start with "[": wait for the rest
+                out, pending = out + pending, b""
+            if out:
+                os.write(real, out)
+        if pending and keep(pending):
+            os.write(real, pending)
+
+    thread = threading.Thread(target=pump, name="seremo-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # drops this process's last write end: the pump drains and ends
+        thread.join(timeout=2)
+
+    atexit.register(restore)
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -62,20 +144,24 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def single_stage_data_context() -> Iterator[None]:
-    """Ray Data settings for a pipeline that is one fused map+write operator.
+def data_context(*, single_stage: bool = False) -> Iterator[None]:
+    """Ray Data settings for seremo's jobs, restored on exit (a Dataset snapshots them when made).
 
-    Ray Data reserves part of the cluster for each operator so that multi-stage
-    pipelines cannot starve one another. With a single fused operator there is
-    nothing to protect, and on a small cluster the reservation only idles CPUs
-    (measured on 2 cores: tasks ran one at a time). Restored on exit.
+    Ray Data's own progress bars are off: they count blocks per operator on several
+    redrawn lines, where seremo draws one line of inputs committed (``seremo.progress``).
+    ``single_stage``: for a pipeline that is one fused map+write operator, the
+    per-operator resource reservation is off too; it keeps multi-stage pipelines from
+    starving one another, and with one operator only idles CPUs (measured on 2 cores:
+    tasks ran one at a time).
     """
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    before = ctx.op_resource_reservation_enabled
-    ctx.op_resource_reservation_enabled = False
+    before = (ctx.op_resource_reservation_enabled, ctx.enable_progress_bars)
+    ctx.enable_progress_bars = False
+    if single_stage:
+        ctx.op_resource_reservation_enabled = False
     try:
         yield
     finally:
-        ctx.op_resource_reservation_enabled = before
+        ctx.op_resource_reservation_enabled, ctx.enable_progress_bars = before

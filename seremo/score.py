@@ -8,16 +8,21 @@ Ray Data pipeline, one row per input file all the way:
                                                   (GPU actors for torch bundles with --gpu)
                 -> ScoreSink                      segments/, per-file rows, error rows
 
-Resumable: each write task commits its parts under a fresh key and writes a
-``done`` marker last; a re-run skips every input named in a marker and deletes
-parts without one (work that was in flight when a run was killed), so rows are
-never duplicated or lost. Audio is streamed in blocks, never decoded whole.
+Resumable: each write task stages its parts under ``_parts/`` with a fresh key
+and commits a ``done`` marker last, only while its run holds the output's lease
+(:mod:`seremo.outputs`); the driver publishes committed segments into
+``segments/`` with exactly one owner per input, and a re-run skips every input a
+commit names. Staged parts no commit owns (a killed or fenced run's) are removed
+once the run is done, never while another run's worker may still write them. So
+rows are never duplicated or lost, and nothing seremo did not write is touched.
+Audio is streamed in blocks, never decoded whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -36,10 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from seremo import audio, bundle
-from seremo.errors import AudioError, ConfigError, SeremoError, errors_table
+from seremo import audio, bundle, outputs, storage
+from seremo.errors import AudioError, ConfigError, SeremoError, check_failures, errors_table
 from seremo.features import FeatureSet
-from seremo.runtime import ensure_ray
+from seremo.manifest import normalise_path
+from seremo.progress import NewFiles, Progress
+from seremo.runtime import data_context, ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +62,26 @@ class ScoreSettings(BaseModel):
     files_per_task: int = Field(4, ge=1)
     actors: int | None = Field(None, ge=1, description="predictor actors (default: 1, or GPUs with gpu)")
     gpu: bool = False
+    failure_budget: float = Field(0.05, ge=0, le=1, description="share of inputs that may fail for reasons "
+                                  "not their own (a bug, a lost worker) before the run exits non-zero")
 
 
 # --------------------------------------------------------------------------- inputs
 
 
 def list_inputs(source: str) -> list[str]:
-    """Every file of a directory (recursively), a glob's matches, or a manifest's ``path`` column."""
+    """Every file of a directory (recursively), a glob's matches, or a manifest's ``path`` column.
+
+    Paths come back normalised (absolute, resolved) and de-duplicated, so that
+    ``calls`` and ``$(pwd)/calls`` are the same input set and resume alike.
+    """
+    return sorted({normalise_path(p) for p in _listed(source)})
+
+
+def _listed(source: str) -> list[str]:
     p = Path(source)
     if p.is_dir():
-        return sorted(str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        return [str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
     if p.is_file() and p.suffix.lower() in (".parquet", ".csv"):
         table = pq.read_table(p) if p.suffix.lower() == ".parquet" else pyarrow.csv.read_csv(p)
         if "path" not in table.column_names:
@@ -197,12 +214,20 @@ def file_summary(path: str, duration: float, channels: int, segs: list[dict], cl
 
 
 class ScoreSink(Datasink):
-    """Writes each task's segments, file rows and error rows, then its ``done`` marker."""
+    """Stages each task's segments, file rows and error rows under ``_parts/``, then commits.
 
-    def __init__(self, out: str, classes: list[str], model_id: str):
+    The commit is the task's ``done`` marker, written last and only while this
+    run still holds the output's lease: the workers of a killed run that wake
+    up after another run took over never commit (and remove what they staged).
+    Segments become visible in ``segments/`` only when the driver publishes the
+    committed parts, so no reader ever sees a row twice.
+    """
+
+    def __init__(self, out: str, classes: list[str], model_id: str, token: str):
         self.out = out
         self.classes = classes
         self.model_id = model_id
+        self.token = token
 
     def get_name(self) -> str:
         return "WriteScores"
@@ -211,7 +236,7 @@ class ScoreSink(Datasink):
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return {"files": 0, "errors": 0, "segments": 0, "seconds": 0.0}
+            return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0}
         table = pa.concat_tables(tables, promote_options="default")
         key = f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:12]}"
         seg_rows: dict[str, list] = {k: [] for k in ("path", "channel", "start_s", "end_s", "label", "confidence", "model_id")}
@@ -233,16 +258,43 @@ class ScoreSink(Datasink):
             file_rows.append(file_summary(row["path"], row["duration_s"], row["channels"], segs, self.classes))
         p = np.asarray(probs, np.float32).reshape(-1, len(self.classes))
         segments = pa.table({**seg_rows, **{f"p_{c}": p[:, i] for i, c in enumerate(self.classes)}})
-        parts = Path(self.out) / PARTS
-        _atomic_write(segments, Path(self.out) / "segments" / f"part-{key}.parquet")
-        _atomic_write(pa.Table.from_pylist(file_rows) if file_rows else _empty_files(self.classes), parts / "files" / f"{key}.parquet")
-        _atomic_write(errors_table(error_rows), parts / "errors" / f"{key}.parquet")
-        _atomic_write(pa.table({"path": table.column("path")}), parts / "done" / f"{key}.parquet")  # the commit
+        out = Path(self.out)
+        staged = [_part(out, sub, key) for sub in ("segments", "files", "errors")]
+        _atomic_write(segments, staged[0])
+        _atomic_write(pa.Table.from_pylist(file_rows) if file_rows else _empty_files(self.classes), staged[1])
+        _atomic_write(errors_table(error_rows), staged[2])
+        _pause_before_commit(table.column("path").to_pylist())
+        if not outputs.holds(self.out, self.token):  # the fence: another run owns the output now
+            log.warning("%s: this run no longer holds the output; task %s is not committed", self.out, key)
+            for f in staged:
+                f.unlink(missing_ok=True)
+            return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0, "fenced": 1}
+        _atomic_write(pa.table({"path": table.column("path")}), _part(out, "done", key))  # the commit
         return {"files": len(file_rows), "errors": len(error_rows), "segments": segments.num_rows,
                 "seconds": float(sum(r["duration_s"] for r in file_rows))}  # fmt: skip
 
     def on_write_complete(self, write_result: Any) -> None:
         self.returns = list(write_result.write_returns)
+
+
+def _pause_before_commit(paths: list[str]) -> None:
+    """Fault injection for the tests: ``SEREMO_TEST_STOP_BEFORE_COMMIT=<input path>`` makes the
+    worker that staged that input stop itself (SIGSTOP) just before its commit, as a worker of a
+    killed run that a scheduler froze would; the test resumes it later."""
+    target = os.environ.get("SEREMO_TEST_STOP_BEFORE_COMMIT")
+    if target and target in paths:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _part(out: Path, sub: str, key: str) -> Path:
+    """Where a task stages (or commits, for ``done``) its part ``sub``."""
+    return out / PARTS / sub / f"{key}.parquet"
+
+
+def _published(out: Path, key: str) -> Path:
+    return out / "segments" / f"part-{key}.parquet"
 
 
 def _empty_files(classes: list[str]) -> pa.Table:
@@ -253,45 +305,51 @@ def _empty_files(classes: list[str]) -> pa.Table:
 def _atomic_write(table: pa.Table, path: Path) -> None:
     """Write then rename, so a killed task never leaves a half-written part behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- driver
 
+# What ``seremo score`` writes at the top of its --out (checked against a user's folder).
+WRITES = ("segments", PARTS, "files.parquet", "errors.parquet", "score.json")
 
-def _claim(out: Path, identity: dict[str, Any]) -> None:
-    """Resume only a run of the same model and settings: rows of two models must never mix."""
-    path = out / PARTS / "run.json"
-    if path.is_file():
-        before = json.loads(path.read_text())
-        if before != identity:
-            what = "another model" if before.get("model") != identity["model"] else "other channel/segment settings"
-            raise SeremoError(f"{out}: holds scores made with {what} ({before.get('model')}); "
-                              "score into a new --out, or delete it to start afresh")  # fmt: skip
+
+def input_fingerprint(inputs: list[str]) -> dict[str, Any]:
+    """The identity of an input set: its size and a hash of its normalised paths."""
+    digest = hashlib.sha256("\n".join(sorted(inputs)).encode()).hexdigest()
+    return {"count": len(inputs), "sha256": digest}
+
+
+def _check_identity(out: str, before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Resume only a run of the same model, settings and inputs: two runs' rows must never mix."""
+    if before == now:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=2))
+    if before.get("model") != now["model"]:
+        what = f"another model ({before.get('model')})"
+    elif before.get("inputs") != now["inputs"]:
+        what = f"another input set ({(before.get('inputs') or {}).get('count')} inputs, not these {now['inputs']['count']})"
+    else:
+        what = f"other channel/segment settings ({before.get('channels')}, {before.get('segment')})"
+    raise SeremoError(f"{out}: holds scores made with {what}; score into a new --out, or delete it to start afresh")
 
 
-def _resume_state(out: Path) -> set[str]:
-    """Inputs finished by an earlier run; parts of unfinished tasks are removed."""
+def _commits(out: Path) -> dict[str, list[str]]:
+    """Committed task key -> its input paths, for commits whose parts are all there."""
     done_dir = out / PARTS / "done"
-    keys = {p.stem for p in done_dir.glob("*.parquet")} if done_dir.is_dir() else set()
-    done = set()
-    for key in keys:
-        done.update(pq.read_table(done_dir / f"{key}.parquet").column("path").to_pylist())
-    for sub in ("segments", f"{PARTS}/files", f"{PARTS}/errors"):
-        d = out / sub
-        for f in d.glob("*") if d.is_dir() else []:
-            stem = f.name.removeprefix("part-").removesuffix(".parquet")
-            if f.name.startswith(".") or stem not in keys:
-                f.unlink()  # in flight when a run was killed: redone below
-    return done
+    commits = {}
+    for marker in sorted(done_dir.glob("*.parquet")) if done_dir.is_dir() else []:
+        key = marker.stem
+        staged_or_published = _part(out, "segments", key).is_file() or _published(out, key).is_file()
+        if staged_or_published and _part(out, "files", key).is_file() and _part(out, "errors", key).is_file():
+            commits[key] = pq.read_table(marker).column("path").to_pylist()
+        else:
+            log.warning("%s: commit %s lacks some of its parts; its inputs are scored again", out, key)
+    return commits
 
 
-def _owners(out: Path) -> dict[str, str]:
+def _owners(commits: dict[str, list[str]]) -> dict[str, str]:
     """input path -> the committed task key that owns it (the smallest key, if several do).
 
     Two committed tasks can hold the same input when a killed run's workers
@@ -299,28 +357,32 @@ def _owners(out: Path) -> dict[str, str]:
     exactly one owner per input is what guarantees no row is ever duplicated.
     """
     owners: dict[str, str] = {}
-    for marker in sorted((out / PARTS / "done").glob("*.parquet")):
-        for path in pq.read_table(marker).column("path").to_pylist():
-            owners.setdefault(path, marker.stem)
+    for key in sorted(commits):
+        for path in commits[key]:
+            owners.setdefault(path, key)
     return owners
 
 
 def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
-    owners = _owners(out)
+    """Publish committed segments (one owner per input) and gather files/errors tables."""
+    commits = _commits(out)
+    owners = _owners(commits)
 
     def owned(table: pa.Table, key: str) -> pa.Table:
         keep = [owners.get(p) == key for p in table.column("path").to_pylist()]
         return table if all(keep) else table.filter(pa.array(keep, pa.bool_()))
 
-    for part in sorted((out / "segments").glob("part-*.parquet")):
-        key = part.stem.removeprefix("part-")
-        table = pq.read_table(part)
+    for key in sorted(commits):
+        staged, published = _part(out, "segments", key), _published(out, key)
+        source = staged if staged.is_file() else published
+        table = pq.read_table(source)
         mine = owned(table, key)
-        if mine.num_rows != table.num_rows:  # rows of an input another task owns: drop them in place
-            _atomic_write(mine, part)
+        if source == staged or mine.num_rows != table.num_rows:
+            _atomic_write(mine, published)
+        staged.unlink(missing_ok=True)
 
     def gather(sub: str, empty: pa.Table) -> pa.Table:
-        tables = [owned(pq.read_table(f), f.stem) for f in sorted((out / PARTS / sub).glob("*.parquet"))]
+        tables = [owned(pq.read_table(_part(out, sub, key)), key) for key in sorted(commits)]
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return empty
@@ -328,73 +390,126 @@ def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
 
     files = gather("files", _empty_files(classes))
     errors = gather("errors", errors_table([]))
-    pq.write_table(files, out / "files.parquet")
-    pq.write_table(errors, out / "errors.parquet")
+    _atomic_write(files, out / "files.parquet")
+    _atomic_write(errors, out / "errors.parquet")
+    _remove_uncommitted(out, set(commits))
     return files, errors
+
+
+def _remove_uncommitted(out: Path, committed: set[str]) -> None:
+    """Staged parts no commit owns: work a killed or fenced run left behind (seremo's own, by key)."""
+    done = {p.stem for p in (out / PARTS / "done").glob("*.parquet")} | committed
+    for sub in ("segments", "files", "errors"):
+        for f in (out / PARTS / sub).glob("*.parquet"):
+            if f.stem not in done:
+                f.unlink(missing_ok=True)
+
+
+def _segment_rows(out: Path) -> int:
+    return sum(pq.read_metadata(_published(out, key)).num_rows for key in _commits(out))
 
 
 def score(source: str, model: str, out: str, settings: ScoreSettings, address: str | None = None) -> dict[str, Any]:
     """Score every input of ``source`` with the bundle at ``model`` into ``out``."""
-    import ray
-
     from seremo.segment import SegmentSettings
 
     try:  # a bad option is one line now, not an error row for every file in the workers
         SegmentSettings(**settings.segment)
     except TypeError as exc:
         raise ConfigError(f"segment settings: {exc}") from None
+    if storage.is_uri(out):
+        raise ConfigError(f"{out}: seremo score writes to local or mounted paths only, for now")
     b = bundle.load(model)
-    fs = b.feature_set
-    model_id = f"{b.meta.model_name}:{b.meta.files[sorted(b.meta.files)[0]][:12]}"
     inputs = list_inputs(source)
     if not inputs:
         raise SeremoError(f"{source}: holds no files to score")
     out_path = Path(out).absolute()
-    out_path.mkdir(parents=True, exist_ok=True)
+    outputs.check_apart(str(out_path), [source] if os.path.isdir(source) else [], inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
-    _claim(out_path, {"model": model_id, "channels": settings.channels,
-                      "segment": dataclasses.asdict(SegmentSettings(**settings.segment))})  # fmt: skip
-    done = _resume_state(out_path)
+    identity = {"model": b.model_id, "channels": settings.channels,
+                "segment": dataclasses.asdict(SegmentSettings(**settings.segment)),
+                "inputs": input_fingerprint(inputs)}  # fmt: skip
+    before = outputs.check_owner(str(out_path), "score", WRITES)
+    if before is not None:
+        _check_identity(out, before, identity)
+    ensure_ray(address)  # a cluster that cannot be joined fails before anything is written
+    with outputs.Lease(str(out_path), "score") as lease:
+        outputs.record_owner(str(out_path), "score", identity)
+        return _score(inputs, b, model, out_path, settings, lease.token)
+
+
+def _score(inputs: list[str], b: bundle.Bundle, model: str, out_path: Path, settings: ScoreSettings,
+           token: str) -> dict[str, Any]:  # fmt: skip
+    import ray
+
+    done = {p for paths in _commits(out_path).values() for p in paths}
     todo = [p for p in inputs if p not in done]
     if done:
         print(f"resuming: {len(inputs) - len(todo)} of {len(inputs)} inputs already scored", flush=True)
-    ensure_ray(address)
     started = time.perf_counter()
     returns: list[dict] = []
     if todo:
         n_actors = settings.actors or (int(ray.cluster_resources().get("GPU", 1)) if settings.gpu else 1)
-        ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo) // settings.files_per_task))
-        ds = ds.map_batches(
-            featurize_files,
-            fn_kwargs={"feature_set": fs, "settings": settings.model_dump()},
-            batch_format="pyarrow",
-            batch_size=settings.files_per_task,
-            num_cpus=1,
-        ).map_batches(
-            Predictor,
-            fn_constructor_kwargs={"bundle_path": str(Path(model).absolute()), "device": "cuda" if settings.gpu else None},
-            batch_format="pyarrow",
-            batch_size=None,
-            compute=ray.data.ActorPoolStrategy(size=n_actors),
-            num_cpus=0 if settings.gpu else 0.5,
-            num_gpus=1 if settings.gpu else 0,
-        )
-        sink = ScoreSink(str(out_path), b.classes, model_id)
-        ds.write_datasink(sink)
+        with data_context():
+            ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo) // settings.files_per_task))
+            ds = ds.map_batches(
+                featurize_files,
+                fn_kwargs={"feature_set": b.feature_set, "settings": settings.model_dump()},
+                batch_format="pyarrow",
+                batch_size=settings.files_per_task,
+                num_cpus=1,
+            ).map_batches(
+                Predictor,
+                fn_constructor_kwargs={"bundle_path": str(Path(model).absolute()), "device": "cuda" if settings.gpu else None},
+                batch_format="pyarrow",
+                batch_size=None,
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                num_cpus=0 if settings.gpu else 0.5,
+                num_gpus=1 if settings.gpu else 0,
+            )
+            sink = ScoreSink(str(out_path), b.classes, b.model_id, token)
+            done_dir = out_path / PARTS / "done"
+            committed = NewFiles(lambda: [str(p) for p in done_dir.glob("*.parquet")],
+                                 lambda p: pq.read_metadata(p).num_rows).skip_existing()  # fmt: skip
+            with Progress("score", len(todo), committed, "inputs"):
+                ds.write_datasink(sink)
         returns = sink.returns
     wall = time.perf_counter() - started
     files, errors = _consolidate(out_path, b.classes)
-    n_segments = sum(pq.read_metadata(f).num_rows for f in (out_path / "segments").glob("*.parquet"))
     audio_s = float(pc.sum(files.column("duration_s")).as_py() or 0.0) if files.num_rows else 0.0
     this_run_s = sum(r["seconds"] for r in returns)
     summary = {
-        "inputs": len(inputs), "files": files.num_rows, "errors": errors.num_rows, "segments": n_segments,
+        "inputs": len(inputs), "files": files.num_rows, "errors": errors.num_rows, "segments": _segment_rows(out_path),
         "audio_hours": audio_s / 3600, "scored_this_run": len(todo), "wall_s": wall,
         "x_realtime": (this_run_s / wall) if wall > 0 and this_run_s else None,
-        "cpus": ray.cluster_resources().get("CPU"), "model": model_id, "classes": b.classes,
+        "cpus": ray.cluster_resources().get("CPU"), "model": b.model_id, "classes": b.classes,
         "settings": settings.model_dump(),
     }  # fmt: skip
     if files.num_rows + errors.num_rows != len(inputs):
-        raise SeremoError(f"{out}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
+        raise SeremoError(f"{out_path}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
     (out_path / "score.json").write_text(json.dumps(summary, indent=2))
+    check_failures(str(out_path), len(inputs), files.num_rows, errors.column("error").to_pylist(),
+                   errors.column("message").to_pylist()[:1], settings.failure_budget)  # fmt: skip
     return summary
+
+
+def clear(out: str) -> None:
+    """Remove what ``seremo score`` wrote into ``out`` (a re-run with other settings starts afresh).
+
+    Only seremo's own files go: the published parts of its commits, its staging
+    prefix, its summaries and its marker; anything else in ``out`` stays.
+    """
+    import shutil
+
+    marker = outputs.owner(out)
+    if marker is None or marker.get("verb") != "score":
+        raise SeremoError(f"{out}: is not a `seremo score` output; not clearing it")
+    out_path = Path(out)
+    with outputs.Lease(out, "score"):
+        for marker_file in (out_path / PARTS / "done").glob("*.parquet"):
+            _published(out_path, marker_file.stem).unlink(missing_ok=True)
+        shutil.rmtree(out_path / PARTS, ignore_errors=True)
+        for name in ("files.parquet", "errors.parquet", "score.json", outputs.MARKER):
+            (out_path / name).unlink(missing_ok=True)
+        if (out_path / "segments").is_dir() and not any((out_path / "segments").iterdir()):
+            (out_path / "segments").rmdir()

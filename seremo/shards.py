@@ -26,7 +26,7 @@ from pyarrow import fs as pafs
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from seremo import manifest
+from seremo import manifest, outputs
 from seremo.errors import ERROR_COLUMNS, SeremoError, errors_table
 from seremo.storage import filesystem  # noqa: F401  (re-exported: shards.filesystem)
 
@@ -55,9 +55,10 @@ class FeatureShardSink(Datasink):
     streaming pass, no staging copy, and shards never carry error columns.
     """
 
-    def __init__(self, out: str, feature_set_desc: dict[str, Any]):
+    def __init__(self, out: str, feature_set_desc: dict[str, Any], token: str):
         self.out = out
         self.schema = shard_schema(feature_set_desc)
+        self.token = token  # the lease this run holds: checked before each shard is written
 
     def get_name(self) -> str:
         return "WriteFeatureShards"
@@ -67,14 +68,17 @@ class FeatureShardSink(Datasink):
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]
         if not tables:
-            return {"rows": 0, "seconds": 0.0, "errors": []}
+            return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None}
+        if not outputs.holds(self.out, self.token):  # a killed run's worker: another run owns the output
+            return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None, "fenced": True}
         table = pa.concat_tables(tables, promote_options="default")
         failed = pc.is_valid(table.column(ERROR_KIND))
         ok = table.filter(pc.invert(failed)).select(self.schema.names).cast(self.schema)
         bad = table.filter(failed)
+        shard = None
         if ok.num_rows:
-            name = f"{base}/{SHARDS}/part-{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet"
-            with fs.open_output_stream(name) as f:
+            shard = {"name": f"part-{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet", "rows": ok.num_rows}
+            with fs.open_output_stream(f"{base}/{SHARDS}/{shard['name']}") as f:
                 pq.write_table(ok, f)
         errors = [
             {
@@ -93,6 +97,7 @@ class FeatureShardSink(Datasink):
             "rows": ok.num_rows,
             "seconds": float(pc.sum(ok.column("duration_s")).as_py() or 0.0),
             "errors": errors,
+            "shard": shard,
         }
 
     def on_write_complete(self, write_result: Any) -> None:
@@ -100,6 +105,8 @@ class FeatureShardSink(Datasink):
         self.rows = sum(r["rows"] for r in returns)
         self.seconds = sum(r["seconds"] for r in returns)
         self.errors = [e for r in returns for e in r["errors"]]
+        self.shards = sorted((r["shard"] for r in returns if r["shard"]), key=lambda d: d["name"])
+        self.fenced = any(r.get("fenced") for r in returns)
 
 
 def write_errors(out: str, records: list[dict]) -> None:
@@ -151,7 +158,12 @@ class Features:
 
 
 def read_features(out: str) -> Features:
-    """Load every shard of a features directory, with one clear error for a bad directory."""
+    """Load every shard of a finished extraction, checked against ``extract.json``.
+
+    A missing or extra shard (lost, or copied in), a shard whose rows differ
+    from what the extraction wrote, or shards of two feature sets are each
+    refused in one line, so tune and train never learn from stale data.
+    """
     fs, base = filesystem(out)
     shard_dir = f"{base}/{SHARDS}"
     if fs.get_file_info(base).type != pafs.FileType.Directory:
@@ -160,20 +172,44 @@ def read_features(out: str) -> Features:
     files = sorted(i.path for i in infos if i.path.endswith(".parquet"))
     if not files:
         raise SeremoError(f"{out}: no feature shards in {SHARDS}/; run `seremo extract` into it")
-    tables, descs = [], set()
+    tables, descs = {}, set()
     for path in files:
         t = pq.read_table(path, filesystem=fs)
         meta = (t.schema.metadata or {}).get(META_KEY)
         if meta is None:
             raise SeremoError(f"{path}: not a seremo feature shard (no {META_KEY.decode()} metadata)")
         descs.add(meta)
-        tables.append(t)
+        tables[path.rsplit("/", 1)[-1]] = t
     if len(descs) > 1:
         names = sorted({json.loads(d)["name"] + " v" + json.loads(d)["version"] for d in descs})
         raise SeremoError(f"{out}: shards mix feature sets ({', '.join(names)}); use one directory per set")
-    table = pa.concat_tables(tables)
+    _check_against_summary(out, tables)
+    table = pa.concat_tables(list(tables.values()))
     order = pc.sort_indices(table, [("utterance_id", "ascending")])
     return Features(table.take(order), json.loads(descs.pop()))
+
+
+def _check_against_summary(out: str, tables: dict[str, pa.Table]) -> None:
+    """The shards on disk are exactly those the finished extraction listed, with their row counts."""
+    summary = read_summary(out)
+    redo = "re-run `seremo extract ... --overwrite` into it"
+    if summary is None or "shards" not in summary:
+        raise SeremoError(f"{out}: not a finished extraction (no shard list in {SUMMARY}); {redo}")
+    listed = {s["name"]: s["rows"] for s in summary["shards"]}
+    missing = sorted(set(listed) - set(tables))
+    if missing:
+        raise SeremoError(f"{out}: shard {SHARDS}/{missing[0]} is missing ({len(missing)} of {len(listed)}); {redo}")
+    extra = sorted(set(tables) - set(listed))
+    if extra:
+        raise SeremoError(f"{out}: {SHARDS}/{extra[0]} was not written by this extraction (a copy?); "
+                          f"remove it, or {redo}")  # fmt: skip
+    for name, rows in listed.items():
+        if tables[name].num_rows != rows:
+            raise SeremoError(f"{out}: {SHARDS}/{name} holds {tables[name].num_rows} rows, not the {rows} "
+                              f"written; {redo}")  # fmt: skip
+    ids = pa.chunked_array([t.column("utterance_id") for t in tables.values()])
+    if pc.count_distinct(ids).as_py() != len(ids):
+        raise SeremoError(f"{out}: an utterance appears in two shards; {redo}")
 
 
 __all__ = [

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from seremo import bundle, config, evaluate, nets, shards, storage
+from seremo import bundle, config, evaluate, nets, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -422,7 +422,7 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
 
 def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
     """Train and evaluate by grouped folds, then write the run dir (a local path or a URI)."""
-    with storage.run_dir(out) as out_path:
+    with outputs.run_dir(out, "train", {"model": settings.model}) as out_path:
         return _train_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from seremo import bundle, classical, config, evaluate, shards, storage
+from seremo import bundle, classical, config, evaluate, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -272,7 +272,7 @@ def _progress_callback(total: int):
 
 def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str | None = None) -> dict[str, Any]:
     """Run the nested search and write the run dir (a local path or a URI); returns metrics.json's content."""
-    with storage.run_dir(out) as out_path:
+    with outputs.run_dir(out, "tune", {}) as out_path:
         return _tune_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
 
 

@@ -105,7 +105,7 @@ def free_port_base() -> int:
     raise RuntimeError("no free port range for a local cluster")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def local_cluster():
     """cluster/local.sh start ... stop, with its own state dir and ports; stopped even when the test fails."""
     state = tempfile.mkdtemp(prefix="sc-", dir="/tmp")  # short: Ray's socket paths live under it
@@ -156,3 +156,20 @@ def test_a_two_node_cluster_with_token_auth_runs_submitted_extraction_and_tune(l
     assert sum(pq.read_metadata(s).num_rows for s in shards) == summary["rows"]
     metrics = json.loads((out / "tune/metrics.json").read_text())
     assert 0.2 < metrics["uar"] <= 1.0 and (out / "tune/model/bundle.json").is_file()
+
+
+def test_a_wrong_or_missing_token_on_a_verb_is_one_line_about_the_token(local_cluster, emodb_manifest, tmp_path):
+    """`--address` of a token-auth cluster with a wrong token: the token, not "is it running?", in one line."""
+    gcs = f"127.0.0.1:{int(local_cluster['dashboard'].rsplit(':', 1)[1]) - 2}"
+    argv = [sys.executable, "-m", "seremo.cli", "extract", emodb_manifest, "--features", "compact8",
+            "--out", str(tmp_path / "f"), "--address", gcs]  # fmt: skip
+    for env in ({**local_cluster["env"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
+                local_cluster["env"]):  # fmt: skip
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2, res.stderr[-2000:]
+        errors = [line for line in res.stderr.splitlines() if line.startswith("seremo extract: error:")]
+        assert len(errors) == 1 and "token" in errors[0] and "is it running" not in errors[0], res.stderr[-2000:]
+        # the rest is two INFO lines about connecting: no traceback, no repeated C++ log lines
+        assert "Traceback" not in res.stderr and "gcs_client.cc" not in res.stderr, res.stderr[-2000:]
+        assert len(res.stderr.strip().splitlines()) <= 3, res.stderr[-2000:]
+        assert not (tmp_path / "f" / "shards").exists()
