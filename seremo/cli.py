@@ -53,22 +53,42 @@ def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    run_prepare(args.corpus, args.root, args.out, args.class_set, _parse_options(args.opt))
+    pairs = args.corpus_root
+    if len(pairs) % 2:
+        raise ConfigError(f"prepare takes CORPUS ROOT pairs; got {len(pairs)} word(s): {' '.join(pairs)}")
+    corpora = [pairs[i] for i in range(0, len(pairs), 2)]
+    entries = [(c, pairs[i + 1], corpus_options(_parse_options(args.opt), c, corpora))
+               for i, c in zip(range(0, len(pairs), 2), corpora, strict=True)]  # fmt: skip
+    run_prepare(entries, args.out, args.class_set)
     return 0
 
 
-def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options: dict[str, str]) -> dict:
-    """Prepare a corpus into the manifest ``out`` (local path or URI), print its summary."""
+def corpus_options(options: dict[str, str], corpus: str, corpora: Sequence[str]) -> dict[str, str]:
+    """The ``--opt`` options for one loader: ``KEY=V`` goes to every corpus, ``CORPUS.KEY=V`` to that one."""
+    out = {}
+    for key, value in options.items():
+        name, dot, inner = key.partition(".")
+        if not dot:
+            out[key] = value
+        elif name not in corpora:
+            raise ConfigError(f"--opt {key}: {name!r} is not a corpus of this prepare ({', '.join(corpora)})")
+        elif name == corpus:
+            out[inner] = value
+    return out
+
+
+def run_prepare(entries: Sequence[tuple[str, str, dict[str, str]]], out: str, class_set: str | None) -> dict:
+    """Prepare one or more corpora (loader, root, options) into the manifest ``out``; print its summary."""
     import pyarrow.parquet as pq
 
     from seremo import manifest, storage
-    from seremo.corpora import prepare_corpus
+    from seremo.corpora import prepare_corpora
 
     stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
     errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
     manifest.check_replaceable(out)  # before the work: a user's file there is never replaced
     manifest.check_replaceable(errors_path, "errors table")
-    prepared = prepare_corpus(corpus, root, class_set=class_set, **options)
+    prepared = prepare_corpora(list(entries), class_set=class_set)
     storage.makedirs(storage.parent(out))
     manifest.write(prepared.table, out)
     pq.write_table(prepared.errors, errors_path)
@@ -79,14 +99,21 @@ def run_prepare(corpus: str, root: str, out: str, class_set: str | None, options
     return {"rows": prepared.table.num_rows, "errors": prepared.errors.num_rows}
 
 
+def _by(t, key: str) -> list[list[object]]:
+    """Rows, speakers and hours for each value of column ``key`` (labels: null is "(unlabelled)")."""
+    keys = ["(unlabelled)" if k is None else k for k in t.column(key).to_pylist()]
+    speakers = t.column("speaker").to_pylist()
+    durations = [d or 0.0 for d in t.column("duration_s").to_pylist()]
+    out = []
+    for k in sorted(set(keys)):
+        idx = [i for i, v in enumerate(keys) if v == k]
+        out.append([k, len(idx), len({speakers[i] for i in idx}), round(sum(durations[i] for i in idx) / 3600, 3)])
+    return out
+
+
 def prepare_summary(prepared) -> str:
-    """The printed account of a prepare: rows, speakers, labels, hours, left-outs."""
+    """The printed account of a prepare: rows, speakers, hours per corpus and per label; left-outs."""
     t = prepared.table
-    labels = t.column("label").to_pylist()
-    counts: dict[str, int] = {}
-    for lab in labels:
-        key = "(unlabelled)" if lab is None else lab
-        counts[key] = counts.get(key, 0) + 1
     hours = sum(d for d in t.column("duration_s").to_pylist() if d is not None) / 3600
     lines = [
         format_table(
@@ -101,9 +128,10 @@ def prepare_summary(prepared) -> str:
                 ]
             ],
         ),
-        "",
-        format_table(["label", "count"], sorted(counts.items())),
     ]
+    if len(set(t.column("corpus").to_pylist())) > 1:
+        lines += ["", format_table(["corpus", "rows", "speakers", "hours"], _by(t, "corpus"))]
+    lines += ["", format_table(["label", "count", "speakers", "hours"], _by(t, "label"))]
     if prepared.skipped:
         lines += ["", format_table(["left out (not speech)", "files"], sorted(prepared.skipped.items()))]
     if prepared.excluded:
@@ -353,13 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seremo {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    p = sub.add_parser("prepare", help="read a corpus into a manifest (Parquet)")
-    p.add_argument("corpus", help="emodb, ravdess, cremad, savee, tess, iemocap, csv/parquet/table, folder")
-    p.add_argument("root", help="the corpus folder (or, for csv/parquet, the manifest file)")
+    p = sub.add_parser("prepare", help="read one or more corpora into one manifest (Parquet)")
+    p.add_argument(
+        "corpus_root", nargs="+", metavar="CORPUS ROOT",
+        help="pairs of a loader (emodb, emovo, nemo, urdu, ravdess, cremad, savee, tess, iemocap, "
+             "csv/parquet/table, folder) and its folder (for csv/parquet, the manifest file)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="manifest Parquet file to write")
     p.add_argument("--class-set", default=None, help="keep and merge labels into a named class set")
     p.add_argument(
-        "--opt", action="append", default=[], metavar="KEY=VALUE", help="loader option (repeatable)"
+        "--opt", action="append", default=[], metavar="KEY=VALUE",
+        help="loader option (repeatable); CORPUS.KEY=VALUE for one corpus of several",
     )
     _common(p)
     p.set_defaults(handler=cmd_prepare)

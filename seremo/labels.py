@@ -109,6 +109,8 @@ CLASS_SETS: dict[str, ClassSet] = {
             ("neutral", "happy", "sad", "angry"),
             {"neutral": ("neutral",), "happy": ("happy", "excited"), "sad": ("sad",), "angry": ("angry",)},
         ),
+        # The seven emotions RAVDESS, CREMA-D, SAVEE, TESS, EMOVO and EmoDB (less surprise) share.
+        _simple("shared7", ("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised")),
         # The four emotions every acted corpus here shares; for cross-corpus work.
         ClassSet(
             "core4",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from seremo import config, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
@@ -100,18 +100,27 @@ class PipelineConfig(BaseModel):
     out: str = Field(description="output root: a local path, or a URI (s3://...) on a multi-node cluster")
     out_is_shared: bool = Field(False, description="a local `out` that every node mounts (NFS, one machine)")
     stages: list[Literal["prepare", "extract", "tune", "train", "score"]]
-    prepare: PrepareStage | None = None
+    prepare: list[PrepareStage] = Field(default_factory=list, description="one corpus, or a list of them")
     extract: list[ExtractStage] = Field(default_factory=list)
     tune: TuneStage | None = None
     train: list[TrainStage] = Field(default_factory=list)
     score: ScoreStage | None = None
     job: JobSettings = Field(default_factory=JobSettings)
 
+    @field_validator("prepare", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
     @model_validator(mode="after")
     def _stages_have_sections(self) -> PipelineConfig:
         for stage in self.stages:
             if not getattr(self, stage):
                 raise ValueError(f"stage {stage!r} is listed but the config has no `{stage}:` section")
+        sets = {p.class_set for p in self.prepare if p.class_set is not None}
+        if len(sets) > 1:
+            raise ValueError(f"prepare entries name different class sets ({', '.join(sorted(sets))}); "
+                             "one class set applies to every corpus")  # fmt: skip
         names = [e.dirname for e in self.extract]
         if len(set(names)) != len(names):
             raise ValueError("two extract entries write the same folder; give one a `name:`")
@@ -165,7 +174,7 @@ def check_inputs(cfg: PipelineConfig, source: str) -> None:
     """The inputs the listed stages read exist: one line naming what is missing and how to point at it."""
     wanted = []
     if "prepare" in cfg.stages:
-        wanted.append(("prepare.root", cfg.data_path(cfg.prepare.root)))
+        wanted += [("prepare.root", cfg.data_path(p.root)) for p in cfg.prepare]
     if "score" in cfg.stages:
         wanted.append(("score.input", cfg.data_path(cfg.score.input)))
     for key, path in wanted:
@@ -213,12 +222,15 @@ def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
         if not getattr(cfg, stage):
             continue
         if stage == "prepare":
-            p = cfg.prepare
+            entries = [(p.corpus, cfg.data_path(p.root), p.options) for p in cfg.prepare]
+            class_set = next((p.class_set for p in cfg.prepare if p.class_set), None)
 
-            def prepare(p=p) -> dict[str, Any]:
-                return cli.run_prepare(p.corpus, cfg.data_path(p.root), manifest, p.class_set, p.options)
+            def prepare(entries=entries, class_set=class_set) -> dict[str, Any]:
+                return cli.run_prepare(entries, manifest, class_set)
 
-            steps.append(Step("prepare", "prepare", {**p.model_dump(), "root": cfg.data_path(p.root)},
+            settings = [{**p.model_dump(), "root": cfg.data_path(p.root)} for p in cfg.prepare]
+            # one corpus keeps the settings (and so the fingerprint) it had before lists
+            steps.append(Step("prepare", "prepare", settings[0] if len(settings) == 1 else {"corpora": settings},
                               manifest, manifest, prepare))  # fmt: skip
         elif stage == "extract":
             for e in cfg.extract:

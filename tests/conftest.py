@@ -74,3 +74,14 @@ def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("features") / "seremo"
     assert main(["extract", emodb_manifest, "--out", str(out)]) == 0
     return str(out)
+
+
+EMOVO = DATA_ROOT / "emovo"
+
+
+@pytest.fixture(scope="session")
+def emovo_root() -> Path:
+    """The real EMOVO corpus (16 kHz mono copies); tests that need it skip with the reason when absent."""
+    if not (EMOVO / "EMOVO").is_dir():
+        pytest.skip(f"EMOVO not found at {EMOVO} (set SEREMO_TEST_DATA to the corpora folder)")
+    return EMOVO

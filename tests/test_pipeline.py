@@ -58,6 +58,17 @@ def test_every_shipped_config_validates_and_plans_its_stages():
         assert stages == sorted(stages, key=pipeline.STAGES.index) and set(stages) == set(cfg.stages), path
 
 
+def test_prepare_takes_one_corpus_or_a_list(tmp_path):
+    doc = small_config(tmp_path, tmp_path / "out")
+    one = pipeline.from_dict(doc, "one.yaml")
+    doc["prepare"] = [{"corpus": "emodb", "root": "emodb"}, {"corpus": "emovo", "root": "emovo", "class_set": "core4"}]
+    two = pipeline.from_dict({**doc, "data_root": "/data"}, "two.yaml")
+    assert len(one.prepare) == 1 and [p.corpus for p in two.prepare] == ["emodb", "emovo"]
+    step = pipeline.plan(two, None)[0]
+    assert step.stage == "prepare" and [c["root"] for c in step.settings["corpora"]] == ["/data/emodb", "/data/emovo"]
+    assert pipeline.plan(one, None)[0].settings["corpus"] == "emodb"  # one corpus: the settings it always had
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [
@@ -68,6 +79,8 @@ def test_every_shipped_config_validates_and_plans_its_stages():
         (lambda d: d.pop("tune"), "stage 'tune' is listed but the config has no `tune:` section"),
         (lambda d: d["train"][0].update(features="logmel"), "reads features 'logmel', which no extract entry makes"),
         (lambda d: d["tune"]["models"].update(logreg={"gamma": [1]}), "model 'logreg' has no hyperparameter(s) ['gamma']"),
+        (lambda d: d.update(prepare=[{**d["prepare"], "class_set": "core4"}, {**d["prepare"], "class_set": "shared7"}]),
+         "prepare entries name different class sets (core4, shared7)"),
     ],
 )
 def test_a_bad_config_is_one_line_naming_the_key_and_file(tmp_path, capsys, mutate, expected):

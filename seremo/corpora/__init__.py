@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from seremo import audio, manifest
-from seremo.corpora import cremad, emodb, folder, iemocap, ravdess, savee, table, tess
+from seremo.corpora import cremad, emodb, emovo, folder, iemocap, nemo, ravdess, savee, table, tess, urdu
 from seremo.corpora._common import skipped_counts
 from seremo.errors import AudioError, ConfigError, error_record, errors_table
 from seremo.labels import get_class_set
@@ -31,6 +31,9 @@ LOADERS: dict[str, Callable[..., pa.Table]] = {
     "savee": savee.prepare,
     "tess": tess.prepare,
     "iemocap": iemocap.prepare,
+    "emovo": emovo.prepare,
+    "nemo": nemo.prepare,
+    "urdu": urdu.prepare,
     "table": table.prepare,
     "csv": table.prepare,
     "parquet": table.prepare,
@@ -107,4 +110,46 @@ def prepare_corpus(
     return Prepared(t, errors_table(errs), skipped, excluded)
 
 
-__all__ = ["LOADERS", "Prepared", "prepare_corpus"]
+def _namespaced(t: pa.Table) -> pa.Table:
+    """Speakers and groups prefixed ``<corpus>/`` where the loader kept them as written (CSV, folder)."""
+    corpora = t.column("corpus").to_pylist()
+    for col in ("speaker", "group"):
+        values = [v if v.startswith(f"{c}/") else f"{c}/{v}"
+                  for c, v in zip(corpora, t.column(col).to_pylist(), strict=True)]  # fmt: skip
+        t = t.set_column(t.column_names.index(col), col, pa.array(values, pa.string()))
+    return t
+
+
+def prepare_corpora(
+    entries: list[tuple[str, str | Path, dict[str, str]]], class_set: str | None = None
+) -> Prepared:
+    """One manifest from several corpora: ``entries`` are (loader, root, options).
+
+    One corpus is exactly ``prepare_corpus``. With several, speaker and group ids
+    are namespaced by corpus (``emodb/03``; loaders that keep speakers as written
+    get the prefix here), so no speaker of one corpus is ever a group of
+    another, and the class set applies to every corpus alike.
+    """
+    if not entries:
+        raise ConfigError("prepare needs at least one CORPUS ROOT pair")
+    parts = [prepare_corpus(name, root, class_set=class_set, **opts) for name, root, opts in entries]
+    if len(parts) == 1:
+        return parts[0]
+    seen: dict[str, str] = {}
+    for (name, root, _), part in zip(entries, parts, strict=True):
+        for corpus in set(part.table.column("corpus").to_pylist()):
+            if corpus in seen:
+                raise ConfigError(f"corpus {corpus!r} comes from both {seen[corpus]} and {root}; "
+                                  "prepare each corpus once")  # fmt: skip
+            seen[corpus] = str(root)
+    tables = [_namespaced(p.table).replace_schema_metadata(None) for p in parts]
+    combined = manifest.validate(pa.concat_tables(tables), "the combined manifest")
+    return Prepared(
+        combined,
+        pa.concat_tables([p.errors for p in parts]),
+        sum((p.skipped for p in parts), Counter()),
+        sum((p.excluded for p in parts), Counter()),
+    )
+
+
+__all__ = ["LOADERS", "Prepared", "prepare_corpora", "prepare_corpus"]
