@@ -17,7 +17,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from seremo import audio, manifest
-from seremo.corpora import cremad, emodb, emovo, folder, iemocap, nemo, ravdess, savee, table, tess, urdu
+from seremo.corpora import (
+    cremad,
+    emodb,
+    emovo,
+    folder,
+    iemocap,
+    nemo,
+    ravdess,
+    savee,
+    table,
+    tess,
+    urdu,
+)
 from seremo.corpora._common import skipped_counts
 from seremo.errors import AudioError, ConfigError, error_record, errors_table
 from seremo.labels import get_class_set
@@ -136,7 +148,7 @@ def prepare_corpora(
     if len(parts) == 1:
         return parts[0]
     seen: dict[str, str] = {}
-    for (name, root, _), part in zip(entries, parts, strict=True):
+    for (_, root, _), part in zip(entries, parts, strict=True):
         for corpus in set(part.table.column("corpus").to_pylist()):
             if corpus in seen:
                 raise ConfigError(f"corpus {corpus!r} comes from both {seen[corpus]} and {root}; "
