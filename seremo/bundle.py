@@ -44,7 +44,9 @@ KIND_FILES = {
     "sklearn": ("model.skops",),
     "xgboost": ("preprocess.skops", "model.ubj"),
     "torch": ("model.safetensors",),
+    "ensemble": ("members/0/bundle.json",),
 }
+NORMALISATIONS = ("none", "speaker", "corpus")
 
 # Every type a seremo classical pipeline may contain; anything else is refused at load time.
 SKOPS_TRUSTED = [
@@ -88,10 +90,13 @@ class FeatureSetMeta(BaseModel):
 class BundleMeta(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     format_version: int
-    model_kind: Literal["sklearn", "xgboost", "torch"]
+    model_kind: Literal["sklearn", "xgboost", "torch", "ensemble"]
     model_name: str
     params: dict[str, Any] = Field(default_factory=dict)
     feature_set: FeatureSetMeta
+    # How features are normalised before the model, as it was evaluated: "speaker" z-scores each
+    # speaker (a call channel when scoring) with its own statistics, "corpus" each corpus.
+    normalisation: Literal["none", "speaker", "corpus"] = "none"
     classes: list[str] = Field(min_length=2)
     sample_rate: int = Field(gt=0)
     training: dict[str, Any]
@@ -140,7 +145,7 @@ class Bundle:
 
     path: Path
     meta: BundleMeta
-    model: Any  # a fitted pipeline, or (preprocess, booster), or a torch module
+    model: Any  # a fitted pipeline, or (preprocess, booster), a torch module, or member Bundles
 
     @property
     def classes(self) -> list[str]:
@@ -158,7 +163,10 @@ class Bundle:
         return features.from_description(self.meta.feature_set.model_dump())
 
     def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities for features as the model saw them (normalise first: ``normalisation``)."""
         kind = self.meta.model_kind
+        if kind == "ensemble":  # a soft vote: the mean of the members' probabilities
+            return np.mean([m.predict_proba(X) for m in self.model], axis=0)
         if kind == "sklearn":
             return np.asarray(self.model.predict_proba(np.asarray(X, np.float32)))
         if kind == "xgboost":
@@ -181,7 +189,8 @@ def write_meta(out: Path, meta: dict[str, Any]) -> None:
     ``load`` will read back (numpy scalars as numbers, tuples as lists, keys as strings).
     """
     meta.pop(SELF_DIGEST, None)
-    meta["files"] = {p.name: _sha256(p) for p in sorted(out.iterdir()) if p.name != META}
+    meta["files"] = {p.relative_to(out).as_posix(): _sha256(p) for p in sorted(out.rglob("*"))
+                     if p.is_file() and p != out / META}  # fmt: skip
     plain = json.loads(json.dumps(meta, default=_json_default))
     meta[SELF_DIGEST] = plain[SELF_DIGEST] = meta_digest(plain)
     BundleMeta.model_validate(plain)  # never write a bundle that would not load
@@ -237,6 +246,28 @@ def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path
         sio.dump(pipeline, out / "model.skops")
         meta = {**meta, "model_kind": "sklearn"}
     write_meta(out, meta)
+    return out
+
+
+def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]], feature_set: dict[str, Any],
+               training: dict[str, Any], metrics: dict[str, Any], normalisation: str = "none") -> Path:  # fmt: skip
+    """A tune run's model: one pipeline, or a soft vote of several (``members/<i>/``, each a bundle)."""
+    out = Path(out)
+    classes = [str(c) for c in models[0].classes_]
+
+    def meta_for(m: dict[str, Any], norm: str) -> dict[str, Any]:
+        meta = base_meta(model_kind="sklearn", model_name=m["family"], params=m["params"], feature_set=feature_set,
+                         classes=classes, training=training, metrics=metrics)  # fmt: skip
+        return {**meta, "normalisation": norm}
+
+    if len(models) == 1:
+        return save_classical(out, models[0], meta_for(members[0], normalisation))
+    for i, (model, m) in enumerate(zip(models, members, strict=True)):
+        save_classical(out / "members" / str(i), model, meta_for(m, "none"))  # members see normalised input
+    meta = base_meta(model_kind="ensemble", model_name=f"top{len(models)}_soft_vote",
+                     params={"members": [{"family": m["family"], "params": m["params"]} for m in members]},
+                     feature_set=feature_set, classes=classes, training=training, metrics=metrics)  # fmt: skip
+    write_meta(out, {**meta, "normalisation": normalisation})
     return out
 
 
@@ -313,6 +344,11 @@ def _check_classes(meta_path: Path, meta: BundleMeta, model: Any) -> None:
     torch know only how many outputs they have.
     """
     listed = f"{len(meta.classes)} classes ({', '.join(meta.classes)})"
+    if meta.model_kind == "ensemble":
+        for i, member in enumerate(model):
+            if member.classes != list(meta.classes):
+                raise BundleError(f"{meta_path}: lists {listed} but member {i} has {', '.join(member.classes)}")
+        return
     if meta.model_kind == "sklearn":
         own = [str(c) for c in getattr(model, "classes_", [])]
         if own != list(meta.classes):
@@ -329,6 +365,15 @@ def _check_classes(meta_path: Path, meta: BundleMeta, model: Any) -> None:
 
 
 def _load_model(root: Path, meta: BundleMeta) -> Any:
+    if meta.model_kind == "ensemble":
+        members = meta.params.get("members")
+        if not isinstance(members, list) or not members:
+            raise BundleError(f"{root / META}: an ensemble lists no members")
+        loaded = [load(root / "members" / str(i)) for i in range(len(members))]
+        for i, m in enumerate(loaded):
+            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != "none":
+                raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
+        return loaded
     if meta.model_kind == "sklearn":
         return _load_skops(root / "model.skops")
     if meta.model_kind == "xgboost":

@@ -226,11 +226,26 @@ def run_tune(features_dir: str, out: str, settings, address: str | None) -> dict
     print()
     print(f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
           f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
-    if "speaker_normalised" in metrics:
-        print(f"with per-speaker normalisation (separate protocol): UAR {metrics['speaker_normalised']['uar']:.3f}")
+    print_variants(metrics)
     print(f"report: {out}/report.md")
     print(f"model:  {out}/model")
     return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
+
+
+def print_variants(metrics: dict) -> None:
+    """Per-corpus, normalised and test-set figures, each on its own line: never pooled with the headline."""
+    for c, r in metrics.get("per_corpus", {}).items() if len(metrics.get("per_corpus", {})) > 1 else ():
+        print(f"  {c}: UAR {r['uar']:.3f} (n={r['n']})")
+    for key, title in (("speaker_normalised", "per-speaker"), ("corpus_normalised", "per-corpus")):
+        if key in metrics:
+            m = metrics[key]
+            by = ", ".join(f"{c} {r['uar']:.3f}" for c, r in m.get("per_corpus", {}).items()) if len(
+                m.get("per_corpus", {})) > 1 else ""  # fmt: skip
+            print(f"with {title} normalisation (separate protocol): UAR {m['uar']:.3f}" + (f" ({by})" if by else ""))
+    for name, test in metrics.get("test", {}).items():
+        for variant, t in test.items():
+            if isinstance(t, dict) and "uar" in t:
+                print(f"test {name} [{variant}]: UAR {t['uar']:.3f}  WA {t['wa']:.3f}  macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
 
 
 # --------------------------------------------------------------------------- train

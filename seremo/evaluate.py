@@ -104,6 +104,45 @@ def speaker_normalise(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
     return out
 
 
+NORMALISATIONS = ("none", "speaker", "corpus")
+VARIANTS = {"raw": "none", "speaker_norm": "speaker", "corpus_norm": "corpus"}  # tune/train variant -> bundle field
+
+
+def _zscore(X: np.ndarray, fit_rows: np.ndarray, apply_rows: np.ndarray, out: np.ndarray) -> None:
+    mu, sd = X[fit_rows].mean(axis=0), X[fit_rows].std(axis=0)
+    out[apply_rows] = (X[apply_rows] - mu) / np.where(sd > 1e-12, sd, 1.0)
+
+
+def corpus_normalise(X: np.ndarray, corpora: Sequence[str], fitted: np.ndarray | None = None) -> np.ndarray:
+    """z-score every corpus with statistics of its rows in ``fitted`` (the training rows).
+
+    A corpus with no row in ``fitted`` (a held-out corpus, a test set) is z-scored
+    with its own rows: unlabelled audio, like ``speaker_normalise``. Nothing of a
+    held-out corpus ever shifts the statistics of a corpus that has training rows,
+    and labels are never read. ``fitted=None`` means every row is a training row.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    corpora = np.asarray(corpora)
+    train = np.ones(len(X), bool) if fitted is None else np.isin(np.arange(len(X)), fitted)
+    out = np.empty_like(X)
+    for c in np.unique(corpora):
+        rows = corpora == c
+        _zscore(X, rows & train if (rows & train).any() else rows, rows, out)
+    return out
+
+
+def normalise(X: np.ndarray, how: str, groups: Sequence[str], corpora: Sequence[str],
+              fitted: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """The features as a model of normalisation ``how`` (none, speaker, corpus) sees them."""
+    if how == "none":
+        return np.asarray(X)
+    if how == "speaker":
+        return speaker_normalise(X, groups)
+    if how == "corpus":
+        return corpus_normalise(X, corpora, fitted)
+    raise ValueError(f"unknown normalisation {how!r}; one of {NORMALISATIONS}")
+
+
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str, title: str) -> None:
     """Row-normalised confusion matrix (recall per true class) with counts, as PNG."""
     import matplotlib

@@ -285,9 +285,17 @@ def _remove_run_files(out: str) -> None:
             filesystem.delete_file(path)
         elif kind == pafs.FileType.Directory and name == "model":
             meta = storage.read_json(storage.join(out, "model", "bundle.json")) or {}
-            for listed in [*meta.get("files", {}), "bundle.json"]:
-                if filesystem.get_file_info(f"{path}/{listed}").type == pafs.FileType.File:
-                    filesystem.delete_file(f"{path}/{listed}")
+            listed = [*meta.get("files", {}), "bundle.json"]
+            for name_ in listed:
+                if filesystem.get_file_info(f"{path}/{name_}").type == pafs.FileType.File:
+                    filesystem.delete_file(f"{path}/{name_}")
+            # an ensemble's member folders (members/0, members/): deepest first, only once empty
+            subdirs = {"/".join(n.split("/")[:i]) for n in listed for i in range(1, n.count("/") + 1)}
+            for sub in sorted(subdirs, key=lambda d: -d.count("/")):
+                full = f"{path}/{sub}"
+                info = filesystem.get_file_info(full)
+                if info.type == pafs.FileType.Directory and not filesystem.get_file_info(pafs.FileSelector(full)):
+                    filesystem.delete_dir(full)
             if not filesystem.get_file_info(pafs.FileSelector(path)):
                 filesystem.delete_dir(path)
         elif kind == pafs.FileType.Directory:  # ray/: the Ray Tune/Train state of the earlier run

@@ -46,8 +46,12 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         "",
         "## Headline (nested: family and hyperparameters chosen inside each outer fold)",
         "",
-        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
+        f"Selection: {proto['selection']}.",
         "",
+        md_table(["UAR", "WA", "macro-F1", "single best config's UAR"],
+                 [[metrics["uar"], metrics["wa"], metrics["macro_f1"], metrics["single_best_uar"]]]),  # fmt: skip
+        "",
+        *_per_corpus_lines(metrics, "Per corpus (nested predictions; cross-corpus figures are per held-out corpus)"),
         "## Per model family (nested: hyperparameters chosen inside each outer fold)",
         "",
         md_table(
@@ -65,8 +69,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         "",
         "## Shipped model (`model/`)",
         "",
-        f"`{final['family']}` with `{json.dumps(final['params'])}`, refitted on all data "
-        f"(its expected accuracy is the nested figure above).",
+        _shipped(final),
         "",
         "## Per class (nested predictions)",
         "",
@@ -77,32 +80,70 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         "## Per fold",
         "",
         md_table(
-            ["held out", "n", "UAR", "WA", "chosen family", "chosen params", "inner UAR"],
+            ["held out", "n", "UAR", "WA", "chosen families", "chosen params", "best inner UAR"],
             [
-                [", ".join(f["held_out"]), f["n"], f["uar"], f["wa"], f["chosen"]["family"],
-                 json.dumps(f["chosen"]["params"]), f["chosen"]["inner_uar"]]
+                [", ".join(f["held_out"]), f["n"], f["uar"], f["wa"],
+                 " + ".join(m["family"] for m in f["chosen"]["members"]),
+                 "; ".join(json.dumps(m["params"]) for m in f["chosen"]["members"]),
+                 f["chosen"]["members"][0]["inner_uar"]]
                 for f in metrics["per_fold"]
             ],
         ),  # fmt: skip
     ]
-    if "speaker_normalised" in metrics:
-        sn = metrics["speaker_normalised"]
+    for key, title in (("speaker_normalised", "per-speaker"), ("corpus_normalised", "per-corpus")):
+        if key not in metrics:
+            continue
+        sn = metrics[key]
         parts += [
             "",
-            "## With per-speaker normalisation (a separate protocol)",
+            f"## With {title} normalisation (a separate protocol)",
             "",
             sn["note"] + ".",
             "",
-            md_table(["UAR", "WA", "macro-F1"], [[sn["uar"], sn["wa"], sn["macro_f1"]]]),
+            md_table(["UAR", "WA", "macro-F1", "single best config's UAR"],
+                     [[sn["uar"], sn["wa"], sn["macro_f1"], sn["single_best_uar"]]]),  # fmt: skip
             "",
+            *_per_corpus_lines(sn, "Per corpus"),
             md_table(
                 ["family", "UAR", "WA", "macro-F1"],
                 [[f, v["uar"], v["wa"], v["macro_f1"]] for f, v in sorted(sn["families"].items(), key=lambda kv: -kv[1]["uar"])],
             ),
         ]
+    for name, test in metrics.get("test", {}).items():
+        parts += [
+            "",
+            f"## Test set `{name}` (never seen in training or model choice; reported apart)",
+            "",
+            f"{test['n']} utterances from {', '.join(test['corpora'])}; each variant's shipped model"
+            + (f"; rows whose label the model cannot predict, left out: {json.dumps(test['excluded_labels'])}"
+               if test["excluded_labels"] else "") + ".",
+            "",
+            md_table(["variant", "corpus", "n", "UAR", "WA", "macro-F1"],
+                     [[v, c, r["n"], r["uar"], r["wa"], r["macro_f1"]]
+                      for v, t in test.items() if isinstance(t, dict) and "per_corpus" in t
+                      for c, r in t["per_corpus"].items()]),
+        ]  # fmt: skip
     if metrics.get("excluded_labels"):
         parts += ["", f"Rows left out by the class set: {json.dumps(metrics['excluded_labels'])}."]
     return "\n".join(parts) + "\n"
+
+
+def _per_corpus_lines(metrics: dict[str, Any], title: str) -> list[str]:
+    rows = metrics.get("per_corpus") or {}
+    if len(rows) < 2:
+        return []
+    return [f"{title}:", "", md_table(["corpus", "n", "UAR", "WA", "macro-F1"],
+                                      [[c, r["n"], r["uar"], r["wa"], r["macro_f1"]] for c, r in rows.items()]), ""]  # fmt: skip
+
+
+def _shipped(final: dict[str, Any]) -> str:
+    members = final.get("members") or [final]
+    what = ("; ".join(f"`{m['family']}` `{json.dumps(m['params'])}`" for m in members) if len(members) > 1
+            else f"`{final['family']}` with `{json.dumps(final['params'])}`")  # fmt: skip
+    kind = f"a soft vote of {len(members)} configurations (the best by plain CV): " if len(members) > 1 else ""
+    variant = final.get("variant", "raw")
+    norm = "" if variant == "raw" else f" Input is normalised as in the `{variant}` variant."
+    return f"{kind}{what}, refitted on all data (its expected accuracy is the nested figure of its variant).{norm}"
 
 
 def train_report(metrics: dict[str, Any]) -> str:

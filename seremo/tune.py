@@ -21,13 +21,14 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seremo import bundle, classical, config, evaluate, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
@@ -51,9 +52,35 @@ class TuneSettings(BaseModel):
     num_samples: int = Field(20, ge=1, description="trials for random/optuna search")
     outer_folds: int | None = Field(None, ge=2, le=1000, description="None = leave one group out")
     inner_folds: int = Field(3, ge=2, le=1000)
+    groups: Literal["speaker", "corpus"] = Field(
+        "speaker", description="outer folds hold out speakers (the manifest's group) or whole corpora"
+    )
+    test: list[str] = Field(default_factory=list, description="features dirs the shipped model scores, reported apart")
     speaker_norm: bool = False
+    corpus_norm: bool = False
+    selection: Literal["top_k", "best"] = Field(
+        "top_k", description="per outer fold: soft vote of the top_k configurations by inner UAR, or the best one"
+    )
+    top_k: int = Field(5, ge=1, le=100)
+    ship: Literal["raw", "speaker_norm", "corpus_norm"] = Field("raw", description="the variant the bundle holds")
     max_concurrent: int | None = None
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shipped_variant_runs(self) -> TuneSettings:
+        if self.ship not in self.variants:
+            raise ValueError(f"ship {self.ship!r} needs {self.ship.replace('_norm', '')}_norm: true; "
+                             f"the variants that run are {', '.join(self.variants)}")  # fmt: skip
+        return self
+
+    @property
+    def variants(self) -> list[str]:
+        """raw, and each normalisation variant asked for: each is searched and reported apart."""
+        return ["raw"] + [v for v, on in (("speaker_norm", self.speaker_norm), ("corpus_norm", self.corpus_norm)) if on]
+
+    @property
+    def k(self) -> int:
+        return self.top_k if self.selection == "top_k" else 1
 
 
 def load_settings(path: str | None) -> TuneSettings:
@@ -76,8 +103,12 @@ def settings_from_dict(raw: Any, source: str) -> TuneSettings:
 # --------------------------------------------------------------------------- data
 
 
-def load_data(features_dir: str, class_set: str | None) -> dict[str, Any]:
-    """Vectors, labels and groups from a features directory, with the class set applied."""
+def load_data(features_dir: str, class_set: str | None, classes: list[str] | None = None) -> dict[str, Any]:
+    """Vectors, labels, groups and corpora from a features directory, with the class set applied.
+
+    ``classes`` (a test set's) keeps only rows whose class the trained model has;
+    the others are counted in ``excluded``, never dropped silently.
+    """
     feats = shards.read_features(features_dir)
     if feats.kind != "vector":
         raise SeremoError(
@@ -88,12 +119,18 @@ def load_data(features_dir: str, class_set: str | None) -> dict[str, Any]:
     labels = table.column("label").to_pylist()
     mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
     mapped = [mapping(lab) for lab in labels]
-    keep = np.array([m is not None for m in mapped])
+    keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
     X = feats.matrix()[keep]
     y = np.array([m for m in mapped if m is not None])
     groups = np.array(table.column("group").to_pylist())[keep]
+    corpus = np.array(table.column("corpus").to_pylist())[keep]
     ids = np.array(table.column("utterance_id").to_pylist())[keep]
+    if classes is not None:  # a test set: judged on the model's classes, whatever it holds
+        if not len(y):
+            raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
+        return {"X": X.astype(np.float32), "y": y, "groups": groups, "corpus": corpus, "ids": ids,
+                "classes": classes, "excluded": dict(excluded), "feature_set": feats.feature_set}  # fmt: skip
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise SeremoError(f"{features_dir}: needs at least 2 classes to learn, found {classes or 'none'}")
@@ -106,30 +143,63 @@ def load_data(features_dir: str, class_set: str | None) -> dict[str, Any]:
         "X": X.astype(np.float32),
         "y": y,
         "groups": groups,
+        "corpus": corpus,
         "ids": ids,
         "classes": classes,
         "excluded": dict(excluded),
         "feature_set": feats.feature_set,
-        "corpora": sorted(set(table.column("corpus").to_pylist())),
+        "corpora": sorted(set(corpus.tolist())),
     }
 
 
-def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int,
-               inner_is_default: bool = False) -> tuple[list, list]:  # fmt: skip
+def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) -> dict[str, dict[str, Any]]:
+    """Each ``test:`` features dir, read before any work: same feature set as training, or one line."""
+    tests = {}
+    for d in dirs:
+        data = load_data(d, class_set, classes=train["classes"])
+        if data["feature_set"] != train["feature_set"]:
+            raise ConfigError(f"test {d}: feature set {describe_set(data['feature_set'])} differs from the "
+                              f"training features' {describe_set(train['feature_set'])}; extract it with the same set")  # fmt: skip
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        tests[name if name not in tests else d] = data
+    return tests
+
+
+def describe_set(fs: dict[str, Any]) -> str:
+    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
+
+
+def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
+    """What the outer folds hold out: speaker groups, or corpora (``groups: corpus``)."""
+    if settings.groups == "speaker":
+        return data["groups"]
+    if len(data["corpora"]) < 2:
+        raise ConfigError(f"tune.groups: corpus holds out whole corpora, but the data has one ({data['corpora'][0]}); "
+                          "prepare several corpora into one manifest, or use test: for another corpus")  # fmt: skip
+    return data["corpus"]
+
+
+def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int, inner_is_default: bool = False,
+               inner_groups: np.ndarray | None = None) -> tuple[list, list]:  # fmt: skip
     """Outer grouped folds, and inner grouped folds inside each outer training set.
 
-    Fold counts the data cannot give are a ConfigError naming the setting, raised
-    before any work, so a run never quietly runs (and reports) other folds than asked;
-    only the default inner count (3) shrinks to what a small corpus has, as reported.
+    The outer folds hold out ``groups`` (speakers, or corpora); the inner folds
+    always split by ``inner_groups`` (speakers; default: ``groups``). Fold counts
+    the data cannot give are a ConfigError naming the setting, raised before any
+    work, so a run never quietly runs (and reports) other folds than asked; only
+    the default inner count (3) shrinks to what a small corpus has, as reported.
     """
-    n_groups = len(set(np.asarray(groups).tolist()))
+    groups = np.asarray(groups)
+    inner_groups = groups if inner_groups is None else np.asarray(inner_groups)
+    n_groups = len(set(groups.tolist()))
     if outer_folds is not None and not 2 <= outer_folds <= n_groups:
         raise ConfigError(
             f"tune.outer_folds: {outer_folds} folds asked for, but the data has {n_groups} groups "
-            f"(speakers); use at most {n_groups}, or leave it unset for leave-one-group-out"
+            f"({'corpora' if inner_groups is not groups else 'speakers'}); use at most {n_groups}, "
+            "or leave it unset for leave-one-group-out"
         )
     outer = evaluate.group_folds(groups, outer_folds)
-    smallest = min(len(set(groups[tr].tolist())) for tr, _ in outer)
+    smallest = min(len(set(inner_groups[tr].tolist())) for tr, _ in outer)
     if smallest < 2:
         raise SeremoError(
             "an outer training set has fewer than 2 groups: nested CV needs at least 3 groups"
@@ -141,7 +211,7 @@ def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int,
             f"tune.inner_folds: {inner_folds} folds asked for, but the smallest outer training set "
             f"has {smallest} groups (speakers); use at most {smallest}"
         )
-    inner = [evaluate.group_folds(groups[tr], inner_folds) for tr, _ in outer]
+    inner = [evaluate.group_folds(inner_groups[tr], inner_folds) for tr, _ in outer]
     return outer, inner
 
 
@@ -158,22 +228,48 @@ def describe_protocol(outer: list, inner: list, groups: np.ndarray) -> dict[str,
 # --------------------------------------------------------------------------- the trial
 
 
+def aligned_proba(model: Any, X: np.ndarray, classes: list[str]) -> np.ndarray:
+    """``predict_proba`` with one column per class of ``classes`` (0 for a class the fold lacked)."""
+    out = np.zeros((len(X), len(classes)), np.float32)
+    out[:, np.searchsorted(classes, np.asarray(model.classes_, dtype=str))] = model.predict_proba(X)
+    return out
+
+
 def run_config(family: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray, outer: list, inner: list,
-               report=None) -> dict[str, Any]:  # fmt: skip
-    """Inner-CV UAR per outer fold and outer predictions for one configuration."""
+               report=None, prep: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Inner-CV UAR per outer fold, and outer-fold class probabilities, for one configuration.
+
+    ``prep(rows)`` gives the features as normalised with statistics fitted on
+    ``rows`` only (the fold's training rows); ``None`` uses ``X`` as it is.
+    """
+    classes = sorted(set(y.tolist()))
     inner_uar: list[float] = []
-    predicted = np.empty(len(y), dtype=object)
+    proba = np.zeros((len(y), len(classes)), np.float32)
     for k, (tr, te) in enumerate(outer):
-        Xtr, ytr = X[tr], y[tr]
-        fold_scores = [
-            evaluate.uar(ytr[b], classical.fit(family, params, Xtr[a], ytr[a]).predict(Xtr[b]))
-            for a, b in inner[k]
-        ]
+        fold_scores = []
+        for a, b in inner[k]:
+            fit_rows, test_rows = tr[a], tr[b]
+            Xk = X if prep is None else prep(fit_rows)
+            model = classical.fit(family, params, Xk[fit_rows], y[fit_rows])
+            fold_scores.append(evaluate.uar(y[test_rows], model.predict(Xk[test_rows])))
         inner_uar.append(float(np.mean(fold_scores)))
-        predicted[te] = classical.fit(family, params, Xtr, ytr).predict(X[te])
+        Xk = X if prep is None else prep(tr)
+        proba[te] = aligned_proba(classical.fit(family, params, Xk[tr], y[tr]), Xk[te], classes)
         if report is not None:
             report({"fold": k + 1, "inner_uar_mean": float(np.mean(inner_uar))})
-    return {"inner_uar": inner_uar, "predicted": predicted.tolist()}
+    predicted = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+    return {"inner_uar": inner_uar, "predicted": predicted.tolist(), "proba": proba}
+
+
+def variant_features(variant: str, data: dict[str, Any]) -> tuple[np.ndarray, Callable | None]:
+    """The features a variant's trials start from, and its per-fold ``prep`` (corpus statistics)."""
+    X = data["X"]
+    if variant == "speaker_norm":  # each speaker's own rows: the same in every fold
+        return evaluate.speaker_normalise(X, data["groups"]).astype(np.float32), None
+    if variant == "corpus_norm":
+        corpus = data["corpus"]
+        return X, lambda rows: evaluate.corpus_normalise(X, corpus, rows).astype(np.float32)
+    return X, None
 
 
 def _trial(config: dict[str, Any], data: dict[str, Any]) -> None:
@@ -188,15 +284,13 @@ def _trial(config: dict[str, Any], data: dict[str, Any]) -> None:
     from ray import tune
 
     family, params = decode_config(config, data["spaces"])
-    X = data["X_norm"] if config.get("variant") == "speaker_norm" else data["X"]
+    X, prep = variant_features(config.get("variant", "raw"), data)
     progress: list[dict] = []
-    result = run_config(family, params, X, data["y"], data["outer"], data["inner"], report=progress.append)
+    result = run_config(family, params, X, data["y"], data["outer"], data["inner"], report=progress.append, prep=prep)
     for metrics in progress[:-1]:
         tune.report(metrics)
-    classes = data["classes"]
-    codes = np.searchsorted(classes, np.asarray(result["predicted"], dtype=str)).astype(np.int16)
     with tempfile.TemporaryDirectory() as d:
-        np.save(f"{d}/predicted.npy", codes)
+        np.save(f"{d}/proba.npy", result["proba"].astype(np.float16))
         np.save(f"{d}/inner_uar.npy", np.asarray(result["inner_uar"]))
         tune.report(
             {**progress[-1], "family": family, "params": json.dumps(params)},
@@ -216,7 +310,7 @@ def decode_config(config: dict[str, Any], spaces: dict[str, dict[str, list]]) ->
 def param_space(settings: TuneSettings, spaces: dict[str, dict[str, list]]) -> tuple[dict, int]:
     from ray import tune
 
-    variants = ["raw", "speaker_norm"] if settings.speaker_norm else ["raw"]
+    variants = settings.variants
     if settings.search == "grid":
         trials = [
             {"family": f, "params": p}
@@ -282,22 +376,16 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
 
     started = time.perf_counter()
     data = load_data(features_dir, settings.class_set)
-    outer, inner = plan_folds(data["groups"], settings.outer_folds, settings.inner_folds,
-                              inner_is_default="inner_folds" not in settings.model_fields_set)  # fmt: skip
+    tests = load_tests(settings.test, data, settings.class_set)
+    outer, inner = plan_folds(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
+                              inner_is_default="inner_folds" not in settings.model_fields_set,
+                              inner_groups=data["groups"])  # fmt: skip
     spaces = full_spaces(settings)
     space, num_samples = param_space(settings, spaces)
     ensure_ray(address)
-    shared = {
-        "X": data["X"],
-        "X_norm": evaluate.speaker_normalise(data["X"], data["groups"]).astype(np.float32)
-        if settings.speaker_norm
-        else None,
-        "y": data["y"],
-        "outer": outer,
-        "inner": inner,
-        "spaces": spaces,
-        "classes": data["classes"],
-    }
+    shared = {k: data[k] for k in ("X", "y", "groups", "corpus", "classes")} | {
+        "outer": outer, "inner": inner, "spaces": spaces,
+    }  # fmt: skip
     n_fits = len(outer) * (1 + len(inner[0]))
     log.info(
         "tune: %d utterances, %d groups, classes %s; %d outer folds x %d fits per trial",
@@ -335,9 +423,11 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
     metrics = summarise(trials, data, outer, inner, settings)
+    finals = {v: _fit_final(trials, data, v, settings.k) for v in settings.variants}
+    if tests:
+        metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
-    final = _fit_final(trials, data)
-    _write_run(out_path, trials, metrics, data, final)
+    _write_run(out_path, trials, metrics, data, finals[settings.ship], settings)
     return metrics
 
 
@@ -347,11 +437,12 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
         m = r.metrics or {}
         cfg = r.config or {}
         ok = r.error is None and r.checkpoint is not None
-        inner_uar = predicted = None
+        inner_uar = proba = predicted = None
         if ok:
             with r.checkpoint.as_directory() as d:
                 inner_uar = np.load(f"{d}/inner_uar.npy").tolist()
-                predicted = np.asarray(classes, dtype=object)[np.load(f"{d}/predicted.npy")].tolist()
+                proba = np.load(f"{d}/proba.npy").astype(np.float32)
+            predicted = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)].tolist()
         rows.append(
             {
                 "trial": i,
@@ -361,21 +452,39 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
                 "status": "ok" if ok else "error",
                 "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:500],
                 "inner_uar": inner_uar,
+                "proba": proba,
                 "predicted": predicted,
             }
         )
     return rows
 
 
-def _nested(trials: list[dict], k_folds: int, outer: list, n: int) -> tuple[np.ndarray, list[dict]]:
-    """Per outer fold, the trial with the best inner score; its predictions on that fold."""
+def _nested(trials: list[dict], outer: list, n: int, classes: list[str], k: int) -> tuple[np.ndarray, list[dict]]:
+    """Per outer fold, the ``k`` trials with the best inner score; their mean probabilities on that fold.
+
+    ``k=1`` is the single best configuration. A soft vote of the top few is the
+    default because with few speakers per inner fold, which one configuration
+    wins is mostly noise; the vote uses inner scores only, like the single choice.
+    """
     predicted = np.empty(n, dtype=object)
     chosen = []
-    for k, (_, te) in enumerate(outer):
-        best = max(trials, key=lambda t: (t["inner_uar"][k], -t["trial"]))
-        predicted[te] = np.asarray(best["predicted"], dtype=object)[te]
-        chosen.append({"family": best["family"], "params": json.loads(best["params"]), "inner_uar": best["inner_uar"][k]})
+    for f, (_, te) in enumerate(outer):
+        top = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:k]
+        proba = np.mean([t["proba"][te] for t in top], axis=0)
+        predicted[te] = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+        chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
+                                    "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip
     return predicted, chosen
+
+
+def per_corpus(y: np.ndarray, pred: np.ndarray, corpus: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """UAR, WA and macro-F1 of the predictions on each corpus: cross-corpus figures are never pooled."""
+    out = {}
+    for c in sorted(set(corpus.tolist())):
+        m = corpus == c
+        s = evaluate.scores(y[m], pred[m], classes)
+        out[c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
+    return out
 
 
 def summarise(
@@ -387,11 +496,15 @@ def summarise(
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = evaluate.uar(y, t["predicted"])
-        pred, chosen = _nested(ok, len(outer), outer, len(y))
+        pred, chosen = _nested(ok, outer, len(y), classes, settings.k)
+        single, _ = _nested(ok, outer, len(y), classes, 1)
         result = evaluate.scores(y, pred, classes)
+        result["single_best_uar"] = evaluate.uar(y, single)
+        result["per_corpus"] = per_corpus(y, pred, data["corpus"], classes)
         result["per_fold"] = [
             {
-                "held_out": sorted(set(groups[te].tolist())),
+                "held_out": sorted(set(data["corpus"][te].tolist() if settings.groups == "corpus"
+                                       else groups[te].tolist())),  # fmt: skip
                 "n": int(len(te)),
                 "uar": evaluate.uar(y[te], pred[te]),
                 "wa": float(np.mean(y[te] == pred[te])),
@@ -402,12 +515,12 @@ def summarise(
         families = {}
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
-            fp, fchosen = _nested(fam_trials, len(outer), outer, len(y))
+            fp, fchosen = _nested(fam_trials, outer, len(y), classes, 1)
             s = evaluate.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
                 "uar": s["uar"], "wa": s["wa"], "macro_f1": s["macro_f1"], "configs": len(fam_trials),
-                "chosen_per_fold": [c["params"] for c in fchosen],
+                "chosen_per_fold": [c["members"][0]["params"] for c in fchosen],
                 "best_config_plain_cv": {"params": json.loads(best_plain["params"]), "uar": best_plain["loso_uar"]},
                 "per_class_recall": {c: v["recall"] for c, v in s["per_class"].items()},
             }  # fmt: skip
@@ -417,43 +530,88 @@ def summarise(
 
     metrics = block("raw")
     predicted = metrics.pop("predicted")
+    selection = (f"per outer fold, a soft vote of the {settings.k} configurations with the best mean inner-CV UAR"
+                 if settings.k > 1 else "per outer fold, the configuration with the best mean inner-CV UAR")  # fmt: skip
     metrics["protocol"] = {
         **describe_protocol(outer, inner, groups),
         "outer_folds": len(outer),
-        "selection": "per outer fold, the configuration with the best mean inner-CV UAR",
+        "groups": settings.groups,
+        "selection": selection,
+        "top_k": settings.k,
         "search": settings.search,
         "speaker_norm": False,
     }
+    if settings.groups == "corpus":
+        metrics["protocol"]["outer"] = f"leave-one-corpus-out ({len(outer)} folds)" if len(outer) == len(
+            data["corpora"]) else f"{len(outer)} folds of whole corpora"  # fmt: skip
     metrics["classes"] = classes
     metrics["groups"] = sorted(set(groups.tolist()))
+    metrics["corpora"] = data["corpora"]
     metrics["excluded_labels"] = data["excluded"]
     metrics["feature_set"] = data["feature_set"]
     metrics["trials"] = {"ok": sum(t["status"] == "ok" for t in trials), "failed": sum(t["status"] != "ok" for t in trials)}
     metrics["_predicted"] = predicted
-    if settings.speaker_norm:
-        sn = block("speaker_norm")
-        sn.pop("predicted")
-        metrics["speaker_normalised"] = {
-            **sn,
-            "note": "each speaker's features z-scored with that speaker's own unlabelled audio; a separate protocol",
-        }
+    notes = {
+        "speaker_norm": ("speaker_normalised", "each speaker's features z-scored with that speaker's own unlabelled "
+                                               "audio; a separate protocol"),
+        "corpus_norm": ("corpus_normalised", "each corpus z-scored with the statistics of its training rows; a corpus "
+                                             "with none (held out, or a test set) with its own unlabelled audio; "
+                                             "a separate protocol"),
+    }  # fmt: skip
+    for variant in settings.variants[1:]:
+        key, note = notes[variant]
+        b = block(variant)
+        b.pop("predicted")
+        metrics[key] = {**b, "note": note}
     return metrics
 
 
-def _fit_final(trials: list[dict], data: dict) -> dict[str, Any]:
-    """Refit the configuration with the best plain grouped-CV UAR on all data."""
-    ok = [t for t in trials if t["status"] == "ok" and t["variant"] == "raw"]
-    best = max(ok, key=lambda t: (t["loso_uar"], -t["trial"]))
-    params = json.loads(best["params"])
-    model = classical.fit(best["family"], params, data["X"], data["y"])
-    return {"family": best["family"], "params": params, "cv_uar": best["loso_uar"], "model": model}
+def _fit_final(trials: list[dict], data: dict, variant: str, k: int) -> dict[str, Any]:
+    """Refit the ``k`` configurations with the best plain grouped-CV UAR of ``variant`` on all data."""
+    ok = sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
+                key=lambda t: (-t["loso_uar"], t["trial"]))[:k]  # fmt: skip
+    X = evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]).astype(np.float32)
+    members = [
+        {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],
+         "model": classical.fit(t["family"], json.loads(t["params"]), X, data["y"])}
+        for t in ok
+    ]  # fmt: skip
+    return {"variant": variant, "members": members}
 
 
-def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: dict) -> None:
+def final_proba(final: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    return np.mean([m["model"].predict_proba(X) for m in final["members"]], axis=0)
+
+
+def score_test(finals: dict[str, dict], data: dict, test: dict) -> dict[str, Any]:
+    """Each variant's shipped model on a test set it never saw, per corpus; test labels are read only here.
+
+    Normalisation follows the variant: speakers by their own rows; a test corpus
+    that is also a training corpus by its training statistics, else by its own.
+    """
+    n = len(data["X"])
+    out: dict[str, Any] = {"n": int(len(test["y"])), "excluded_labels": test["excluded"],
+                           "corpora": sorted(set(test["corpus"].tolist()))}  # fmt: skip
+    for variant, final in finals.items():
+        how = evaluate.VARIANTS[variant]
+        if how == "corpus":
+            Xt = evaluate.corpus_normalise(np.vstack([data["X"], test["X"]]),
+                                           np.concatenate([data["corpus"], test["corpus"]]), np.arange(n))[n:]  # fmt: skip
+        else:
+            Xt = evaluate.normalise(test["X"], how, test["groups"], test["corpus"])
+        pred = np.asarray(data["classes"])[np.argmax(final_proba(final, Xt.astype(np.float32)), axis=1)]
+        s = evaluate.scores(test["y"], pred, data["classes"])
+        out[variant] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")}
+        out[variant]["per_corpus"] = per_corpus(test["y"], pred, test["corpus"], data["classes"])
+    return out
+
+
+def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: dict, settings: TuneSettings) -> None:
     from seremo.report import tune_report
 
     predicted = metrics.pop("_predicted")
-    metrics["final_model"] = {k: final[k] for k in ("family", "params", "cv_uar")}
+    members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
+    metrics["final_model"] = {**members[0], "variant": final["variant"], "members": members}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pq.write_table(
         pa.table(
@@ -472,26 +630,29 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
         out / "trials.parquet",
     )
     pq.write_table(
-        pa.table({"utterance_id": data["ids"], "group": data["groups"], "label": data["y"], "predicted": predicted}),
+        pa.table({"utterance_id": data["ids"], "corpus": data["corpus"], "group": data["groups"], "label": data["y"],
+                  "predicted": predicted}),
         out / "predictions.parquet",
-    )
+    )  # fmt: skip
     evaluate.plot_confusion(
         metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
         f"nested {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
     )  # fmt: skip
-    model = final["model"]
-    meta = bundle.base_meta(
-        model_kind="sklearn", model_name=final["family"], params=final["params"],
-        feature_set=data["feature_set"], classes=list(model.classes_),
-        training={"corpora": data["corpora"], "utterances": int(len(data["y"])),
-                  "groups": len(set(data["groups"].tolist())), "class_set": metrics.get("class_set")},
-        metrics={"nested_uar": metrics["uar"], "nested_wa": metrics["wa"], "nested_macro_f1": metrics["macro_f1"],
-                 "plain_cv_uar": final["cv_uar"]},
-    )  # fmt: skip
-    bundle.save_classical(out / "model", model, meta)
-    proba = model.predict_proba(data["X"])
+    how = evaluate.VARIANTS[final["variant"]]
+    shipped = metrics if final["variant"] == "raw" else metrics[
+        {"speaker": "speaker_normalised", "corpus": "corpus_normalised"}[how]]  # fmt: skip
+    meta_metrics = {"nested_uar": shipped["uar"], "nested_wa": shipped["wa"], "nested_macro_f1": shipped["macro_f1"],
+                    "plain_cv_uar": members[0]["cv_uar"], "protocol": metrics["protocol"]["outer"]}  # fmt: skip
+    if "test" in metrics:
+        meta_metrics["test_uar"] = {name: t[final["variant"]]["uar"] for name, t in metrics["test"].items()}
+    training = {"corpora": data["corpora"], "utterances": int(len(data["y"])), "groups": len(set(data["groups"].tolist())),
+                "class_set": settings.class_set, "normalisation": how}  # fmt: skip
+    bundle.save_tuned(out / "model", [m["model"] for m in final["members"]], members, data["feature_set"],
+                      training, meta_metrics, normalisation=how)  # fmt: skip
+    X = evaluate.normalise(data["X"], how, data["groups"], data["corpus"]).astype(np.float32)
+    proba = final_proba(final, X)
     pq.write_table(
-        pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(model.classes_)}}),
+        pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),
         out / "model_predictions.parquet",
     )
     (out / "report.md").write_text(tune_report(metrics, data))

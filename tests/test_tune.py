@@ -115,7 +115,7 @@ def test_metrics_match_scikit_learn():
 def small_run(emodb_features, ray_session, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tune") / "run"
     settings = TuneSettings(
-        models={"logreg": {"C": [0.03, 0.3]}, "naive_bayes": {"alpha": [1.0]}}, inner_folds=2
+        models={"logreg": {"C": [0.03, 0.3]}, "naive_bayes": {"alpha": [1.0]}}, inner_folds=2, selection="best"
     )
     tune_run(emodb_features, str(out), settings)
     return out
@@ -127,8 +127,10 @@ def test_small_end_to_end_tune_on_emodb(small_run):
     assert len(m["per_fold"]) == 10 and {f["n"] for f in m["per_fold"]} <= set(range(30, 80))
     assert set(m["families"]) == {"logreg", "naive_bayes"}
     assert m["uar"] > 0.5  # chance is 1/7; real features and a real model learn
+    assert m["single_best_uar"] == m["uar"]  # selection: best is the single best configuration
     for fold in m["per_fold"]:
-        assert fold["chosen"]["family"] in ("logreg", "naive_bayes") and "params" in fold["chosen"]
+        (chosen,) = fold["chosen"]["members"]
+        assert chosen["family"] in ("logreg", "naive_bayes") and "params" in chosen
     trials = pq.read_table(small_run / "trials.parquet").to_pandas()
     assert len(trials) == 3 and (trials["status"] == "ok").all()
     assert all(len(x) == 10 for x in trials["inner_uar_per_fold"])

@@ -1,0 +1,173 @@
+"""Cross-corpus protocols: leave-one-corpus-out folds, per-corpus normalisation, test sets, soft votes.
+
+The leakage tests follow the spy-scaler test in test_tune.py: nothing of a held-out
+corpus (its labels, or its statistics under a training-only option) reaches a fitted step.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from seremo import bundle, classical, evaluate, features
+from seremo.errors import ConfigError
+from seremo.tune import (
+    TuneSettings,
+    _fit_final,
+    _nested,
+    outer_units,
+    plan_folds,
+    run_config,
+    variant_features,
+)
+
+# two corpora of 3 speakers each, 20 rows per speaker; corpus B is shifted and scaled (another channel)
+CORPUS = np.repeat(["A", "B"], 60)
+GROUPS = np.array([f"{c}/s{i // 20}" for i, c in enumerate(CORPUS)])
+rng = np.random.default_rng(0)
+Y = np.array(["angry", "sad"] * 60)
+X = np.column_stack([np.arange(120.0), rng.normal(size=(120, 4)) + (Y == "angry")[:, None]])
+X[CORPUS == "B", 1:] = X[CORPUS == "B", 1:] * 3 + 10
+DATA = {"X": X.astype(np.float32), "y": Y, "groups": GROUPS, "corpus": CORPUS, "classes": ["angry", "sad"],
+        "corpora": ["A", "B"]}  # fmt: skip
+
+
+def loco():
+    return plan_folds(outer_units(DATA, TuneSettings(groups="corpus")), None, 2, inner_groups=GROUPS)
+
+
+def test_leave_one_corpus_out_holds_out_corpora_and_splits_inner_folds_by_speaker():
+    outer, inner = loco()
+    assert [sorted(set(CORPUS[te])) for _, te in outer] == [["A"], ["B"]]
+    for (tr, te), folds in zip(outer, inner, strict=True):
+        assert set(CORPUS[tr]).isdisjoint(CORPUS[te])
+        for a, b in folds:  # inner folds: whole speakers of the training corpus
+            assert set(GROUPS[tr][a]).isdisjoint(GROUPS[tr][b])
+    one = {**DATA, "corpora": ["A"]}
+    with pytest.raises(ConfigError, match="tune.groups: corpus holds out whole corpora, but the data has one"):
+        outer_units(one, TuneSettings(groups="corpus"))
+
+
+class SpyScaler(StandardScaler):
+    seen: list[set] = []
+
+    def fit(self, X, y=None, sample_weight=None):
+        SpyScaler.seen.append(set(np.asarray(X)[:, 0].astype(int).tolist()))
+        return super().fit(X, y, sample_weight)
+
+
+def test_no_scaler_fit_sees_a_held_out_corpus(monkeypatch):
+    monkeypatch.setattr(classical, "StandardScaler", SpyScaler)
+    SpyScaler.seen = []
+    outer, inner = loco()
+    run_config("logreg", {"C": 1.0}, DATA["X"], Y, outer, inner)
+    fits = iter(SpyScaler.seen)
+    for (tr, te), folds in zip(outer, inner, strict=True):
+        held_out = set(te.tolist())
+        for a, _b in folds:
+            seen = next(fits)
+            assert seen == set(tr[a].tolist()) and not seen & held_out
+        seen = next(fits)
+        assert seen == set(tr.tolist()) and not seen & held_out
+
+
+@pytest.mark.parametrize("variant", ["raw", "corpus_norm", "speaker_norm"])
+def test_held_out_labels_never_reach_a_fit(variant):
+    """Shuffling the held-out corpus's labels leaves every prediction on it unchanged."""
+    outer, inner = loco()
+    Xv, prep = variant_features(variant, DATA)
+    ref = run_config("logreg", {"C": 1.0}, Xv, Y, outer, inner, prep=prep)
+    for _, te in outer:
+        y2 = Y.copy()
+        y2[te] = rng.permutation(y2[te])[::-1]
+        again = run_config("logreg", {"C": 1.0}, Xv, y2, outer, inner, prep=prep)
+        np.testing.assert_array_equal(ref["proba"][te], again["proba"][te])
+
+
+def test_corpus_statistics_come_from_training_rows_only(monkeypatch):
+    """Under corpus_norm, the held-out corpus's audio shifts only its own rows, never a training corpus's."""
+    calls = []
+    real = evaluate.corpus_normalise
+
+    def spy(X, corpora, fitted=None):
+        calls.append(np.asarray(fitted))
+        return real(X, corpora, fitted)
+
+    monkeypatch.setattr(evaluate, "corpus_normalise", spy)
+    outer, inner = loco()
+    Xv, prep = variant_features("corpus_norm", DATA)
+    run_config("logreg", {"C": 1.0}, Xv, Y, outer, inner, prep=prep)
+    trains = [tr for tr, _ in outer] + [tr[a] for (tr, _), folds in zip(outer, inner, strict=True) for a, _ in folds]
+    assert len(calls) == len(trains)
+    for fitted in calls:
+        assert any(set(fitted.tolist()) == set(t.tolist()) for t in trains)
+    # the held-out corpus B moves: training corpus A's normalised rows do not
+    tr, te = outer[1]
+    X2 = DATA["X"].copy()
+    X2[te, 1:] += 100
+    a = real(DATA["X"], CORPUS, tr)
+    b = real(X2, CORPUS, tr)
+    np.testing.assert_array_equal(a[tr], b[tr])
+    # while B, with no training rows, is z-scored by its own (unlabelled) rows
+    np.testing.assert_allclose(b[te].mean(axis=0)[1:], 0, atol=1e-9)
+
+
+def test_per_corpus_normalisation_removes_a_channel_shift():
+    outer, inner = loco()
+    scores = {}
+    for variant in ("raw", "corpus_norm"):
+        Xv, prep = variant_features(variant, DATA)
+        r = run_config("logreg", {"C": 1.0}, Xv[:, 1:], Y, outer, inner,
+                       prep=None if prep is None else (lambda rows, p=prep: p(rows)[:, 1:]))  # fmt: skip
+        scores[variant] = evaluate.uar(Y, r["predicted"])
+    assert scores["corpus_norm"] > 0.7 > scores["raw"]
+
+
+def _trials(outer, inner):
+    trials = []
+    for i, (fam, params) in enumerate([("logreg", {"C": 0.01}), ("logreg", {"C": 1.0}), ("naive_bayes", {"alpha": 1.0})]):
+        r = run_config(fam, params, DATA["X"][:, 1:], Y, outer, inner)
+        trials.append({"trial": i, "family": fam, "params": json.dumps(params), "status": "ok", "variant": "raw",
+                       "loso_uar": evaluate.uar(Y, r["predicted"]), **r})  # fmt: skip
+    return trials
+
+
+def test_soft_vote_averages_the_top_k_by_inner_score_only():
+    outer, inner = plan_folds(GROUPS, None, 2)
+    trials = _trials(outer, inner)
+    pred, chosen = _nested(trials, outer, len(Y), DATA["classes"], k=2)
+    for f, (_, te) in enumerate(outer):
+        ranked = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:2]
+        assert [m["params"] for m in chosen[f]["members"]] == [json.loads(t["params"]) for t in ranked]
+        mean = (ranked[0]["proba"][te] + ranked[1]["proba"][te]) / 2
+        assert list(pred[te]) == list(np.asarray(DATA["classes"])[mean.argmax(axis=1)])
+
+
+def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path):
+    outer, inner = plan_folds(GROUPS, None, 2)
+    trials = _trials(outer, inner)
+    data = {**DATA, "X": DATA["X"][:, 1:]}
+    final = _fit_final(trials, data, "raw", k=2)
+    fs = features.get("compact8").describe()
+    members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
+    path = bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members, fs,
+                             {"corpora": ["A", "B"]}, {"nested_uar": 0.5}, normalisation="speaker")  # fmt: skip
+    b = bundle.load(path)
+    assert b.meta.model_kind == "ensemble" and b.meta.normalisation == "speaker" and len(b.model) == 2
+    expected = np.mean([m["model"].predict_proba(data["X"]) for m in final["members"]], axis=0)
+    np.testing.assert_allclose(b.predict_proba(data["X"]), expected, rtol=1e-6)
+    skops = path / "members" / "1" / "model.skops"
+    skops.write_bytes(skops.read_bytes()[:-4] + b"0000")
+    with pytest.raises(bundle.BundleError, match="checksum") as exc:
+        bundle.load(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_settings_name_the_variant_they_ship():
+    with pytest.raises(ValueError, match="ship 'corpus_norm' needs corpus_norm: true"):
+        TuneSettings(ship="corpus_norm")
+    assert TuneSettings(corpus_norm=True, speaker_norm=True).variants == ["raw", "speaker_norm", "corpus_norm"]
+    assert TuneSettings(selection="best", top_k=7).k == 1
