@@ -285,6 +285,28 @@ def run_train(features_dir: str, out: str, settings, address: str | None) -> dic
 # --------------------------------------------------------------------------- score
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run_evaluate(args.bundle, args.data, args.out, args.class_set, args.address)
+    return 0
+
+
+def run_evaluate(model: str, data: str, out: str, class_set: str | None, address: str | None) -> dict:
+    """A bundle on labelled data it never saw: the figures, per corpus, and where the report is."""
+    from seremo.assess import evaluate_bundle
+
+    m = evaluate_bundle(model, data, out, class_set=class_set, address=address)
+    print(f"{m['model_id']} on {data}: {m['n']} utterances")
+    print(f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}")
+    if len(m["per_corpus"]) > 1:
+        for c, r in m["per_corpus"].items():
+            print(f"  {c}: UAR {r['uar']:.3f} (n={r['n']})")
+    if m["excluded_labels"]:
+        left = ", ".join(f"{k} {v}" for k, v in sorted(m["excluded_labels"].items()))
+        print(f"left out (labels the bundle cannot predict): {left}")
+    print(f"report: {out}/report.md")
+    return {k: m[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n")}
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from seremo.score import ScoreSettings
 
@@ -443,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-set", default=None, help="class set to train on")
     _common(p)
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="a trained bundle on labelled data it never saw")
+    p.add_argument("bundle", help="a model bundle (a run's model/ directory)")
+    p.add_argument("data", help="a features dir made with the bundle's feature set, or a manifest (.parquet)")
+    p.add_argument("--out", required=True, help="run directory to write (metrics.json, report.md, ...)")
+    p.add_argument("--class-set", default=None,
+                   help="map labels onto the bundle's classes (default: the class set it was trained with)")  # fmt: skip
+    _common(p)
+    p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("score", help="label every segment of an audio archive (streaming Ray Data job)")
     p.add_argument("input", help="a directory (recursive), a glob, or a manifest with a `path` column")

@@ -146,6 +146,35 @@ def _shipped(final: dict[str, Any]) -> str:
     return f"{kind}{what}, refitted on all data (its expected accuracy is the nested figure of its variant).{norm}"
 
 
+def evaluate_report(metrics: dict[str, Any]) -> str:
+    fs = metrics["feature_set"]
+    trained = metrics.get("trained_on") or {}
+    parts = [
+        f"# seremo evaluate report: `{metrics['model_id']}`",
+        "",
+        f"Bundle `{metrics['model']}` (trained on {', '.join(trained.get('corpora', [])) or 'unknown corpora'}, "
+        f"{trained.get('utterances', '?')} utterances), judged on `{metrics['data']}`: "
+        f"{metrics['n']} utterances it never saw. Features `{fs['name']}` v{fs['version']}; "
+        f"classes {', '.join(metrics['classes'])}"
+        + (f" (labels mapped through class set `{metrics['class_set']}`)" if metrics.get("class_set") else "") + ".",
+        f"Normalisation: {metrics['normalisation']}"
+        + (" (each speaker, or corpus, z-scored with its own unlabelled audio, as the bundle was evaluated)"
+           if metrics["normalisation"] != "none" else "") + ".",
+        "",
+        md_table(["UAR", "WA", "macro-F1", "weighted-F1"],
+                 [[metrics["uar"], metrics["wa"], metrics["macro_f1"], metrics["weighted_f1"]]]),
+        "",
+        *_per_corpus_lines(metrics, "Per corpus"),
+        _per_class(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+    ]  # fmt: skip
+    if metrics.get("excluded_labels"):
+        parts += ["", "Rows left out because the bundle cannot predict their label (counted, not scored): "
+                      f"{json.dumps(metrics['excluded_labels'])}."]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
 def train_report(metrics: dict[str, Any]) -> str:
     fs = metrics["feature_set"]
     s = metrics["settings"]

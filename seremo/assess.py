@@ -1,0 +1,134 @@
+"""``seremo evaluate``: a trained bundle on labelled data it never saw.
+
+The data is a features directory made with the bundle's feature set, or a
+manifest, which is extracted on the fly (Ray Data) into ``OUT/features/``.
+Labels are mapped onto the bundle's classes through a class set (``--class-set``,
+else the one the bundle was trained with); a row whose label the bundle cannot
+predict is counted in ``excluded_labels`` and left out, never silently. Features
+are normalised as the bundle was evaluated (``normalisation`` in bundle.json):
+each speaker, or each corpus, by its own unlabelled statistics.
+
+Writes ``metrics.json`` (``uar``, ``wa``, ``macro_f1``, ``weighted_f1``, per class,
+per corpus), ``report.md``, ``confusion_matrix.png`` and ``predictions.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.metrics import f1_score
+
+from seremo import bundle, evaluate, outputs, shards, storage
+from seremo.errors import SeremoError
+from seremo.labels import get_class_set
+
+log = logging.getLogger(__name__)
+
+
+def describe_set(fs: dict[str, Any]) -> str:
+    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
+
+
+def _is_manifest(data: str) -> bool:
+    return data.endswith(".parquet") and not (os.path.isdir(data) if not storage.is_uri(data) else False)
+
+
+def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> shards.Features:
+    """The features to judge ``b`` on: ``data`` itself, or ``data`` (a manifest) extracted into OUT/features."""
+    if _is_manifest(data):
+        from seremo.extract import extract_manifest
+
+        target = storage.join(out, "features")
+        log.info("evaluate: extracting %s with %s into %s", data, b.meta.feature_set.name, target)
+        extract_manifest(data, b.feature_set, target, address=address, overwrite=True)
+        data = target
+    feats = shards.read_features(data)
+    want = b.meta.feature_set.model_dump()
+    if feats.feature_set != want:
+        raise SeremoError(
+            f"{data}: features are {describe_set(feats.feature_set)}, but the bundle was trained on "
+            f"{describe_set(want)}; extract them with that set (or pass the manifest)"
+        )
+    return feats
+
+
+def select_rows(feats: shards.Features, classes: list[str], class_set: str | None) -> dict[str, Any]:
+    """Rows whose label maps onto one of the bundle's classes; the others counted by their label."""
+    t = feats.table
+    labels = t.column("label").to_pylist()
+    mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
+    mapped = [mapping(lab) if lab is not None else None for lab in labels]
+    keep = np.array([m in classes for m in mapped])
+    excluded = Counter("(unlabelled)" if lab is None else str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
+    if not keep.any():
+        raise SeremoError(f"no row has a label the bundle predicts ({', '.join(classes)}); labels found: "
+                          f"{', '.join(sorted(excluded))}; pass --class-set to map them")  # fmt: skip
+    col = lambda name: np.asarray(t.column(name).to_pylist(), dtype=object)[keep]  # noqa: E731
+    X = feats.matrix()[keep] if feats.kind == "vector" else [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    return {"X": X, "y": np.asarray([m for m, k in zip(mapped, keep, strict=True) if k]), "ids": col("utterance_id"),
+            "groups": col("group").astype(str), "corpus": col("corpus").astype(str), "excluded": dict(excluded)}  # fmt: skip
+
+
+def predict(b: bundle.Bundle, rows: dict[str, Any]) -> np.ndarray:
+    """The bundle's probabilities, with its normalisation fitted on this data's own (unlabelled) rows."""
+    X = rows["X"]
+    how = b.meta.normalisation
+    if how != "none":
+        if not isinstance(X, np.ndarray):
+            raise SeremoError(f"normalisation {how!r} applies to vector features only")
+        X = evaluate.normalise(X, how, rows["groups"], rows["corpus"]).astype(np.float32)
+    return b.predict_proba(X)
+
+
+def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = None,
+                    address: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Judge bundle ``model`` on ``data``; write the run dir ``out``; return metrics.json's content."""
+    started = time.perf_counter()
+    b = bundle.load(model)
+    class_set = class_set or b.meta.training.get("class_set")
+    identity = {"model_id": b.model_id}
+    with outputs.run_dir(out, "evaluate", identity) as out_path:
+        feats = features_for(b, data, out, address)
+        rows = select_rows(feats, b.classes, class_set)
+        proba = predict(b, rows)
+        classes = b.classes
+        pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+        metrics = evaluate.scores(rows["y"], pred, classes)
+        metrics["weighted_f1"] = float(f1_score(rows["y"], pred, average="weighted", zero_division=0))
+        metrics["per_corpus"] = {}
+        for c in sorted(set(rows["corpus"].tolist())):
+            m = rows["corpus"] == c
+            s = evaluate.scores(rows["y"][m], pred[m], classes)
+            metrics["per_corpus"][c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
+        metrics.update({
+            "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,
+            "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows["excluded"],
+            "feature_set": b.meta.feature_set.model_dump(), "trained_on": b.meta.training,
+            "wall_s": time.perf_counter() - started,
+        })  # fmt: skip
+        _write(out_path, metrics, rows, pred, proba, classes)
+    return metrics
+
+
+def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.ndarray, classes: list[str]) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    pq.write_table(
+        pa.table({"utterance_id": rows["ids"].astype(str), "corpus": rows["corpus"], "group": rows["groups"],
+                  "label": rows["y"], "predicted": pred,
+                  **{f"p_{c}": proba[:, i].astype(np.float32) for i, c in enumerate(classes)}}),
+        out / "predictions.parquet",
+    )  # fmt: skip
+    evaluate.plot_confusion(metrics["confusion"], classes, str(out / "confusion_matrix.png"),
+                            f"{metrics['model_id']} on unseen data: UAR {metrics['uar']:.3f}")  # fmt: skip
+    from seremo.report import evaluate_report
+
+    (out / "report.md").write_text(evaluate_report(metrics))

@@ -1,0 +1,97 @@
+"""``seremo evaluate``: a bundle on labelled data it never saw, judged exactly as scikit-learn would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from seremo import bundle, classical, evaluate, features, manifest, shards
+from seremo.cli import main
+from seremo.labels import get_class_set
+
+TRAIN_SPEAKERS = {"emodb/03", "emodb/08", "emodb/09", "emodb/10", "emodb/11"}
+
+
+def _bundle(feats: shards.Features, out: Path, class_set: str | None, normalisation: str = "none",
+            feature_set: dict | None = None) -> Path:  # fmt: skip
+    """A logistic regression trained on five EmoDB speakers (no Ray), saved as a bundle."""
+    t = feats.table
+    groups = np.asarray(t.column("group").to_pylist())
+    labels = t.column("label").to_pylist()
+    mapped = np.asarray([get_class_set(class_set).map(lab) if class_set else lab for lab in labels], dtype=object)
+    keep = np.isin(groups, list(TRAIN_SPEAKERS)) & (mapped != None)  # noqa: E711
+    X = feats.matrix()
+    X = evaluate.normalise(X, normalisation, groups, np.asarray(t.column("corpus").to_pylist()))
+    model = classical.fit("logreg", {"C": 0.1}, X[keep].astype(np.float32), mapped[keep].astype(str))
+    members = [{"family": "logreg", "params": {"C": 0.1}, "cv_uar": 0.0}]
+    return bundle.save_tuned(out, [model], members, feature_set or feats.feature_set,
+                             {"corpora": ["emodb"], "utterances": int(keep.sum()), "class_set": class_set},
+                             {}, normalisation=normalisation)  # fmt: skip
+
+
+@pytest.mark.parametrize("class_set, normalisation", [(None, "none"), ("core4", "speaker")])
+def test_uar_is_exactly_scikit_learns_from_the_bundles_probabilities(
+    emodb_features, tmp_path, capsys, class_set, normalisation
+):
+    feats = shards.read_features(emodb_features)
+    model = _bundle(feats, tmp_path / "model", class_set, normalisation)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), emodb_features, "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+
+    # by hand: the bundle's own probabilities, labels mapped the same way, scikit-learn's metrics
+    b = bundle.load(model)
+    t = feats.table
+    labels = [get_class_set(class_set).map(x) if class_set else x for x in t.column("label").to_pylist()]
+    keep = np.array([lab in b.classes for lab in labels])
+    X = feats.matrix()[keep]
+    if normalisation == "speaker":
+        X = evaluate.speaker_normalise(X, np.asarray(t.column("group").to_pylist())[keep])
+    pred = np.asarray(b.classes)[b.predict_proba(X.astype(np.float32)).argmax(axis=1)]
+    y = np.asarray(labels, dtype=object)[keep].astype(str)
+    assert m["uar"] == balanced_accuracy_score(y, pred)
+    assert m["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"), abs=1e-12)
+    assert m["n"] == int(keep.sum()) and m["normalisation"] == normalisation
+    excluded = {"bored": 81, "disgust": 46, "fearful": 69} if class_set else {}
+    assert m["excluded_labels"] == excluded and m["n"] + sum(excluded.values()) == 535
+    preds = pq.read_table(out / "predictions.parquet").to_pandas()
+    assert len(preds) == m["n"] and list(preds["predicted"]) == list(pred)
+    assert (out / "confusion_matrix.png").stat().st_size > 1000 and "UAR" in (out / "report.md").read_text()
+    assert f"UAR {m['uar']:.3f}" in capsys.readouterr().out
+
+
+def test_a_mismatched_feature_set_is_refused_in_one_line(emodb_features, tmp_path, capsys):
+    feats = shards.read_features(emodb_features)
+    other = features.get("seremo", n_mfcc=20).describe()  # the same set with other parameters
+    model = _bundle(feats, tmp_path / "model", None, feature_set={**other})
+    assert main(["evaluate", str(model), emodb_features, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the bundle was trained on seremo v" in err[0] and '"n_mfcc": 20' in err[0]
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_a_manifest_is_extracted_on_the_fly_into_a_folder_holding_other_things_twice(
+    emodb_features, emodb_manifest, tmp_path, capsys
+):
+    feats = shards.read_features(emodb_features)
+    model = _bundle(feats, tmp_path / "model", "core4")
+    small = tmp_path / "unseen.parquet"
+    t = manifest.read(emodb_manifest)
+    manifest.write(t.filter(np.isin(t.column("speaker").to_numpy(zero_copy_only=False), ["emodb/16"])), str(small))
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for _ in range(2):
+        assert main(["evaluate", str(model), str(small), "--out", str(out)]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["n"] + sum(m["excluded_labels"].values()) == 71  # speaker 16's utterances, every one accounted for
+        assert shards.read_features(str(out / "features")).table.num_rows == 71
+    assert (out / "notes.txt").read_text() == "mine"
+    other = _bundle(feats, tmp_path / "model2", None)
+    assert main(["evaluate", str(other), str(small), "--out", str(out)]) == 2
+    assert "holds a `seremo evaluate` run of model_id" in capsys.readouterr().err
