@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from seremo import audio, bundle, outputs, storage
+from seremo import audio, bundle, evaluate, outputs, storage
 from seremo.errors import AudioError, ConfigError, SeremoError, check_failures, errors_table
 from seremo.features import FeatureSet
 from seremo.manifest import normalise_path
@@ -161,13 +161,21 @@ class Predictor:
         if device and self.bundle.meta.model_kind == "torch":
             self.bundle.model.to(device)
 
+    def normalise(self, X: Any, segments: list[list[dict]]) -> Any:
+        """As the bundle was evaluated: with a per-speaker or per-corpus variant, each channel of each
+        file is one speaker (and the only audio of its kind), z-scored with its own segments."""
+        if self.bundle.meta.normalisation == "none":
+            return X
+        channel = [f"{i}/{s['channel']}" for i, file_segs in enumerate(segments) for s in file_segs]
+        return evaluate.speaker_normalise(X, channel).astype(np.float32)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         segments = batch.column("segments").to_pylist()
         flat = [s for file_segs in segments for s in file_segs]
         if flat:
             arrays = [np.asarray(s["features"], np.float32).reshape(s["shape"]) for s in flat]
             X = np.stack(arrays) if arrays[0].ndim == 1 else arrays
-            proba = self.bundle.predict_proba(X)
+            proba = self.bundle.predict_proba(self.normalise(X, segments))
         else:
             proba = np.zeros((0, len(self.classes)), np.float32)
         out_segments, i = [], 0

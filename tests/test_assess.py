@@ -95,3 +95,25 @@ def test_a_manifest_is_extracted_on_the_fly_into_a_folder_holding_other_things_t
     other = _bundle(feats, tmp_path / "model2", None)
     assert main(["evaluate", str(other), str(small), "--out", str(out)]) == 2
     assert "holds a `seremo evaluate` run of model_id" in capsys.readouterr().err
+
+
+def test_score_normalises_each_call_channel_by_its_own_segments(emodb_features, tmp_path):
+    """A bundle of a per-speaker variant: each channel of each file is one speaker when scoring."""
+    import pyarrow as pa
+
+    from seremo.score import SEGMENT_TYPE, Predictor
+
+    feats = shards.read_features(emodb_features)
+    model = _bundle(feats, tmp_path / "model", "core4", "speaker")
+    X = feats.matrix()[:12]
+    channels = [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1]
+    files = [[{"channel": c, "start_s": float(i), "end_s": i + 1.0, "features": X[i].tolist(), "shape": [X.shape[1]]}
+              for i, c in enumerate(channels) if (i < 6) == first] for first in (True, False)]  # fmt: skip
+    batch = pa.table({"path": ["a.wav", "b.wav"], "segments": pa.array(files, pa.list_(SEGMENT_TYPE))})
+    out = Predictor(str(model))(batch).column("segments").to_pylist()
+    got = np.asarray([s["proba"] for f in out for s in f])
+    keys = [f"{'ab'[i >= 6]}{c}" for i, c in enumerate(channels)]
+    b = bundle.load(model)
+    expected = b.predict_proba(evaluate.speaker_normalise(X, keys).astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(expected, b.predict_proba(X))  # the normalisation is not a no-op
