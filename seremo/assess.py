@@ -34,10 +34,6 @@ from seremo.labels import get_class_set
 log = logging.getLogger(__name__)
 
 
-def describe_set(fs: dict[str, Any]) -> str:
-    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
-
-
 def _is_manifest(data: str) -> bool:
     return data.endswith(".parquet") and not (os.path.isdir(data) if not storage.is_uri(data) else False)
 
@@ -55,8 +51,8 @@ def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> 
     want = b.meta.feature_set.model_dump()
     if feats.feature_set != want:
         raise SeremoError(
-            f"{data}: features are {describe_set(feats.feature_set)}, but the bundle was trained on "
-            f"{describe_set(want)}; extract them with that set (or pass the manifest)"
+            f"{data}: features are {evaluate.describe_set(feats.feature_set)}, but the bundle was trained on "
+            f"{evaluate.describe_set(want)}; extract them with that set (or pass the manifest)"
         )
     return feats
 
@@ -104,11 +100,7 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
         metrics = evaluate.scores(rows["y"], pred, classes)
         metrics["weighted_f1"] = float(f1_score(rows["y"], pred, average="weighted", zero_division=0))
-        metrics["per_corpus"] = {}
-        for c in sorted(set(rows["corpus"].tolist())):
-            m = rows["corpus"] == c
-            s = evaluate.scores(rows["y"][m], pred[m], classes)
-            metrics["per_corpus"][c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
+        metrics["per_corpus"] = evaluate.per_corpus(rows["y"], pred, rows["corpus"], classes)
         metrics.update({
             "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,
             "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows["excluded"],

@@ -243,6 +243,8 @@ def print_variants(metrics: dict) -> None:
                 m.get("per_corpus", {})) > 1 else ""  # fmt: skip
             print(f"with {title} normalisation (separate protocol): UAR {m['uar']:.3f}" + (f" ({by})" if by else ""))
     for name, test in metrics.get("test", {}).items():
+        if "uar" in test:  # train: the final model
+            print(f"test {name}: UAR {test['uar']:.3f}  WA {test['wa']:.3f}  macro-F1 {test['macro_f1']:.3f} (n={test['n']})")
         for variant, t in test.items():
             if isinstance(t, dict) and "uar" in t:
                 print(f"test {name} [{variant}]: UAR {t['uar']:.3f}  WA {t['wa']:.3f}  macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
@@ -278,6 +280,7 @@ def run_train(features_dir: str, out: str, settings, address: str | None) -> dic
     print()
     print(f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
           f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
+    print_variants(metrics)
     print(f"report: {out}/report.md")
     return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 

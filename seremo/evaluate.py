@@ -80,6 +80,25 @@ def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str])
     }
 
 
+def per_corpus(y_true: Sequence[str], y_pred: Sequence[str], corpus: Sequence[str],
+               classes: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """UAR, WA and macro-F1 on each corpus: cross-corpus figures are reported per corpus, never pooled."""
+    y_true, y_pred, corpus = np.asarray(y_true), np.asarray(y_pred), np.asarray(corpus)
+    out = {}
+    for c in sorted(set(corpus.tolist())):
+        m = corpus == c
+        s = scores(y_true[m], y_pred[m], classes)
+        out[c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
+    return out
+
+
+def describe_set(fs: dict[str, Any]) -> str:
+    """A feature set as one line: name, version, parameters (what two feature dirs must share)."""
+    import json
+
+    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
+
+
 def uar(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Balanced accuracy; a fold whose speaker lacks a predicted class is expected, not a warning."""
     with warnings.catch_warnings():

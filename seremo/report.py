@@ -190,10 +190,12 @@ def train_report(metrics: dict[str, Any]) -> str:
         f"batch {s['batch_size']}, peak lr {s['lr']} ({s.get('schedule', 'constant')}), "
         f"masking {json.dumps(s.get('masking'))}, arch {json.dumps(s['arch'])}.",
         "",
-        "## Held-out speakers (pooled over folds)",
+        "## Held-out speakers (pooled over folds)" if metrics["protocol"].get("groups", "speaker") == "speaker"
+        else "## Held-out corpora (each fold holds out whole corpora)",
         "",
         md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
         "",
+        *_per_corpus_lines(metrics, "Per corpus"),
         _per_class(metrics),
         "",
         "![confusion matrix](confusion_matrix.png)",
@@ -211,4 +213,10 @@ def train_report(metrics: dict[str, Any]) -> str:
         "",
         "![training curves](curves.png)",
     ]
+    for name, test in metrics.get("test", {}).items():
+        parts += ["", f"## Test set `{name}` (the final model; never seen in training or early stopping)", "",
+                  md_table(["corpus", "n", "UAR", "WA", "macro-F1"],
+                           [[c, r["n"], r["uar"], r["wa"], r["macro_f1"]] for c, r in test["per_corpus"].items()])]
+        if test["excluded_labels"]:
+            parts.append(f"\nRows left out (labels the model cannot predict): {json.dumps(test['excluded_labels'])}.")
     return "\n".join(parts) + "\n"

@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,10 @@ class TrainSettings(BaseModel):
     model: Literal["bilstm", "cnn", "cnn_lstm", "mlp"] = "bilstm"
     class_set: str | None = None
     folds: int = Field(5, ge=2, le=1000)
+    groups: Literal["speaker", "corpus"] = Field(
+        "speaker", description="folds hold out speakers (the manifest's group) or whole corpora (then one per corpus)"
+    )
+    test: list[str] = Field(default_factory=list, description="features dirs the final model scores, reported apart")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
     epochs: int = Field(60, ge=1)
     patience: int = Field(15, ge=1)
@@ -265,7 +270,8 @@ def training_indices(fit_idx: np.ndarray, aug_src: np.ndarray, n_orig: int) -> n
     return np.concatenate([fit_idx, n_orig + np.flatnonzero(np.isin(aug_src, fit_idx))]).astype(np.int64)
 
 
-def load_data(features_dir: str, settings: TrainSettings) -> dict[str, Any]:
+def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | None = None) -> dict[str, Any]:
+    """Items, labels, groups and corpora; ``classes`` (a test set's) keeps the rows the model can predict."""
     feats = shards.read_features(features_dir)
     want = nets.KINDS[settings.model]
     if feats.kind != want:
@@ -276,12 +282,19 @@ def load_data(features_dir: str, settings: TrainSettings) -> dict[str, Any]:
         )
     table = feats.table
     mapping = get_class_set(settings.class_set).map if settings.class_set else (lambda lab: lab)
-    mapped = [mapping(lab) for lab in table.column("label").to_pylist()]
-    keep = np.array([m is not None for m in mapped])
+    labels = table.column("label").to_pylist()
+    mapped = [mapping(lab) for lab in labels]
+    keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
+    excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
     arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
-    y = np.array([m for m in mapped if m is not None])
-    classes = sorted(set(y.tolist()))
+    y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
+    if classes is not None:
+        if not len(y):
+            raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
+        return {"items": arrays, "labels": np.searchsorted(classes, y), "groups": groups, "excluded": dict(excluded),
+                "corpus": np.array(table.column("corpus").to_pylist())[keep], "feature_set": feats.feature_set}  # fmt: skip
+    classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise SeremoError(f"{features_dir}: needs at least 2 classes, found {classes}")
     if len(set(groups)) < 3:
@@ -290,6 +303,7 @@ def load_data(features_dir: str, settings: TrainSettings) -> dict[str, Any]:
     return {
         "items": arrays, "labels": np.searchsorted(classes, y), "classes": classes, "groups": groups,
         "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": int(in_dim),
+        "corpus": np.array(table.column("corpus").to_pylist())[keep],
         "feature_set": feats.feature_set, "corpora": sorted(set(table.column("corpus").to_pylist())),
         "table": table.filter(pa.array(keep)),
     }  # fmt: skip
@@ -311,20 +325,30 @@ def n_validation_groups(n_groups: int, fraction: float) -> int:
     return max(1, int(round(fraction * n_groups)))
 
 
-def plan_folds(groups: np.ndarray, settings: TrainSettings) -> evaluate.Folds:
+def plan_folds(groups: np.ndarray, settings: TrainSettings, corpus: np.ndarray | None = None) -> evaluate.Folds:
     """The grouped test folds, after checking each leaves training and validation groups.
 
+    With ``groups: corpus`` the folds hold out whole corpora (leave-one-corpus-out,
+    unless ``folds`` asks for fewer); validation still holds out training-side speakers.
     Checked on the driver before Ray starts, so a fold count or validation share the
     data cannot give is one line naming the setting, not a failure inside a worker.
     """
     n_groups = len(set(groups.tolist()))
-    n_folds = settings.folds if "folds" in settings.model_fields_set else min(settings.folds, n_groups)
-    if n_folds > n_groups:
+    if settings.groups == "corpus":
+        corpora = sorted(set(np.asarray(corpus).tolist()))
+        if len(corpora) < 2:
+            raise ConfigError(f"train.groups: corpus holds out whole corpora, but the data has one ({corpora[0]})")
+        units, n_units, what = np.asarray(corpus), len(corpora), "corpora"
+        n_folds = settings.folds if "folds" in settings.model_fields_set else n_units
+    else:
+        units, n_units, what = groups, n_groups, "groups (speakers)"
+        n_folds = settings.folds if "folds" in settings.model_fields_set else min(settings.folds, n_groups)
+    if n_folds > n_units:
         raise ConfigError(
-            f"train.folds: {settings.folds} folds asked for, but the data has {n_groups} "
-            f"groups (speakers); use at most {n_groups} ({n_groups} is leave-one-group-out)"
+            f"train.folds: {settings.folds} folds asked for, but the data has {n_units} "
+            f"{what}; use at most {n_units} ({n_units} is leave-one-group-out)"
         )
-    folds = evaluate.group_folds(groups, n_folds)
+    folds = evaluate.group_folds(units, n_folds)
     sides = [
         (f"fold {k + 1} of {len(folds)}", len(set(groups[tr].tolist())))
         for k, (tr, _) in enumerate(folds)
@@ -431,7 +455,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     import ray
 
     data = load_data(features_dir, settings)
-    folds = plan_folds(data["groups"], settings)
+    folds = plan_folds(data["groups"], settings, data["corpus"])
+    tests = load_tests(settings, data)
     check_model(settings, data)
     if storage.exists(ray_storage):
         # Ray Train resumes a run whose storage path and name already hold checkpoints; those
@@ -470,8 +495,9 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         hist = fitted["history"]
         best_epoch = int(np.argmax([h["val_uar"] for h in hist])) + 1
         fold_uar = evaluate.uar(data["labels"][te], predicted[te])
+        held = data["corpus"] if settings.groups == "corpus" else data["groups"]
         fold_rows.append({
-            "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)), "uar": fold_uar,
+            "held_out": sorted(set(held[te].tolist())), "n": int(len(te)), "uar": fold_uar,
             "epochs": len(hist), "best_epoch": best_epoch, "best_val_uar": max(h["val_uar"] for h in hist),
             "wall_s": fitted["wall_s"], "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])),
             "restarts": hist[-1]["restarts"],
@@ -485,9 +511,13 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     metrics.update({
         "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
         "protocol": {
-            "outer": evaluate.describe_folds(folds, data["groups"]), "outer_folds": len(folds),
+            "outer": (evaluate.describe_folds(folds, data["groups"]) if settings.groups == "speaker" else
+                      f"leave-one-corpus-out ({len(folds)} folds)" if len(folds) == len(data["corpora"]) else
+                      f"{len(folds)} folds of whole corpora"),
+            "outer_folds": len(folds), "groups": settings.groups,
             "early_stopping": "validation speakers split from each fold's training speakers",
         },
+        "per_corpus": evaluate.per_corpus(y_names, pred_names, data["corpus"], classes),
         "feature_set": data["feature_set"], "classes": classes, "wall_s": time.perf_counter() - started,
         "samples_per_s": float(np.median([f["samples_per_s"] for f in fold_rows])),
         "workers": settings.workers, "gpu": settings.gpu,
@@ -498,9 +528,35 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
         final = fit_one("final", data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
+        if tests:
+            metrics["test"] = {name: score_test(final["model"], t, classes) for name, t in tests.items()}
     originals = {**data, "items": data["items"][:n_orig], "labels": data["labels"][:n_orig]}
     _write_run(out_path, metrics, curves, originals, pred_names, settings, final)
     return metrics
+
+
+def load_tests(settings: TrainSettings, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each ``test:`` features dir, read before any training: the training feature set, or one line."""
+    if settings.test and not settings.final_fit:
+        raise ConfigError("train.test: test sets are scored by the final model; set final_fit: true")
+    tests = {}
+    for d in settings.test:
+        t = load_data(d, settings.model_copy(update={"test": []}), classes=data["classes"])
+        if t["feature_set"] != data["feature_set"]:
+            raise ConfigError(f"test {d}: feature set {evaluate.describe_set(t['feature_set'])} differs from the training "
+                              f"features' {evaluate.describe_set(data['feature_set'])}; extract it with the same set")  # fmt: skip
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        tests[name if name not in tests else d] = t
+    return tests
+
+
+def score_test(model: Any, test: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """The final model on a test set it never saw (test labels are read only here), per corpus."""
+    pred = np.asarray(classes)[nets.predict_proba(model, test["items"]).argmax(axis=1)]
+    y = np.asarray(classes)[test["labels"]]
+    s = evaluate.scores(y, pred, classes)
+    return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")},
+            "excluded_labels": test["excluded"], "per_corpus": evaluate.per_corpus(y, pred, test["corpus"], classes)}  # fmt: skip
 
 
 def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: np.ndarray,

@@ -158,15 +158,11 @@ def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) ->
     for d in dirs:
         data = load_data(d, class_set, classes=train["classes"])
         if data["feature_set"] != train["feature_set"]:
-            raise ConfigError(f"test {d}: feature set {describe_set(data['feature_set'])} differs from the "
-                              f"training features' {describe_set(train['feature_set'])}; extract it with the same set")  # fmt: skip
+            raise ConfigError(f"test {d}: feature set {evaluate.describe_set(data['feature_set'])} differs from the "
+                              f"training features' {evaluate.describe_set(train['feature_set'])}; extract it with the same set")  # fmt: skip
         name = d.rstrip("/").rsplit("/", 1)[-1]
         tests[name if name not in tests else d] = data
     return tests
-
-
-def describe_set(fs: dict[str, Any]) -> str:
-    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
 
 
 def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
@@ -477,16 +473,6 @@ def _nested(trials: list[dict], outer: list, n: int, classes: list[str], k: int)
     return predicted, chosen
 
 
-def per_corpus(y: np.ndarray, pred: np.ndarray, corpus: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """UAR, WA and macro-F1 of the predictions on each corpus: cross-corpus figures are never pooled."""
-    out = {}
-    for c in sorted(set(corpus.tolist())):
-        m = corpus == c
-        s = evaluate.scores(y[m], pred[m], classes)
-        out[c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
-    return out
-
-
 def summarise(
     trials: list[dict], data: dict, outer: list, inner: list, settings: TuneSettings
 ) -> dict[str, Any]:
@@ -500,7 +486,7 @@ def summarise(
         single, _ = _nested(ok, outer, len(y), classes, 1)
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
-        result["per_corpus"] = per_corpus(y, pred, data["corpus"], classes)
+        result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
         result["per_fold"] = [
             {
                 "held_out": sorted(set(data["corpus"][te].tolist() if settings.groups == "corpus"
@@ -602,7 +588,7 @@ def score_test(finals: dict[str, dict], data: dict, test: dict) -> dict[str, Any
         pred = np.asarray(data["classes"])[np.argmax(final_proba(final, Xt.astype(np.float32)), axis=1)]
         s = evaluate.scores(test["y"], pred, data["classes"])
         out[variant] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")}
-        out[variant]["per_corpus"] = per_corpus(test["y"], pred, test["corpus"], data["classes"])
+        out[variant]["per_corpus"] = evaluate.per_corpus(test["y"], pred, test["corpus"], data["classes"])
     return out
 
 

@@ -171,3 +171,21 @@ def test_settings_name_the_variant_they_ship():
         TuneSettings(ship="corpus_norm")
     assert TuneSettings(corpus_norm=True, speaker_norm=True).variants == ["raw", "speaker_norm", "corpus_norm"]
     assert TuneSettings(selection="best", top_k=7).k == 1
+
+
+def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
+    from seremo.train import TrainSettings, split_validation
+    from seremo.train import plan_folds as train_folds
+
+    settings = TrainSettings(model="mlp", groups="corpus", val_fraction=0.34)
+    folds = train_folds(GROUPS, settings, CORPUS)
+    assert [sorted(set(CORPUS[te])) for _, te in folds] == [["A"], ["B"]]
+    for k, (tr, _te) in enumerate(folds):
+        fit, val = split_validation(GROUPS, tr, settings.val_fraction, k)
+        assert set(CORPUS[fit]) == set(CORPUS[val]) == set(CORPUS[tr])  # validation: training-corpus speakers
+        assert set(GROUPS[fit]).isdisjoint(GROUPS[val])
+    with pytest.raises(ConfigError, match="train.groups: corpus holds out whole corpora, but the data has one"):
+        train_folds(GROUPS[:60], settings, CORPUS[:60])
+    with pytest.raises(ConfigError, match="train.folds: 3 folds asked for, but the data has 2 corpora"):
+        train_folds(GROUPS, settings.model_copy(update={"folds": 3}).model_validate(
+            {**settings.model_dump(), "folds": 3}), CORPUS)  # fmt: skip
