@@ -264,7 +264,7 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
         return save_classical(out, models[0], meta_for(members[0], normalisation))
     for i, (model, m) in enumerate(zip(models, members, strict=True)):
         save_classical(out / "members" / str(i), model, meta_for(m, "none"))  # members see normalised input
-    meta = base_meta(model_kind="ensemble", model_name=f"top{len(models)}_soft_vote",
+    meta = base_meta(model_kind="ensemble", model_name=f"soft_vote_of_{len(models)}",
                      params={"members": [{"family": m["family"], "params": m["params"]} for m in members]},
                      feature_set=feature_set, classes=classes, training=training, metrics=metrics)  # fmt: skip
     write_meta(out, {**meta, "normalisation": normalisation})

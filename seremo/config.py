@@ -23,13 +23,20 @@ def read_yaml(path: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
-def read_section(path: str | None, section: str) -> dict[str, Any]:
-    """The ``section:`` mapping of a YAML file (or the whole file when it has no such key)."""
+def read_section(path: str | None, section: str, pipeline_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``section:`` mapping of a YAML file (or the whole file when it has no such key).
+
+    ``pipeline_keys`` are the keys only an experiment config's section has (which
+    features it reads): dropped when the section comes from one, so the same file
+    serves `seremo run` and the single verb.
+    """
     if path is None:
         return {}
     raw = read_yaml(path) or {}
     if isinstance(raw, dict) and section in raw:
         raw = raw[section] or {}
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k not in pipeline_keys}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {section} settings must be a mapping, not {type(raw).__name__}")
     return raw

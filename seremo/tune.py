@@ -58,10 +58,11 @@ class TuneSettings(BaseModel):
     test: list[str] = Field(default_factory=list, description="features dirs the shipped model scores, reported apart")
     speaker_norm: bool = False
     corpus_norm: bool = False
-    selection: Literal["top_k", "best"] = Field(
-        "top_k", description="per outer fold: soft vote of the top_k configurations by inner UAR, or the best one"
+    selection: Literal["family_vote", "top_k", "best"] = Field(
+        "family_vote", description="per outer fold, by inner UAR: a soft vote of each family's best configuration, "
+        "of the top_k configurations, or the single best one"
     )
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: int = Field(5, ge=1, le=100, description="members of a top_k vote")
     ship: Literal["raw", "speaker_norm", "corpus_norm"] = Field("raw", description="the variant the bundle holds")
     max_concurrent: int | None = None
     seed: int = 0
@@ -78,13 +79,30 @@ class TuneSettings(BaseModel):
         """raw, and each normalisation variant asked for: each is searched and reported apart."""
         return ["raw"] + [v for v, on in (("speaker_norm", self.speaker_norm), ("corpus_norm", self.corpus_norm)) if on]
 
-    @property
-    def k(self) -> int:
-        return self.top_k if self.selection == "top_k" else 1
+    def describe_selection(self) -> str:
+        return {
+            "family_vote": "per outer fold, a soft vote of each family's configuration with the best mean inner-CV UAR",
+            "top_k": f"per outer fold, a soft vote of the {self.top_k} configurations with the best mean inner-CV UAR",
+            "best": "per outer fold, the configuration with the best mean inner-CV UAR",
+        }[self.selection]
+
+
+def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
+    """The members a selection rule takes from trials ranked best first (by inner, or plain-CV, UAR)."""
+    if selection == "best":
+        return ranked[:1]
+    if selection == "top_k":
+        return ranked[:top_k]
+    members, families = [], set()
+    for t in ranked:  # family_vote: the best of each family
+        if t["family"] not in families:
+            members.append(t)
+            families.add(t["family"])
+    return members
 
 
 def load_settings(path: str | None) -> TuneSettings:
-    return settings_from_dict(config.read_section(path, "tune"), path or "settings")
+    return settings_from_dict(config.read_section(path, "tune", pipeline_keys=("features",)), path or "settings")
 
 
 def settings_from_dict(raw: Any, source: str) -> TuneSettings:
@@ -345,8 +363,10 @@ def _progress_callback(total: int):
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self.done += 1
             r = trial.last_result or {}
+            variant = (trial.config or {}).get("variant", "raw")
             print(
-                f"[{self.done}/{total}] {r.get('family', '?')} {r.get('params', '')} "
+                f"[{self.done}/{total}] {r.get('family', '?')} {r.get('params', '')}"
+                f"{'' if variant == 'raw' else ' [' + variant + ']'} "
                 f"inner UAR {r.get('inner_uar_mean', float('nan')):.3f} "
                 f"({time.perf_counter() - self.started:.0f} s)",
                 flush=True,
@@ -419,7 +439,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
     metrics = summarise(trials, data, outer, inner, settings)
-    finals = {v: _fit_final(trials, data, v, settings.k) for v in settings.variants}
+    finals = {v: _fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
@@ -455,17 +475,19 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _nested(trials: list[dict], outer: list, n: int, classes: list[str], k: int) -> tuple[np.ndarray, list[dict]]:
-    """Per outer fold, the ``k`` trials with the best inner score; their mean probabilities on that fold.
+def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
+            top_k: int = 5) -> tuple[np.ndarray, list[dict]]:  # fmt: skip
+    """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
 
-    ``k=1`` is the single best configuration. A soft vote of the top few is the
-    default because with few speakers per inner fold, which one configuration
-    wins is mostly noise; the vote uses inner scores only, like the single choice.
+    ``best`` is the single best configuration. A soft vote is the default because
+    with few speakers per inner fold, which one configuration wins is mostly noise,
+    and the best of each family (``family_vote``) are diverse models whose errors
+    partly cancel; every vote is chosen from inner scores only, like the single choice.
     """
     predicted = np.empty(n, dtype=object)
     chosen = []
     for f, (_, te) in enumerate(outer):
-        top = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:k]
+        top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
         proba = np.mean([t["proba"][te] for t in top], axis=0)
         predicted[te] = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
         chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
@@ -482,8 +504,8 @@ def summarise(
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = evaluate.uar(y, t["predicted"])
-        pred, chosen = _nested(ok, outer, len(y), classes, settings.k)
-        single, _ = _nested(ok, outer, len(y), classes, 1)
+        pred, chosen = _nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
+        single, _ = _nested(ok, outer, len(y), classes, "best")
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
         result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
@@ -501,7 +523,7 @@ def summarise(
         families = {}
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
-            fp, fchosen = _nested(fam_trials, outer, len(y), classes, 1)
+            fp, fchosen = _nested(fam_trials, outer, len(y), classes, "best")
             s = evaluate.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
@@ -516,14 +538,12 @@ def summarise(
 
     metrics = block("raw")
     predicted = metrics.pop("predicted")
-    selection = (f"per outer fold, a soft vote of the {settings.k} configurations with the best mean inner-CV UAR"
-                 if settings.k > 1 else "per outer fold, the configuration with the best mean inner-CV UAR")  # fmt: skip
     metrics["protocol"] = {
         **describe_protocol(outer, inner, groups),
         "outer_folds": len(outer),
         "groups": settings.groups,
-        "selection": selection,
-        "top_k": settings.k,
+        "selection": settings.describe_selection(),
+        "selection_rule": settings.selection,
         "search": settings.search,
         "speaker_norm": False,
     }
@@ -552,10 +572,10 @@ def summarise(
     return metrics
 
 
-def _fit_final(trials: list[dict], data: dict, variant: str, k: int) -> dict[str, Any]:
-    """Refit the ``k`` configurations with the best plain grouped-CV UAR of ``variant`` on all data."""
-    ok = sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
-                key=lambda t: (-t["loso_uar"], t["trial"]))[:k]  # fmt: skip
+def _fit_final(trials: list[dict], data: dict, variant: str, selection: str, top_k: int = 5) -> dict[str, Any]:
+    """The shipped model: the members ``selection`` picks by plain grouped-CV UAR, refitted on all data."""
+    ok = pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
+                     key=lambda t: (-t["loso_uar"], t["trial"])), selection, top_k)  # fmt: skip
     X = evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]).astype(np.float32)
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],

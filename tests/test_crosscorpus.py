@@ -19,6 +19,7 @@ from seremo.tune import (
     _fit_final,
     _nested,
     outer_units,
+    pick,
     plan_folds,
     run_config,
     variant_features,
@@ -138,7 +139,7 @@ def _trials(outer, inner):
 def test_soft_vote_averages_the_top_k_by_inner_score_only():
     outer, inner = plan_folds(GROUPS, None, 2)
     trials = _trials(outer, inner)
-    pred, chosen = _nested(trials, outer, len(Y), DATA["classes"], k=2)
+    pred, chosen = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
     for f, (_, te) in enumerate(outer):
         ranked = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:2]
         assert [m["params"] for m in chosen[f]["members"]] == [json.loads(t["params"]) for t in ranked]
@@ -150,7 +151,7 @@ def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path
     outer, inner = plan_folds(GROUPS, None, 2)
     trials = _trials(outer, inner)
     data = {**DATA, "X": DATA["X"][:, 1:]}
-    final = _fit_final(trials, data, "raw", k=2)
+    final = _fit_final(trials, data, "raw", "top_k", 2)
     fs = features.get("compact8").describe()
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     path = bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members, fs,
@@ -170,7 +171,10 @@ def test_settings_name_the_variant_they_ship():
     with pytest.raises(ValueError, match="ship 'corpus_norm' needs corpus_norm: true"):
         TuneSettings(ship="corpus_norm")
     assert TuneSettings(corpus_norm=True, speaker_norm=True).variants == ["raw", "speaker_norm", "corpus_norm"]
-    assert TuneSettings(selection="best", top_k=7).k == 1
+    trials = [{"family": f, "trial": i} for i, f in enumerate(["svm", "svm", "logreg", "svm", "xgb", "logreg"])]
+    assert [t["trial"] for t in pick(trials, "family_vote")] == [0, 2, 4]  # the best of each family, in rank order
+    assert [t["trial"] for t in pick(trials, "top_k", 4)] == [0, 1, 2, 3]
+    assert [t["trial"] for t in pick(trials, "best")] == [0]
 
 
 def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
