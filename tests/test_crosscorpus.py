@@ -7,6 +7,7 @@ corpus (its labels, or its statistics under a training-only option) reaches a fi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,64 @@ def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
     with pytest.raises(ConfigError, match="train.folds: 3 folds asked for, but the data has 2 corpora"):
         train_folds(GROUPS, settings.model_copy(update={"folds": 3}).model_validate(
             {**settings.model_dump(), "folds": 3}), CORPUS)  # fmt: skip
+
+
+def _recorpus(src: str, dst: Path, corpus_of) -> str:
+    """A copy of a features dir whose rows belong to other corpora (a cheap stand-in for a second corpus)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(src, dst)
+    for shard in (dst / "shards").glob("*.parquet"):
+        t = pq.read_table(shard)
+        corpus = pa.array([corpus_of(g) for g in t.column("group").to_pylist()], pa.string())
+        t = t.set_column(t.column_names.index("corpus"), "corpus", corpus)
+        pq.write_table(t.replace_schema_metadata(pq.read_schema(shard).metadata), shard)
+    return str(dst)
+
+
+def test_tune_leave_one_corpus_out_with_a_test_set_end_to_end(emodb_features, ray_session, tmp_path):
+    from seremo.assess import evaluate_bundle
+    from seremo.tune import tune_run
+
+    two = _recorpus(emodb_features, tmp_path / "two", lambda g: "emodbA" if g < "emodb/12" else "emodbB")
+    held = _recorpus(emodb_features, tmp_path / "held", lambda g: "elsewhere")
+    settings = TuneSettings(class_set="core4", groups="corpus", corpus_norm=True, ship="corpus_norm", inner_folds=2,
+                            models={"logreg": {"C": [0.1]}, "naive_bayes": {"alpha": [1.0]}}, test=[held])  # fmt: skip
+    m = tune_run(two, str(tmp_path / "run"), settings)
+    assert m["protocol"]["outer"] == "leave-one-corpus-out (2 folds)"
+    assert [f["held_out"] for f in m["per_fold"]] == [["emodbA"], ["emodbB"]]
+    assert set(m["per_corpus"]) == set(m["corpus_normalised"]["per_corpus"]) == {"emodbA", "emodbB"}
+    test = m["test"]["held"]
+    assert test["n"] == 339 and test["excluded_labels"] == {"bored": 81, "disgust": 46, "fearful": 69}
+    # the shipped bundle (corpus_norm) judged by `seremo evaluate`: the figure tune reported for the test set
+    b = bundle.load(tmp_path / "run" / "model")
+    assert b.meta.normalisation == "corpus" and b.meta.model_kind == "ensemble"
+    ev = evaluate_bundle(str(tmp_path / "run" / "model"), held, str(tmp_path / "eval"))
+    assert ev["uar"] == pytest.approx(test["corpus_norm"]["uar"], abs=1e-12) and ev["n"] == 339
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Test set `held`" in report and "per-corpus normalisation" in report
+
+
+def test_a_test_sets_labels_and_audio_never_reach_the_shipped_model():
+    """The models are fitted before a test set is read; its labels only score, its audio only normalises itself."""
+    from seremo.tune import score_test
+
+    outer, inner = loco()
+    trials = _trials(outer, inner)
+    for t in trials:
+        t["variant"] = "corpus_norm"
+    data = {**DATA, "X": DATA["X"][:, 1:]}
+    final = _fit_final(trials, data, "corpus_norm", "family_vote")
+    test = {"X": rng.normal(size=(40, 4)).astype(np.float32) * 5 + 3, "y": np.array(["angry", "sad"] * 20),
+            "groups": np.repeat(["T/s0", "T/s1"], 20), "corpus": np.array(["T"] * 40), "excluded": {}}  # fmt: skip
+    ref = score_test({"corpus_norm": final}, data, test)["corpus_norm"]
+    shuffled = score_test({"corpus_norm": final}, data, {**test, "y": test["y"][::-1].copy()})["corpus_norm"]
+    # the same predictions (column sums of the confusion matrix), whatever the labels say
+    assert np.sum(ref["confusion"], axis=0).tolist() == np.sum(shuffled["confusion"], axis=0).tolist()
+    before = [m["model"].predict_proba(data["X"][:5]) for m in final["members"]]
+    score_test({"corpus_norm": final}, data, {**test, "X": test["X"] + 100})
+    after = [m["model"].predict_proba(data["X"][:5]) for m in final["members"]]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
