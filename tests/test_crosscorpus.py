@@ -255,3 +255,18 @@ def test_a_test_sets_labels_and_audio_never_reach_the_shipped_model():
     score_test({"corpus_norm": final}, data, {**test, "X": test["X"] + 100})
     after = [m["model"].predict_proba(data["X"][:5]) for m in final["members"]]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
+    from seremo import outputs
+
+    outer, inner = plan_folds(GROUPS, None, 2)
+    final = _fit_final(_trials(outer, inner), {**DATA, "X": DATA["X"][:, 1:]}, "raw", "family_vote")
+    members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
+    bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members,
+                      features.get("compact8").describe(), {}, {})  # fmt: skip
+    assert (tmp_path / "model" / "members" / "1" / "model.skops").is_file()
+    (tmp_path / "model" / "members" / "mine.txt").write_text("not seremo's")
+    outputs._remove_run_files(str(tmp_path))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "model", "model/members", "model/members/mine.txt"]  # fmt: skip
