@@ -551,6 +551,7 @@ def summarise(
         metrics["protocol"]["outer"] = f"leave-one-corpus-out ({len(outer)} folds)" if len(outer) == len(
             data["corpora"]) else f"{len(outer)} folds of whole corpora"  # fmt: skip
     metrics["classes"] = classes
+    metrics["class_set"] = settings.class_set
     metrics["groups"] = sorted(set(groups.tolist()))
     metrics["corpora"] = data["corpora"]
     metrics["excluded_labels"] = data["excluded"]
