@@ -8,11 +8,18 @@ Protocol (no test speaker ever influences a choice):
    configuration and computes, for every outer fold, its mean inner-CV UAR and
    its predictions for the held-out speakers after a refit on the outer
    training set.
-3. For each outer fold, the configuration with the best *inner* score is
-   chosen (per family, and across families for the headline); its predictions
-   on that fold's held-out speakers form the nested predictions.
-4. The shipped model is the configuration with the best plain grouped-CV score
-   on all data, refitted on all data; its expected accuracy is the nested figure.
+3. For each outer fold, the selection rule picks from *inner* scores only:
+   by default each family's best configuration, whose outer-fold
+   probabilities are averaged (a soft vote; ``selection: top_k`` or ``best``
+   otherwise); per family, its best configuration. These are the nested
+   predictions.
+4. The shipped model is the same rule applied to plain grouped-CV scores on all
+   data, refitted on all data; its expected accuracy is the nested figure.
+
+Outer folds hold out speakers, or whole corpora (``groups: corpus``); inner
+folds always hold out speakers. Normalisation variants (per speaker, per
+corpus) are searched and reported apart; ``test:`` feature dirs are scored by
+each variant's shipped model after everything is fitted.
 """
 
 from __future__ import annotations
