@@ -78,10 +78,10 @@ def predict(b: bundle.Bundle, rows: dict[str, Any]) -> np.ndarray:
     """The bundle's probabilities, with its normalisation fitted on this data's own (unlabelled) rows."""
     X = rows["X"]
     how = b.meta.normalisation
-    if how != "none":
-        if not isinstance(X, np.ndarray):
-            raise SeremoError(f"normalisation {how!r} applies to vector features only")
+    if how != "none" and isinstance(X, np.ndarray):
         X = evaluate.normalise(X, how, rows["groups"], rows["corpus"]).astype(np.float32)
+    elif how != "none":
+        X = evaluate.normalise_items(X, b.meta.feature_set.kind, how, rows["groups"], rows["corpus"])
     return b.predict_proba(X)
 
 

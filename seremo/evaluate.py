@@ -162,6 +162,35 @@ def normalise(X: np.ndarray, how: str, groups: Sequence[str], corpora: Sequence[
     raise ValueError(f"unknown normalisation {how!r}; one of {NORMALISATIONS}")
 
 
+def _frames(item: np.ndarray, kind: str) -> np.ndarray:
+    """An item as (frames, dims): a vector is one frame, a sequence its rows, an image its time columns."""
+    return item[None, :] if kind == "vector" else item if kind == "sequence" else item.T
+
+
+def normalise_items(items: Sequence[np.ndarray], kind: str, how: str, groups: Sequence[str], corpora: Sequence[str],
+                    fitted: np.ndarray | None = None) -> list[np.ndarray]:  # fmt: skip
+    """``normalise`` for variable-length items (sequences, images): statistics over their frames.
+
+    Each speaker (``how="speaker"``) with its own frames; each corpus with the
+    frames of its rows in ``fitted`` (its own where it has none), as for vectors.
+    """
+    if how == "none":
+        return list(items)
+    keys = np.asarray(groups if how == "speaker" else corpora)
+    train = np.ones(len(items), bool) if fitted is None else np.isin(np.arange(len(items)), fitted)
+    out = list(items)
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        src = rows[train[rows]] if how == "corpus" and train[rows].any() else rows
+        frames = np.concatenate([_frames(np.asarray(items[i], np.float64), kind) for i in src])
+        mu, sd = frames.mean(axis=0), frames.std(axis=0)
+        sd = np.where(sd > 1e-12, sd, 1.0)
+        for i in rows:
+            z = (_frames(np.asarray(items[i], np.float64), kind) - mu) / sd
+            out[i] = (z[0] if kind == "vector" else z if kind == "sequence" else z.T).astype(np.float32)
+    return out
+
+
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str, title: str) -> None:
     """Row-normalised confusion matrix (recall per true class) with counts, as PNG."""
     import matplotlib

@@ -183,7 +183,10 @@ def train_report(metrics: dict[str, Any]) -> str:
         "",
         f"Features: `{fs['name']}` v{fs['version']}; classes: {', '.join(metrics['classes'])}.",
         f"Protocol: {outer_protocol(metrics)} holding out whole speakers; early stopping on "
-        f"{metrics['protocol']['early_stopping']} (never the test speakers).",
+        f"{metrics['protocol']['early_stopping']} (never the test speakers)."
+        + {"speaker": " Each speaker's frames z-scored with that speaker's own statistics (a named protocol).",
+           "corpus": " Each corpus's frames z-scored with its training rows' statistics; a held-out corpus with its "
+                     "own (a named protocol)."}.get(metrics["protocol"].get("normalise", "none"), ""),
         f"Ray Train: {metrics['workers']} worker(s), {'GPU (bf16 autocast)' if metrics['gpu'] else 'CPU (gloo)'}; "
         f"median {metrics['samples_per_s']:.1f} training samples/s; {metrics['wall_s']:.0f} s in all.",
         f"Settings: epochs <= {s['epochs']}, patience {s['patience']} (from epoch {s.get('min_epochs', 1)}), "

@@ -167,7 +167,9 @@ class Predictor:
         if self.bundle.meta.normalisation == "none":
             return X
         channel = [f"{i}/{s['channel']}" for i, file_segs in enumerate(segments) for s in file_segs]
-        return evaluate.speaker_normalise(X, channel).astype(np.float32)
+        if isinstance(X, np.ndarray):
+            return evaluate.speaker_normalise(X, channel).astype(np.float32)
+        return evaluate.normalise_items(X, self.bundle.meta.feature_set.kind, "speaker", channel, channel)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         segments = batch.column("segments").to_pylist()

@@ -80,6 +80,9 @@ class TrainSettings(BaseModel):
         "speaker", description="folds hold out speakers (the manifest's group) or whole corpora (then one per corpus)"
     )
     test: list[str] = Field(default_factory=list, description="features dirs the final model scores, reported apart")
+    normalise: Literal["none", "speaker", "corpus"] = Field(
+        "none", description="z-score each speaker's (or corpus's) frames before the net: a named protocol"
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
     epochs: int = Field(60, ge=1)
     patience: int = Field(15, ge=1)
@@ -481,7 +484,18 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     def with_copies(idx: np.ndarray) -> np.ndarray:
         return training_indices(idx, aug_src, n_orig)
 
-    data_ref = ray.put({k: data[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
+    # every item's speaker and corpus, augmented copies those of their source utterance
+    keys = {k: np.concatenate([data[k], data[k][aug_src]]) for k in ("groups", "corpus")}
+
+    def normalised(fitted_rows: np.ndarray) -> tuple[dict, Any]:
+        """The data as the net sees it with ``settings.normalise`` fitted on ``fitted_rows``, and its object ref."""
+        items = evaluate.normalise_items(data["items"], data["kind"], settings.normalise, keys["groups"],
+                                         keys["corpus"], fitted_rows)  # fmt: skip
+        view = {**data, "items": items}
+        return view, ray.put({k: view[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
+
+    if settings.normalise == "none":
+        fold_data, data_ref = normalised(np.arange(0))
     predicted = np.full(n_orig, -1)
     fold_rows, curves = [], []
     started = time.perf_counter()
@@ -489,8 +503,10 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
         print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
               f"test {len(te)} ({', '.join(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
-        fitted = fit_one(f"fold{k + 1}", data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
-        proba = nets.predict_proba(fitted["model"], [data["items"][i] for i in te])
+        if settings.normalise != "none":  # statistics of this fold's training rows only
+            fold_data, data_ref = normalised(with_copies(fit_idx))
+        fitted = fit_one(f"fold{k + 1}", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
+        proba = nets.predict_proba(fitted["model"], [fold_data["items"][i] for i in te])
         predicted[te] = proba.argmax(axis=1)
         hist = fitted["history"]
         best_epoch = int(np.argmax([h["val_uar"] for h in hist])) + 1
@@ -516,6 +532,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
                       f"{len(folds)} folds of whole corpora"),
             "outer_folds": len(folds), "groups": settings.groups,
             "early_stopping": "validation speakers split from each fold's training speakers",
+            "normalise": settings.normalise,
         },
         "per_corpus": evaluate.per_corpus(y_names, pred_names, data["corpus"], classes),
         "feature_set": data["feature_set"], "classes": classes, "wall_s": time.perf_counter() - started,
@@ -527,10 +544,13 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         everyone = np.arange(n_orig)
         fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
-        final = fit_one("final", data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
+        if settings.normalise != "none":
+            fold_data, data_ref = normalised(with_copies(everyone))
+        final = fit_one("final", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         if tests:
-            metrics["test"] = {name: score_test(final["model"], t, classes) for name, t in tests.items()}
-    originals = {**data, "items": data["items"][:n_orig], "labels": data["labels"][:n_orig]}
+            metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
+                               for name, t in tests.items()}  # fmt: skip
+    originals = {**fold_data, "items": fold_data["items"][:n_orig], "labels": data["labels"][:n_orig]}
     _write_run(out_path, metrics, curves, originals, pred_names, settings, final)
     return metrics
 
@@ -550,9 +570,20 @@ def load_tests(settings: TrainSettings, data: dict[str, Any]) -> dict[str, dict[
     return tests
 
 
-def score_test(model: Any, test: dict[str, Any], classes: list[str]) -> dict[str, Any]:
-    """The final model on a test set it never saw (test labels are read only here), per corpus."""
-    pred = np.asarray(classes)[nets.predict_proba(model, test["items"]).argmax(axis=1)]
+def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[str, Any],
+               how: str = "none") -> dict[str, Any]:  # fmt: skip
+    """The final model on a test set it never saw (test labels are read only here), per corpus.
+
+    Normalised like the training data: each speaker by its own frames; a corpus the
+    model trained on by its training statistics, any other corpus by its own.
+    """
+    n = len(data["groups"])
+    items = evaluate.normalise_items(
+        list(data["items"][:n]) + list(test["items"]), data["kind"], how,
+        np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
+        np.arange(n),
+    )[n:]  # fmt: skip
+    pred = np.asarray(classes)[nets.predict_proba(model, items).argmax(axis=1)]
     y = np.asarray(classes)[test["labels"]]
     s = evaluate.scores(y, pred, classes)
     return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")},
@@ -582,6 +613,7 @@ def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: n
                       "groups": len(set(data["groups"].tolist())), "class_set": settings.class_set},
             metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
         )  # fmt: skip
+        meta["normalisation"] = settings.normalise
         (out / "model").mkdir(exist_ok=True)
         nets.save_module(out / "model", model)
         bundle.write_meta(out / "model", meta)

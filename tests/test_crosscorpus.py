@@ -270,3 +270,25 @@ def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
     outputs._remove_run_files(str(tmp_path))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "model", "model/members", "model/members/mine.txt"]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["speaker", "corpus"])
+def test_item_normalisation_matches_vectors_and_keeps_held_out_frames_out(how):
+    """Sequences and images are z-scored over frames like vectors over rows; a held-out corpus's frames
+    move only its own items."""
+    outer, _ = loco()
+    tr, te = outer[1]
+    vectors = [x for x in DATA["X"][:, 1:]]
+    got = np.stack(evaluate.normalise_items(vectors, "vector", how, GROUPS, CORPUS, tr))
+    want = evaluate.normalise(DATA["X"][:, 1:], how, GROUPS, CORPUS, tr)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    seqs = [rng.normal(size=(5 + i % 7, 3)) * (1 + (c == "B") * 4) + (c == "B") * 10 for i, c in enumerate(CORPUS)]
+    images = [s.T for s in seqs]  # (bands, time): statistics per band
+    a = evaluate.normalise_items(seqs, "sequence", how, GROUPS, CORPUS, tr)
+    b = evaluate.normalise_items(images, "image", how, GROUPS, CORPUS, tr)
+    assert all(np.allclose(x, y.T) for x, y in zip(a, b, strict=True))
+    moved = [s + 100 if i in set(te.tolist()) else s for i, s in enumerate(seqs)]
+    c = evaluate.normalise_items(moved, "sequence", how, GROUPS, CORPUS, tr)
+    assert all(np.array_equal(a[i], c[i]) for i in tr)  # training items do not see the held-out corpus
+    frames = np.concatenate([a[i] for i in te])
+    np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-6)  # held out: its own statistics
