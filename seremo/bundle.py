@@ -46,7 +46,6 @@ KIND_FILES = {
     "torch": ("model.safetensors",),
     "ensemble": ("members/0/bundle.json",),
 }
-NORMALISATIONS = ("none", "speaker", "corpus")
 
 # Every type a seremo classical pipeline may contain; anything else is refused at load time.
 SKOPS_TRUSTED = [
