@@ -69,7 +69,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         "",
         "## Shipped model (`model/`)",
         "",
-        _shipped(final),
+        _shipped(final, proto.get("selection_rule", "best")),
         "",
         "## Per class (nested predictions)",
         "",
@@ -136,11 +136,12 @@ def _per_corpus_lines(metrics: dict[str, Any], title: str) -> list[str]:
                                       [[c, r["n"], r["uar"], r["wa"], r["macro_f1"]] for c, r in rows.items()]), ""]  # fmt: skip
 
 
-def _shipped(final: dict[str, Any]) -> str:
+def _shipped(final: dict[str, Any], rule: str = "best") -> str:
     members = final.get("members") or [final]
     what = ("; ".join(f"`{m['family']}` `{json.dumps(m['params'])}`" for m in members) if len(members) > 1
             else f"`{final['family']}` with `{json.dumps(final['params'])}`")  # fmt: skip
-    kind = f"a soft vote of {len(members)} configurations (the best by plain CV): " if len(members) > 1 else ""
+    chosen = "each family's best by plain CV" if rule == "family_vote" else f"the {len(members)} best by plain CV"
+    kind = f"a soft vote of {len(members)} configurations ({chosen}): " if len(members) > 1 else ""
     variant = final.get("variant", "raw")
     norm = "" if variant == "raw" else f" Input is normalised as in the `{variant}` variant."
     return f"{kind}{what}, refitted on all data (its expected accuracy is the nested figure of its variant).{norm}"
