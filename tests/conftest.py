@@ -85,3 +85,25 @@ def emovo_root() -> Path:
     if not (EMOVO / "EMOVO").is_dir():
         pytest.skip(f"EMOVO not found at {EMOVO} (set SEREMO_TEST_DATA to the corpora folder)")
     return EMOVO
+
+
+def kill_tree(proc, keep=None, whole_group: bool = False) -> None:
+    """Kill a run and every process under it (but ``keep``), as a lost job or machine would; wait for them.
+
+    ``whole_group`` also signals the run's process group (a run started with ``start_new_session``).
+    """
+    import contextlib
+    import signal
+
+    import psutil
+
+    tree = [p for p in psutil.Process(proc.pid).children(recursive=True) if keep is None or p.pid != keep.pid]
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    proc.wait()
+    psutil.wait_procs(tree, timeout=30)

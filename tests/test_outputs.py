@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_tree
 
 from seremo import bundle, classical, manifest, outputs, shards
 from seremo.cli import main
@@ -183,20 +184,6 @@ def _wait_for_stopped_worker(proc: subprocess.Popen, log: Path, timeout: float =
     raise AssertionError(f"no worker stopped before its commit:\n{log.read_text()[-3000:]}")
 
 
-def _kill_all_but(proc: subprocess.Popen, keep) -> None:
-    import psutil
-
-    tree = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.pid != keep.pid]
-    proc.kill()
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(tree, timeout=30)
-
-
 ZOMBIE = """
 import json, sys, types, pyarrow as pa
 from seremo import bundle
@@ -232,7 +219,7 @@ def test_a_killed_runs_worker_waking_after_the_rerun_starts_loses_and_duplicates
     err = _one_line(capsys)
     assert "being written by another `seremo score` run" in err and str(proc.pid) in err
     old_token = json.loads((out / outputs.LEASE).read_text())["token"]
-    _kill_all_but(proc, worker)
+    kill_tree(proc, keep=worker)
     import psutil
 
     with contextlib.suppress(psutil.NoSuchProcess):

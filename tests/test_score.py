@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from conftest import kill_tree
 
 from seremo import bundle, classical, features, manifest
 from seremo.cli import main
@@ -134,18 +134,7 @@ def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_
     log_file.close()
     tail = "\n".join(log_path.read_text().splitlines()[-15:])
     assert proc.poll() is None, f"the run ended (exit {proc.poll()}) before it could be killed:\n{tail}"
-    # Kill the whole run at once, Ray's processes included, as a lost job or machine would.
-    import psutil
-
-    tree = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in tree:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    psutil.wait_procs(tree, timeout=30)
+    kill_tree(proc, whole_group=True)  # the whole run at once, Ray's processes included
     assert not (out / "files.parquet").exists()
     score(str(archive[0]), str(phone_bundle), str(out), ScoreSettings(files_per_task=2))
 
