@@ -58,6 +58,13 @@ def describe_folds(folds: Folds, groups: Sequence[str]) -> str:
     return f"{len(folds)} grouped folds"
 
 
+def describe_corpus_folds(folds: Folds, corpus: Sequence[str]) -> str:
+    """Folds that hold out whole corpora, as they ran (their count is part of the name)."""
+    if all(len(np.unique(np.asarray(corpus)[te])) == 1 for _, te in folds):
+        return f"leave-one-corpus-out ({len(folds)} folds)"
+    return f"{len(folds)} folds of whole corpora"
+
+
 def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
     """UAR, WA, macro-F1, macro precision/recall, per-class figures and the confusion matrix."""
     y_true, y_pred, classes = np.asarray(y_true), np.asarray(y_pred), list(classes)
@@ -97,6 +104,22 @@ def describe_set(fs: dict[str, Any]) -> str:
     import json
 
     return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
+
+
+def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each ``test:`` features dir through ``load(dir)``, named by its folder; a feature set other than
+    the training one (``feature_set``) is one line, raised before any work."""
+    from seremo.errors import ConfigError
+
+    tests: dict[str, dict[str, Any]] = {}
+    for d in dirs:
+        t = load(d)
+        if t["feature_set"] != feature_set:
+            raise ConfigError(f"test {d}: feature set {describe_set(t['feature_set'])} differs from the training "
+                              f"features' {describe_set(feature_set)}; extract it with the same set")  # fmt: skip
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        tests[name if name not in tests else d] = t
+    return tests
 
 
 def uar(y_true: Sequence[str], y_pred: Sequence[str]) -> float:

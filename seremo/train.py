@@ -527,9 +527,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     metrics.update({
         "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
         "protocol": {
-            "outer": (evaluate.describe_folds(folds, data["groups"]) if settings.groups == "speaker" else
-                      f"leave-one-corpus-out ({len(folds)} folds)" if len(folds) == len(data["corpora"]) else
-                      f"{len(folds)} folds of whole corpora"),
+            "outer": (evaluate.describe_folds(folds, data["groups"]) if settings.groups == "speaker"
+                      else evaluate.describe_corpus_folds(folds, data["corpus"])),  # fmt: skip
             "outer_folds": len(folds), "groups": settings.groups,
             "early_stopping": "validation speakers split from each fold's training speakers",
             "normalise": settings.normalise,
@@ -559,15 +558,9 @@ def load_tests(settings: TrainSettings, data: dict[str, Any]) -> dict[str, dict[
     """Each ``test:`` features dir, read before any training: the training feature set, or one line."""
     if settings.test and not settings.final_fit:
         raise ConfigError("train.test: test sets are scored by the final model; set final_fit: true")
-    tests = {}
-    for d in settings.test:
-        t = load_data(d, settings.model_copy(update={"test": []}), classes=data["classes"])
-        if t["feature_set"] != data["feature_set"]:
-            raise ConfigError(f"test {d}: feature set {evaluate.describe_set(t['feature_set'])} differs from the training "
-                              f"features' {evaluate.describe_set(data['feature_set'])}; extract it with the same set")  # fmt: skip
-        name = d.rstrip("/").rsplit("/", 1)[-1]
-        tests[name if name not in tests else d] = t
-    return tests
+    test_settings = settings.model_copy(update={"test": []})
+    return evaluate.load_test_sets(settings.test, lambda d: load_data(d, test_settings, classes=data["classes"]),
+                                   data["feature_set"])  # fmt: skip
 
 
 def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[str, Any],

@@ -179,15 +179,8 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
 
 def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) -> dict[str, dict[str, Any]]:
     """Each ``test:`` features dir, read before any work: same feature set as training, or one line."""
-    tests = {}
-    for d in dirs:
-        data = load_data(d, class_set, classes=train["classes"])
-        if data["feature_set"] != train["feature_set"]:
-            raise ConfigError(f"test {d}: feature set {evaluate.describe_set(data['feature_set'])} differs from the "
-                              f"training features' {evaluate.describe_set(train['feature_set'])}; extract it with the same set")  # fmt: skip
-        name = d.rstrip("/").rsplit("/", 1)[-1]
-        tests[name if name not in tests else d] = data
-    return tests
+    return evaluate.load_test_sets(dirs, lambda d: load_data(d, class_set, classes=train["classes"]),
+                                   train["feature_set"])  # fmt: skip
 
 
 def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
@@ -555,8 +548,7 @@ def summarise(
         "speaker_norm": False,
     }
     if settings.groups == "corpus":
-        metrics["protocol"]["outer"] = f"leave-one-corpus-out ({len(outer)} folds)" if len(outer) == len(
-            data["corpora"]) else f"{len(outer)} folds of whole corpora"  # fmt: skip
+        metrics["protocol"]["outer"] = evaluate.describe_corpus_folds(outer, data["corpus"])
     metrics["classes"] = classes
     metrics["class_set"] = settings.class_set
     metrics["groups"] = sorted(set(groups.tolist()))
