@@ -42,8 +42,19 @@ from sklearn.preprocessing import StandardScaler
 from seremo import evaluate, features
 from seremo.tune import load_data
 
-GROUPS = {
-    "seremo": {
+GROUPS = {  # by "name@version": a new version of a set gets its own groups
+    "seremo@2": {
+        "F0 relative to the utterance": r"^(f0_rel|f0_rise|f0_fall|df0)",
+        "F0 level (median)": r"^f0_median",
+        "energy relative to the speech level": r"^(energy|denergy)",
+        "voice quality (HNR, H1-H2, H1-A3, jitter, shimmer)": r"^(hnr|h1h2|h1a3|jitter|shimmer|voicing)",
+        "formants": r"^[FB][123]_",
+        "spectral balance (alpha, Hammarberg, slopes)": r"^(alpha|hammarberg|slope)",
+        "cepstral dynamics (MFCC and delta spread)": r"^d?mfcc\d+_std",
+        "MFCC 1-4 means": r"^mfcc(_voiced)?\d+_mean",
+        "rhythm": r"^(voiced|speech|pause)",
+    },
+    "seremo@1": {
         "cepstra (MFCC levels)": r"^mfcc\d+_",
         "cepstra over voiced frames": r"^mfcc_",
         "delta cepstra": r"^dmfcc",
@@ -54,7 +65,7 @@ GROUPS = {
         "voice quality": r"^(jitter|shimmer|voicing)",
         "rhythm": r"^(voiced|speech|pause)",
     },
-    "egemaps": {
+    "egemaps@02": {
         "F0": r"F0semitone",
         "loudness": r"loudness|equivalentSoundLevel",
         "formants": r"^F[123]",
@@ -98,10 +109,10 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     data = load_data(args.features, args.class_set)
-    name = data["feature_set"]["name"]
+    name = f"{data['feature_set']['name']}@{data['feature_set']['version']}"
     names = features.from_description(data["feature_set"]).feature_names()
     if name not in GROUPS or not names:
-        raise SystemExit(f"no groups defined for feature set {name!r}")
+        raise SystemExit(f"no groups defined for feature set {name!r} (groups exist for {', '.join(GROUPS)})")
     cols = {g: np.array([bool(re.search(rx, n)) for n in names]) for g, rx in GROUPS[name].items()}
     cols = {"all": np.ones(len(names), bool), **cols}
     X, y, groups, corpus = data["X"], data["y"], data["groups"], data["corpus"]

@@ -9,6 +9,7 @@ only run the cheap frame analysis (``dsp.Analysis``) on them.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -274,6 +275,17 @@ def test_description_round_trips(name):
         features.from_description({k: v for k, v in desc.items() if k != "version"})
 
 
+def test_older_versions_stay_readable_by_version():
+    """Shards and bundles made with seremo@1 still load: NAME@VERSION picks that version."""
+    old = features.get("seremo@1")
+    assert old.version == "1" and old.name == "seremo" and features.get("seremo").version != "1"
+    assert features.from_description(json.loads(json.dumps(old.describe()))) == old
+    y = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
+    assert old.extract(y, SR).shape == (len(old.feature_names()),)
+    with pytest.raises(ConfigError, match="no version '9'.*seremo@1"):
+        features.get("seremo@9")
+
+
 def test_description_keeps_non_default_params():
     fs = features.get("logmel", n_mels=40, hop_s=0.02)
     back = features.from_description(json.loads(json.dumps(fs.describe())))
@@ -289,8 +301,125 @@ def test_default_feature_names_match_the_vector(extracted, seremo_names):
     vec = extracted["seremo"][CLIPS[0]]
     assert len(seremo_names) == len(vec)
     assert len(set(seremo_names)) == len(seremo_names)
-    for expected in ("energy_db_p50", "f0_st_p50", "centroid_p50", "voiced_share", "jitter"):
-        assert expected in seremo_names
+    for expected in ("f0_rel_range", "energy_rel_p50", "hnr_mean", "h1h2_mean", "h1a3_mean", "jitter",
+                     "shimmer_db", "alpha_voiced_mean", "hammarberg_unvoiced_mean", "dmfcc0_std",
+                     "mfcc3_mean", "voiced_share"):  # fmt: skip
+        assert expected in seremo_names, expected
+    # no absolute levels that name the speaker or the microphone: no log-mel, no F0 or energy level,
+    # no cepstral means beyond MFCC 1-4 (the spectral tilt)
+    assert not [n for n in seremo_names if n.startswith(("logmel", "f0_st", "energy_db", "band"))]
+    means = [re.fullmatch(r"mfcc(_voiced)?(\d+)_mean", n) for n in seremo_names]
+    assert sorted({int(m.group(2)) for m in means if m}) == [0, 1, 2, 3]
+
+
+def test_default_set_is_blind_to_gain(clips):
+    """Version 2 describes the voice relative to itself: scaling the signal changes nothing."""
+    fs = features.get("seremo")
+    for stem in ("03a01Wa", "08a01Na"):
+        y = clips[stem]
+        base, quiet = fs.extract(y, SR), fs.extract(0.25 * y, SR)
+        np.testing.assert_allclose(quiet, base, rtol=2e-3, atol=2e-3, err_msg=stem)
+
+
+def _vibrato_tone(f0: float, seconds: float = 1.0, depth_st: float = 2.0, noise: float = 0.0) -> np.ndarray:
+    """A harmonic tone whose F0 swings +-depth_st semitones at 5 Hz, with optional white noise."""
+    t = np.arange(int(SR * seconds)) / SR
+    inst = f0 * 2 ** (depth_st * np.sin(2 * np.pi * 5 * t) / 12)
+    phase = 2 * np.pi * np.cumsum(inst) / SR
+    y = sum(0.3 / k * np.sin(k * phase) for k in range(1, 6))
+    return (y + noise * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+
+
+def test_relative_f0_ignores_the_voice_s_register(seremo_names):
+    """The same melody an octave apart (a low and a high voice) gives the same relative F0."""
+    fs = features.get("seremo")
+    low, high = fs.extract(_vibrato_tone(120.0), SR), fs.extract(_vibrato_tone(240.0), SR)
+    for name in ("f0_rel_std", "f0_rel_range", "f0_rel_p10", "f0_rel_p90"):
+        i = seremo_names.index(name)
+        assert low[i] == pytest.approx(high[i], abs=0.15), name
+    # a swing of +-2 semitones: a p10-p90 range between 2 and 4 semitones
+    assert 2.0 < low[seremo_names.index("f0_rel_range")] < 4.0
+    wide = fs.extract(_vibrato_tone(120.0, depth_st=4.0), SR)
+    assert wide[seremo_names.index("f0_rel_range")] > 1.6 * low[seremo_names.index("f0_rel_range")]
+
+
+def test_noise_lowers_the_harmonics_to_noise_ratio(seremo_names):
+    fs = features.get("seremo")
+    i = seremo_names.index("hnr_mean")
+    clean = fs.extract(_vibrato_tone(150.0, depth_st=0.5), SR)[i]
+    noisy = fs.extract(_vibrato_tone(150.0, depth_st=0.5, noise=0.1), SR)[i]
+    assert clean > 15.0 and noisy < clean - 6.0, (clean, noisy)
+
+
+def _pulses(f0: float, jitter: float, shimmer: float, seconds: float = 1.0) -> np.ndarray:
+    """Glottal-like pulses (decaying 700 Hz resonance) with random period and amplitude perturbation."""
+    rng = np.random.default_rng(1)
+    y = np.zeros(int(SR * seconds), np.float32)
+    ring = (np.exp(-np.arange(80) / 15.0) * np.sin(2 * np.pi * 700 * np.arange(80) / SR)).astype(np.float32)
+    t = 0.0
+    while t < len(y) - 100:
+        amp = 0.5 * (1 + shimmer * rng.standard_normal())
+        y[int(t) : int(t) + 80] += amp * ring
+        t += SR / f0 * (1 + jitter * rng.standard_normal())
+    return y
+
+
+def test_jitter_and_shimmer_follow_period_and_amplitude_perturbation(seremo_names):
+    fs = features.get("seremo")
+    j, s = seremo_names.index("jitter"), seremo_names.index("shimmer_db")
+    steady = fs.extract(_pulses(140.0, 0.0, 0.0), SR)
+    jittery = fs.extract(_pulses(140.0, 0.01, 0.0), SR)
+    shaky = fs.extract(_pulses(140.0, 0.0, 0.2), SR)
+    # 1 % random period change: local jitter E|dT|/T = 0.01 * sqrt(2) * 0.798 = 0.0113; the steady
+    # train's own is the rounding of its pulses to whole samples (about 0.005)
+    assert steady[j] < 0.008 and jittery[j] == pytest.approx(0.0113, rel=0.3), (steady[j], jittery[j])
+    assert steady[s] < 0.3 and shaky[s] > steady[s] + 0.8, (steady[s], shaky[s])
+
+
+def test_h1_h2_follows_the_first_two_harmonics(seremo_names):
+    """A breathy-like source (strong fundamental) has a higher H1-H2 than a pressed one."""
+    t = np.arange(SR) / SR
+    i = seremo_names.index("h1h2_mean")
+    fs = features.get("seremo")
+
+    def tone(a1: float, a2: float) -> np.ndarray:
+        return (a1 * np.sin(2 * np.pi * 160 * t) + a2 * np.sin(2 * np.pi * 320 * t)
+                + 0.05 * np.sin(2 * np.pi * 480 * t)).astype(np.float32)  # fmt: skip
+
+    breathy, pressed = fs.extract(tone(0.4, 0.1), SR)[i], fs.extract(tone(0.2, 0.4), SR)[i]
+    assert breathy == pytest.approx(20 * np.log10(4), abs=1.5) and pressed == pytest.approx(20 * np.log10(0.5), abs=1.5)
+
+
+def test_formants_of_a_synthetic_vowel():
+    """formants=True: LPC finds the resonances a pulse train was filtered through."""
+    from scipy.signal import lfilter
+
+    src = np.zeros(SR, np.float64)
+    src[:: SR // 120] = 1.0
+    y = src
+    for fc, bw in ((700.0, 80.0), (1200.0, 100.0), (2500.0, 150.0)):
+        r = np.exp(-np.pi * bw / SR)
+        y = lfilter([1.0], [1.0, -2 * r * np.cos(2 * np.pi * fc / SR), r * r], y)
+    y = (0.5 * y / np.abs(y).max()).astype(np.float32)
+    fs = features.get("seremo", formants=True)
+    names = fs.feature_names()
+    vec = fs.extract(y, SR)
+    assert len(names) == len(features.get("seremo").feature_names()) + 12
+    for k, fc in enumerate((0.7, 1.2, 2.5), start=1):
+        assert vec[names.index(f"F{k}_mean")] == pytest.approx(fc, rel=0.1), k
+
+
+@pytest.mark.parametrize("spk", ["03", "16"])
+def test_angry_voice_has_a_flatter_spectral_balance_than_sad_or_bored(spk, wav_dir, seremo_names):
+    """Anger vs sadness/boredom of one speaker: more energy above 1 kHz in voiced speech (lower
+    alpha ratio and Hammarberg index), and a wider F0 range, whatever the file's level."""
+    fs = features.get("seremo")
+    angry = np.mean([fs.extract(audio.load(p)[0], SR) for p in sorted(wav_dir.glob(f"{spk}???W?.wav"))], 0)
+    calm = np.mean([fs.extract(audio.load(p)[0], SR) for p in
+                    sorted(wav_dir.glob(f"{spk}???T?.wav")) + sorted(wav_dir.glob(f"{spk}???L?.wav"))], 0)  # fmt: skip
+    for name in ("alpha_voiced_mean", "hammarberg_voiced_mean"):
+        i = seremo_names.index(name)
+        assert angry[i] < calm[i] - 3.0, (name, angry[i], calm[i])
 
 
 @pytest.mark.parametrize("name", feature_set_params(VECTOR_SETS))
@@ -361,11 +490,12 @@ def test_median_f0_of_real_neutral_speech(wav_dir):
 
 
 @pytest.mark.parametrize("stem, low, high", [("03a01Nc", 80, 200), ("08a01Na", 150, 320)])
-def test_default_set_f0_feature_agrees_with_yin(stem, low, high, wav_dir, seremo_names):
-    """The seremo vector's f0_st_p50 (semitones re 27.5 Hz) is the YIN median."""
+def test_version_1_f0_feature_agrees_with_yin(stem, low, high, wav_dir):
+    """The seremo@1 vector's f0_st_p50 (semitones re 27.5 Hz) is the YIN median."""
     y, _ = audio.load(wav_dir / f"{stem}.wav")
-    vec = features.get("seremo").extract(y, SR)
-    hz = 27.5 * 2 ** (vec[seremo_names.index("f0_st_p50")] / 12)
+    v1 = features.get("seremo@1")
+    vec = v1.extract(y, SR)
+    hz = 27.5 * 2 ** (vec[v1.feature_names().index("f0_st_p50")] / 12)
     assert low <= hz <= high
     assert abs(hz / _median_f0(y) - 1) < 0.01
 
@@ -401,9 +531,10 @@ def test_angry_speech_has_higher_arousal_cues_than_sad_or_bored(spk, wav_dir):
     assert cent_w > 1.5 * cent_c, (cent_w, cent_c)
 
 
-def test_energy_features_track_level(clips, seremo_names):
-    """Halving the amplitude lowers every energy_db level by 6.02 dB, leaves shape features."""
-    fs = features.get("seremo")
+def test_version_1_energy_features_track_level(clips):
+    """seremo@1: halving the amplitude lowers every energy_db level by 6.02 dB, leaves shape features."""
+    fs = features.get("seremo@1")
+    seremo_names = fs.feature_names()
     y = clips["08a01Na"]
     base = fs.extract(y, SR)
     quiet = fs.extract(0.5 * y, SR)

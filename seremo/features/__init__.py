@@ -2,12 +2,16 @@
 
 | name      | kind     | what                                                              |
 |-----------|----------|-------------------------------------------------------------------|
-| seremo    | vector   | our functional set (default): prosody, voice quality, cepstra, spectra |
+| seremo    | vector   | our functional set (default, version 2): speaker- and channel-robust prosody, voice quality, spectral balance, formants, cepstral dynamics |
 | compact8  | vector   | 8 prosodic statistics                                              |
 | lld_stats | vector   | librosa low-level descriptors summarised by mean/std/min/max       |
 | mfcc_seq  | sequence | per-frame F0, voicing, ZCR, 12 MFCC + log energy, and deltas       |
 | logmel    | image    | log-mel spectrogram (bands x frames)                               |
 | egemaps   | vector   | openSMILE eGeMAPSv02 functionals (optional extra; research licence) |
+
+A set's ``version`` changes whenever its numbers would; older versions stay
+registered so that shards and bundles made with them still load and score.
+``NAME`` is the newest version, ``NAME@VERSION`` a given one (``seremo@1``).
 """
 
 from __future__ import annotations
@@ -20,24 +24,39 @@ from seremo.features.base import FeatureSet
 from seremo.features.compact8 import Compact8
 from seremo.features.egemaps import EGeMAPS
 from seremo.features.functionals import SeremoFunctionals
+from seremo.features.functionals_v1 import SeremoFunctionalsV1
 from seremo.features.lld_stats import LLDStats
 from seremo.features.logmel import LogMel
 from seremo.features.mfcc_seq import MFCCSeq
 
 DEFAULT = "seremo"
+# the newest version of each set, by name: what `--features NAME` gives
 FEATURE_SETS: dict[str, type[FeatureSet]] = {
     cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS)
+}
+# every version still readable, by (name, version)
+VERSIONS: dict[tuple[str, str], type[FeatureSet]] = {
+    (cls.name, cls.version): cls for cls in (*FEATURE_SETS.values(), SeremoFunctionalsV1)
 }
 
 
 def get(name: str, **params: Any) -> FeatureSet:
-    """The feature set ``name`` with ``params`` overriding its defaults; one clear error otherwise."""
-    try:
-        cls = FEATURE_SETS[name]
-    except KeyError:
+    """The feature set ``name`` (``NAME`` or ``NAME@VERSION``) with ``params`` overriding its defaults.
+
+    One clear error for an unknown name, version or parameter.
+    """
+    base, _, version = name.partition("@")
+    if base not in FEATURE_SETS:
         raise ConfigError(
-            f"unknown feature set {name!r}; choose one of: {', '.join(FEATURE_SETS)}"
-        ) from None
+            f"unknown feature set {base!r}; choose one of: {', '.join(FEATURE_SETS)}"
+        )
+    cls = VERSIONS.get((base, version)) if version else FEATURE_SETS[base]
+    if cls is None:
+        known = ", ".join(f"{base}@{v}" for n, v in VERSIONS if n == base)
+        raise ConfigError(
+            f"feature set {base!r} has no version {version!r} in this seremo (it has {known}); "
+            f"re-extract the features with the newest, `--features {base}`"
+        )
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -72,14 +91,8 @@ def _coerce(set_name: str, key: str, value: Any, annotation: Any) -> Any:
 
 
 def from_description(desc: dict[str, Any]) -> FeatureSet:
-    """Rebuild a feature set from ``describe()`` output, checking name and version."""
-    fs = get(desc["name"], **desc.get("params", {}))
-    if desc.get("version") != fs.version:
-        raise ConfigError(
-            f"feature set {desc['name']!r} version {desc.get('version')!r} does not match this "
-            f"seremo's version {fs.version!r}; re-extract the features"
-        )
-    return fs
+    """Rebuild a feature set from ``describe()`` output: the very version that made it."""
+    return get(f"{desc['name']}@{desc.get('version')}", **desc.get("params", {}))
 
 
-__all__ = ["DEFAULT", "FEATURE_SETS", "FeatureSet", "from_description", "get"]
+__all__ = ["DEFAULT", "FEATURE_SETS", "VERSIONS", "FeatureSet", "from_description", "get"]

@@ -185,10 +185,16 @@ class Analysis:
 
     # ---- pitch
     @cached_property
+    def pitch_signal(self) -> np.ndarray:
+        """The clip at ``min(sr, pitch_sr)``: what YIN (and voice-quality measures) read."""
+        sr = min(self.sr, self.pitch_sr)
+        return self.y if sr == self.sr else soxr.resample(self.y, self.sr, sr, quality="MQ")
+
+    @cached_property
     def pitch(self) -> tuple[np.ndarray, np.ndarray]:
         """(f0 in Hz with 0 where unvoiced, voicing strength in [0, 1]) per frame."""
         sr = min(self.sr, self.pitch_sr)
-        y = self.y if sr == self.sr else soxr.resample(self.y, self.sr, sr, quality="MQ")
+        y = self.pitch_signal
         hop = int(round(self.hop_s * sr))
         f0, voicing = yin(y, sr, hop, self.fmin, self.fmax, self.yin_threshold)
         n = len(self.frames)  # resampling may round the length: align to the spectral frames
@@ -214,7 +220,8 @@ def yin(
     w = 2 * tau_max  # two periods of fmin
     fr = frames(np.asarray(y, np.float32), w, hop)
     # Frames are centred on the hop grid: pad for equal counts with the spectral frames.
-    n_fft = 1 << int(np.ceil(np.log2(2 * w)))
+    # linear (not circular) autocorrelation for every lag up to tau_max needs n_fft >= w + tau_max
+    n_fft = 1 << int(np.ceil(np.log2(w + tau_max + 1)))
     spec = scipy.fft.rfft(fr, n=n_fft, axis=1)
     acf = scipy.fft.irfft(spec.real**2 + spec.imag**2, n=n_fft, axis=1)[:, : tau_max + 1]
     # d(tau) = E[0:w-tau] + E[tau:w] - 2 r(tau), energies from cumulative sums
