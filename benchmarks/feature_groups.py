@@ -45,10 +45,9 @@ from seremo.tune import load_data
 GROUPS = {  # by "name@version": a new version of a set gets its own groups
     "seremo@2": {
         "F0 relative to the utterance": r"^(f0_rel|f0_rise|f0_fall|df0)",
-        "F0 level (median)": r"^f0_median",
         "energy relative to the speech level": r"^(energy|denergy)",
         "voice quality (HNR, H1-H2, H1-A3, jitter, shimmer)": r"^(hnr|h1h2|h1a3|jitter|shimmer|voicing)",
-        "formants": r"^[FB][123]_",
+        "formants (with --param formants=true)": r"^[FB][123]_",
         "spectral balance (alpha, Hammarberg, slopes)": r"^(alpha|hammarberg|slope)",
         "cepstral dynamics (MFCC and delta spread)": r"^d?mfcc\d+_std",
         "MFCC 1-4 means": r"^mfcc(_voiced)?\d+_mean",
@@ -114,7 +113,7 @@ def main() -> None:
     if name not in GROUPS or not names:
         raise SystemExit(f"no groups defined for feature set {name!r} (groups exist for {', '.join(GROUPS)})")
     cols = {g: np.array([bool(re.search(rx, n)) for n in names]) for g, rx in GROUPS[name].items()}
-    cols = {"all": np.ones(len(names), bool), **cols}
+    cols = {"all": np.ones(len(names), bool), **{g: m for g, m in cols.items() if m.any()}}  # groups it has
     X, y, groups, corpus = data["X"], data["y"], data["groups"], data["corpus"]
     corpora = sorted(set(corpus.tolist()))
     pairs = [(a, b) for a in corpora for b in corpora if a != b]
