@@ -284,6 +284,8 @@ def test_older_versions_stay_readable_by_version():
     assert old.extract(y, SR).shape == (len(old.feature_names()),)
     with pytest.raises(ConfigError, match="no version '9'.*seremo@1"):
         features.get("seremo@9")
+    with pytest.raises(ConfigError, match="no version ''"):  # a bare "@" is a typo, not "the newest"
+        features.get("seremo@")
 
 
 def test_description_keeps_non_default_params():

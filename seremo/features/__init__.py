@@ -45,12 +45,12 @@ def get(name: str, **params: Any) -> FeatureSet:
 
     One clear error for an unknown name, version or parameter.
     """
-    base, _, version = name.partition("@")
+    base, at, version = name.partition("@")
     if base not in FEATURE_SETS:
         raise ConfigError(
             f"unknown feature set {base!r}; choose one of: {', '.join(FEATURE_SETS)}"
         )
-    cls = VERSIONS.get((base, version)) if version else FEATURE_SETS[base]
+    cls = VERSIONS.get((base, version)) if at else FEATURE_SETS[base]  # "seremo@" names no version
     if cls is None:
         known = ", ".join(f"{base}@{v}" for n, v in VERSIONS if n == base)
         raise ConfigError(

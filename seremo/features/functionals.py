@@ -47,14 +47,15 @@ ENERGY_STATS = ("mean", "std", "p10", "p50", "range", "skew", "slope")
 BALANCE = ("alpha", "hammarberg", "slope0_500", "slope500_1500")
 
 
-def consonants(speech: np.ndarray, voiced: np.ndarray, energy: np.ndarray, within_db: float = 25.0) -> np.ndarray:
+def consonants(speech: np.ndarray, voiced: np.ndarray, energy: np.ndarray, level: float,
+               within_db: float = 25.0) -> np.ndarray:  # fmt: skip
     """Unvoiced frames between the first and last voiced one and within ``within_db`` of the
-    speech level: consonants and breath, not the pauses' noise floor (a property of the room)."""
+    speech ``level``: consonants and breath, not the pauses' noise floor (a property of the room)."""
     idx = np.flatnonzero(voiced)
     span = np.zeros_like(voiced)
     if len(idx):
         span[idx[0] : idx[-1] + 1] = True
-    return span & speech & ~voiced & (energy > np.percentile(energy, 95) - within_db)
+    return span & speech & ~voiced & (energy > level - within_db)
 
 
 def _mean(x: np.ndarray) -> float:
@@ -92,7 +93,7 @@ class SeremoFunctionals(FeatureSet):
             self._pitch(f0, voiced),
             self._energy(energy, level, speech, voiced),
             self._voice(a, f0, voicing, voiced),
-            self._balance(a, speech, voiced),
+            self._balance(a, level, speech, voiced),
             self._cepstra(a, speech, voiced),
             self._rhythm(speech, voiced, a.hop_s),
         ]
@@ -145,7 +146,7 @@ class SeremoFunctionals(FeatureSet):
         fstats, fnames = functionals(fm / 1000.0, ["F1", "F2", "F3", "B1", "B2", "B3"], ("mean", "std"))
         return np.r_[values, fstats], names + fnames
     @staticmethod
-    def _balance(a: Analysis, speech: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def _balance(a: Analysis, level: float, speech: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Alpha ratio, Hammarberg index, spectral slopes: within-frame ratios, so gain-free."""
         p, f = a.power, a.freqs
 
@@ -164,7 +165,7 @@ class SeremoFunctionals(FeatureSet):
 
         bal = np.column_stack([alpha, hammarberg, slope(0, 500), slope(500, 1500)])
         v, vn = functionals(bal[voiced], [f"{b}_voiced" for b in BALANCE], ("mean", "std"))
-        u, un = functionals(bal[consonants(speech, voiced, a.log_energy)], [f"{b}_unvoiced" for b in BALANCE],
+        u, un = functionals(bal[consonants(speech, voiced, a.log_energy, level)], [f"{b}_unvoiced" for b in BALANCE],
                             ("mean",))  # fmt: skip
         return np.r_[v, u], vn + un
 
