@@ -22,7 +22,7 @@ import pyarrow as pa
 import ray
 
 from seremo import bundle, classical, features
-from seremo.cli import format_table
+from seremo.summary import format_table
 from seremo.corpora import prepare_corpus
 from seremo.extract import extract
 from seremo.score import ScoreSettings, score

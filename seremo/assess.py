@@ -30,6 +30,7 @@ from sklearn.metrics import f1_score
 from seremo import bundle, evaluate, outputs, shards, storage
 from seremo.errors import SeremoError
 from seremo.labels import get_class_set
+from seremo.summary import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +125,17 @@ def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.nda
     from seremo.report import evaluate_report
 
     (out / "report.md").write_text(evaluate_report(metrics))
+
+
+def run_stage(model: str, data: str, out: str, class_set: str | None, address: str | None) -> Outcome:
+    """``seremo evaluate``: the figures, per corpus, and where the report is."""
+    m = evaluate_bundle(model, data, out, class_set=class_set, address=address)
+    text = [f"{m['model_id']} on {data}: {m['n']} utterances",
+            f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}"]
+    if len(m["per_corpus"]) > 1:
+        text += [f"  {c}: UAR {r['uar']:.3f} (n={r['n']})" for c, r in m["per_corpus"].items()]
+    if m["excluded_labels"]:
+        left = ", ".join(f"{k} {v}" for k, v in sorted(m["excluded_labels"].items()))
+        text.append(f"left out (labels the bundle cannot predict): {left}")
+    text.append(f"report: {out}/report.md")
+    return Outcome({k: m[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n")}, "\n".join(text))

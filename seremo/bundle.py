@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from seremo import __version__, config
+from seremo import __version__, config, storage
 from seremo.errors import SeremoError
 
 FORMAT_VERSION = 2  # 2: bundle_sha256 covers bundle.json itself
@@ -280,7 +280,13 @@ def _load_skops(path: Path) -> Any:
 
 
 def load(path: str | Path) -> Bundle:
-    """Load and verify a bundle; any problem is one BundleError line naming the file."""
+    """Load and verify a bundle (a directory, or a URI such as s3://.../model); problems are one BundleError line."""
+    if storage.is_uri(str(path)):  # verified and loaded from a local copy; errors name the URI
+        local = storage.local_copy(str(path))
+        try:
+            return load(local)
+        except BundleError as exc:
+            raise BundleError(str(exc).replace(str(local), str(path).rstrip("/"))) from None
     root = Path(path)
     meta_path = root / META
     if not meta_path.is_file():

@@ -16,29 +16,6 @@ from seremo.errors import ConfigError, SeremoError
 
 log = logging.getLogger("seremo")
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain aligned text table (numbers right-aligned)."""
-    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(_is_num(row[i]) for row in rows) if rows else False for i in range(len(headers))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, numeric, strict=True))
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), sep, *[line(r) for r in cells[1:]]])
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
-def _is_num(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -59,7 +36,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     corpora = [pairs[i] for i in range(0, len(pairs), 2)]
     entries = [(c, pairs[i + 1], corpus_options(_parse_options(args.opt), c, corpora))
                for i, c in zip(range(0, len(pairs), 2), corpora, strict=True)]  # fmt: skip
-    run_prepare(entries, args.out, args.class_set)
+    from seremo.prepare import run_stage
+
+    print(run_stage(entries, args.out, args.class_set).text)
     return 0
 
 
@@ -77,241 +56,59 @@ def corpus_options(options: dict[str, str], corpus: str, corpora: Sequence[str])
     return out
 
 
-def run_prepare(entries: Sequence[tuple[str, str, dict[str, str]]], out: str, class_set: str | None) -> dict:
-    """Prepare one or more corpora (loader, root, options) into the manifest ``out``; print its summary."""
-    import pyarrow.parquet as pq
-
-    from seremo import manifest, storage
-    from seremo.corpora import prepare_corpora
-
-    stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
-    errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
-    manifest.check_replaceable(out)  # before the work: a user's file there is never replaced
-    manifest.check_replaceable(errors_path, "errors table")
-    prepared = prepare_corpora(list(entries), class_set=class_set)
-    storage.makedirs(storage.parent(out))
-    manifest.write(prepared.table, out)
-    pq.write_table(prepared.errors, errors_path)
-    print(prepare_summary(prepared))
-    print(f"manifest: {out}")
-    if prepared.errors.num_rows:
-        print(f"errors:   {errors_path}")
-    return {"rows": prepared.table.num_rows, "errors": prepared.errors.num_rows}
-
-
-def _by(t, key: str) -> list[list[object]]:
-    """Rows, speakers and hours for each value of column ``key`` (labels: null is "(unlabelled)")."""
-    keys = ["(unlabelled)" if k is None else k for k in t.column(key).to_pylist()]
-    speakers = t.column("speaker").to_pylist()
-    durations = [d or 0.0 for d in t.column("duration_s").to_pylist()]
-    out = []
-    for k in sorted(set(keys)):
-        idx = [i for i, v in enumerate(keys) if v == k]
-        out.append([k, len(idx), len({speakers[i] for i in idx}), round(sum(durations[i] for i in idx) / 3600, 3)])
-    return out
-
-
-def prepare_summary(prepared) -> str:
-    """The printed account of a prepare: rows, speakers, hours per corpus and per label; left-outs."""
-    t = prepared.table
-    hours = sum(d for d in t.column("duration_s").to_pylist() if d is not None) / 3600
-    lines = [
-        format_table(
-            ["rows", "speakers", "groups", "hours", "errors"],
-            [
-                [
-                    t.num_rows,
-                    len(set(t.column("speaker").to_pylist())),
-                    len(set(t.column("group").to_pylist())),
-                    round(hours, 3),
-                    prepared.errors.num_rows,
-                ]
-            ],
-        ),
-    ]
-    if len(set(t.column("corpus").to_pylist())) > 1:
-        lines += ["", format_table(["corpus", "rows", "speakers", "hours"], _by(t, "corpus"))]
-    lines += ["", format_table(["label", "count", "speakers", "hours"], _by(t, "label"))]
-    if prepared.skipped:
-        lines += ["", format_table(["left out (not speech)", "files"], sorted(prepared.skipped.items()))]
-    if prepared.excluded:
-        lines += [
-            "",
-            format_table(
-                ["excluded by class set", "rows"],
-                sorted(((k or "(unlabelled)"), v) for k, v in prepared.excluded.items()),
-            ),
-        ]
-    if prepared.errors.num_rows:
-        kinds: dict[str, int] = {}
-        for k in prepared.errors.column("error").to_pylist():
-            kinds[k] = kinds.get(k, 0) + 1
-        lines += ["", format_table(["error", "files"], sorted(kinds.items()))]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- extract
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    run_extract(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
-                args.address, args.overwrite, args.failure_budget)  # fmt: skip
+    from seremo.extract import run_stage
+
+    print(run_stage(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
+                    args.address, args.overwrite, args.failure_budget, args.out_is_shared).text)  # fmt: skip
     return 0
-
-
-def run_extract(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int,
-                address: str | None, overwrite: bool, failure_budget: float = 0.05) -> dict:  # fmt: skip
-    """Extract a feature set for a manifest, print the summary."""
-    from seremo import features
-    from seremo.extract import extract_manifest
-
-    fs = features.get(feature_set, **params)
-    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
-                              failure_budget=failure_budget)  # fmt: skip
-    if result.summary.get("skipped"):
-        print(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")
-    print(extract_summary(result.summary, result.errors))
-    print(f"features: {out}/shards")
-    if result.errors:
-        print(f"errors:   {out}/errors.parquet")
-    return {k: result.summary[k] for k in ("inputs", "rows", "errors", "x_realtime")}
-
-
-def extract_summary(summary: dict, errors: list[dict]) -> str:
-    fs = summary["feature_set"]
-    lines = [
-        format_table(
-            ["feature set", "inputs", "rows", "errors", "audio h", "wall s", "x real-time"],
-            [[
-                f"{fs['name']} v{fs['version']}", summary["inputs"], summary["rows"], summary["errors"],
-                round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
-                round(summary["x_realtime"] or 0.0, 1),
-            ]],
-        )
-    ]  # fmt: skip
-    if errors:
-        kinds: dict[str, int] = {}
-        for e in errors:
-            kinds[e["error"]] = kinds.get(e["error"], 0) + 1
-        lines += ["", format_table(["error", "inputs"], sorted(kinds.items()))]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- tune
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from seremo.tune import load_settings
+    from seremo.settings import load_tune
+    from seremo.tune import run_stage
 
-    settings = load_settings(args.config)
+    settings = load_tune(args.config)
     if args.class_set:
         settings = settings.model_copy(update={"class_set": args.class_set})
-    run_tune(args.features_dir, args.out, settings, args.address)
+    print(run_stage(args.features_dir, args.out, settings, args.address).text)
     return 0
-
-
-def run_tune(features_dir: str, out: str, settings, address: str | None) -> dict:
-    """The nested search, its table by family and where the report is."""
-    from seremo.report import outer_protocol
-    from seremo.tune import tune_run
-
-    metrics = tune_run(features_dir, out, settings, address=address)
-    fams = metrics["families"]
-    print(
-        format_table(
-            ["family", "nested UAR", "WA", "macro-F1", "configs"],
-            [[f, v["uar"], v["wa"], v["macro_f1"], v["configs"]] for f, v in sorted(fams.items(), key=lambda kv: -kv[1]["uar"])],
-        )
-    )
-    print()
-    print(f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
-          f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
-    print_variants(metrics)
-    print(f"report: {out}/report.md")
-    print(f"model:  {out}/model")
-    return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
-
-
-def print_variants(metrics: dict) -> None:
-    """Per-corpus, normalised and test-set figures, each on its own line: never pooled with the headline."""
-    for c, r in metrics.get("per_corpus", {}).items() if len(metrics.get("per_corpus", {})) > 1 else ():
-        print(f"  {c}: UAR {r['uar']:.3f} (n={r['n']})")
-    for key, title in (("speaker_normalised", "per-speaker"), ("corpus_normalised", "per-corpus")):
-        if key in metrics:
-            m = metrics[key]
-            by = ", ".join(f"{c} {r['uar']:.3f}" for c, r in m.get("per_corpus", {}).items()) if len(
-                m.get("per_corpus", {})) > 1 else ""  # fmt: skip
-            print(f"with {title} normalisation (separate protocol): UAR {m['uar']:.3f}" + (f" ({by})" if by else ""))
-    for name, test in metrics.get("test", {}).items():
-        if "uar" in test:  # train: the final model
-            print(f"test {name}: UAR {test['uar']:.3f}  WA {test['wa']:.3f}  macro-F1 {test['macro_f1']:.3f} (n={test['n']})")
-        for variant, t in test.items():
-            if isinstance(t, dict) and "uar" in t:
-                print(f"test {name} [{variant}]: UAR {t['uar']:.3f}  WA {t['wa']:.3f}  macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
 
 
 # --------------------------------------------------------------------------- train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seremo.train import load_settings
+    from seremo.settings import load_train
+    from seremo.train import run_stage
 
-    settings = load_settings(
+    settings = load_train(
         args.config, model=args.model, workers=args.workers, gpu=True if args.gpu else None,
         class_set=args.class_set, epochs=args.epochs,
     )  # fmt: skip
-    run_train(args.features_dir, args.out, settings, args.address)
+    print(run_stage(args.features_dir, args.out, settings, args.address).text)
     return 0
-
-
-def run_train(features_dir: str, out: str, settings, address: str | None) -> dict:
-    """Grouped-fold training, its per-fold table and where the report is."""
-    from seremo.report import outer_protocol
-    from seremo.train import train_run
-
-    metrics = train_run(features_dir, out, settings, address=address)
-    print(
-        format_table(
-            ["held out", "n", "test UAR", "epochs", "samples/s", "wall s"],
-            [[", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["samples_per_s"], f["wall_s"]]
-             for f in metrics["per_fold"]],
-        )
-    )  # fmt: skip
-    print()
-    print(f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
-          f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)")  # fmt: skip
-    print_variants(metrics)
-    print(f"report: {out}/report.md")
-    return {"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}
 
 
 # --------------------------------------------------------------------------- score
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    run_evaluate(args.bundle, args.data, args.out, args.class_set, args.address)
+    from seremo.assess import run_stage
+
+    print(run_stage(args.bundle, args.data, args.out, args.class_set, args.address).text)
     return 0
 
 
-def run_evaluate(model: str, data: str, out: str, class_set: str | None, address: str | None) -> dict:
-    """A bundle on labelled data it never saw: the figures, per corpus, and where the report is."""
-    from seremo.assess import evaluate_bundle
-
-    m = evaluate_bundle(model, data, out, class_set=class_set, address=address)
-    print(f"{m['model_id']} on {data}: {m['n']} utterances")
-    print(f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}")
-    if len(m["per_corpus"]) > 1:
-        for c, r in m["per_corpus"].items():
-            print(f"  {c}: UAR {r['uar']:.3f} (n={r['n']})")
-    if m["excluded_labels"]:
-        left = ", ".join(f"{k} {v}" for k, v in sorted(m["excluded_labels"].items()))
-        print(f"left out (labels the bundle cannot predict): {left}")
-    print(f"report: {out}/report.md")
-    return {k: m[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n")}
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    from seremo.score import ScoreSettings
+    from seremo.score import run_stage
+    from seremo.settings import ScoreSettings
 
     segment = {"mode": args.segment}
     for key in ("min_s", "max_s", "window_s", "hop_s"):
@@ -324,25 +121,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                                  failure_budget=args.failure_budget)  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
-    run_score(args.input, args.model, args.out, settings, args.address)
+    print(run_stage(args.input, args.model, args.out, settings, args.address, args.out_is_shared).text)
     return 0
-
-
-def run_score(source: str, model: str, out: str, settings, address: str | None) -> dict:
-    """Score an archive, print the summary table and where the outputs are."""
-    from seremo.score import score
-
-    summary = score(source, model, out, settings, address=address)
-    print(
-        format_table(
-            ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
-            [[summary["inputs"], summary["files"], summary["errors"], summary["segments"],
-              round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
-              round(summary["x_realtime"] or 0.0, 1)]],
-        )
-    )  # fmt: skip
-    print(f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet")
-    return {k: summary[k] for k in ("inputs", "files", "errors", "segments")}
 
 
 # --------------------------------------------------------------------------- run, submit, download
@@ -407,6 +187,11 @@ def _failure_budget(p: argparse.ArgumentParser) -> None:
                         "before the run exits non-zero (default 0.05); it always does when every input fails")  # fmt: skip
 
 
+def _out_is_shared(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-is-shared", action="store_true",
+                   help="a local --out that every node of a multi-node cluster mounts (NFS); else use a URI")  # fmt: skip
+
+
 def _config_args(p: argparse.ArgumentParser, seen_from: str) -> None:
     p.add_argument("config", help="experiment config YAML (configs/*.yaml)")
     p.add_argument("--data-root", default=None, help=f"where corpora are read{seen_from}; overrides data_root")
@@ -445,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=32, help="utterances per Ray task (default 32)")
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
+    _out_is_shared(p)
     _failure_budget(p)
     _common(p)
     p.set_defaults(handler=cmd_extract)
@@ -479,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("score", help="label every segment of an audio archive (streaming Ray Data job)")
-    p.add_argument("input", help="a directory (recursive), a glob, or a manifest with a `path` column")
+    p.add_argument("input", help="a directory or s3://bucket/prefix/ (recursive), a glob, or a manifest with a "
+                   "`path` column")  # fmt: skip
     p.add_argument("--model", required=True, help="a model bundle directory (a run's model/)")
-    p.add_argument("--out", required=True, help="output directory (re-running into it resumes)")
+    p.add_argument("--out", required=True, help="output directory or URI (re-running into it resumes)")
     p.add_argument("--channels", choices=["split", "mix"], default="split", help="score channels apart or mixed")
     p.add_argument("--segment", choices=["vad", "fixed"], default="vad", help="energy VAD or fixed windows")
     p.add_argument("--min-s", type=float, default=None, dest="min_s", help="shortest segment (s)")
@@ -491,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files-per-task", type=int, default=4, help="files per Ray task (default 4)")
     p.add_argument("--actors", type=int, default=None, help="predictor actors")
     p.add_argument("--gpu", action="store_true", help="predict on GPU actors (torch bundles)")
+    _out_is_shared(p)
     _failure_budget(p)
     _common(p)
     p.set_defaults(handler=cmd_score)

@@ -23,7 +23,8 @@ from seremo import __version__, audio, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
-from seremo.runtime import data_context, ensure_ray
+from seremo.runtime import check_shared_output, data_context, ensure_ray
+from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,12 @@ def extract(
     overwrite: bool = False,
     source: str | None = None,
     failure_budget: float = 0.05,
+    out_is_shared: bool = False,
 ) -> ExtractResult:
-    """Extract ``feature_set`` for every manifest row into ``out`` with Ray Data."""
+    """Extract ``feature_set`` for every manifest row into ``out`` (a local path or a URI) with Ray Data.
+
+    On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
+    """
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
     if not 0 <= failure_budget <= 1:
@@ -134,6 +139,7 @@ def extract(
                           "or another manifest); pass --overwrite to replace it")  # fmt: skip
     outputs.check_apart(out, [], table.column("path").to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
+    check_shared_output(out, out_is_shared, "pass --out-is-shared")
     with outputs.Lease(out, "extract") as lease:
         _clear_own(out)
         outputs.record_owner(out, "extract", identity)
@@ -213,3 +219,44 @@ def _read_errors(out: str) -> list[dict]:
 
 def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kwargs: Any) -> ExtractResult:
     return extract(manifest.read(manifest_path), feature_set, out, source=manifest_path, **kwargs)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int,
+              address: str | None, overwrite: bool, failure_budget: float = 0.05,
+              out_is_shared: bool = False) -> Outcome:  # fmt: skip
+    """``seremo extract``: a feature set by name for a manifest, with the printed summary."""
+    from seremo import features
+
+    fs = features.get(feature_set, **params)
+    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
+                              failure_budget=failure_budget, out_is_shared=out_is_shared)  # fmt: skip
+    text = []
+    if result.summary.get("skipped"):
+        text.append(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")
+    text += [summary_text(result.summary, result.errors), f"features: {out}/shards"]
+    if result.errors:
+        text.append(f"errors:   {out}/errors.parquet")
+    return Outcome({k: result.summary[k] for k in ("inputs", "rows", "errors", "x_realtime")}, "\n".join(text))
+
+
+def summary_text(summary: dict, errors: list[dict]) -> str:
+    fs = summary["feature_set"]
+    lines = [
+        format_table(
+            ["feature set", "inputs", "rows", "errors", "audio h", "wall s", "x real-time"],
+            [[
+                f"{fs['name']} v{fs['version']}", summary["inputs"], summary["rows"], summary["errors"],
+                round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
+                round(summary["x_realtime"] or 0.0, 1),
+            ]],
+        )
+    ]  # fmt: skip
+    if errors:
+        kinds: dict[str, int] = {}
+        for e in errors:
+            kinds[e["error"]] = kinds.get(e["error"], 0) + 1
+        lines += ["", format_table(["error", "inputs"], sorted(kinds.items()))]
+    return "\n".join(lines)

@@ -13,7 +13,6 @@ the model as buffers, so a bundle needs nothing else to predict.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,19 +189,6 @@ MODELS: dict[str, type[nn.Module]] = {
 def build(name: str, in_dim: int, n_classes: int, **arch: Any) -> nn.Module:
     """A model by name; ``in_dim`` is the frame dim (bilstm, mlp) or the mel bands (cnn, cnn_lstm)."""
     return MODELS[name](in_dim, n_classes, **arch)
-
-
-def arch_args(name: str) -> tuple[list[str], list[str] | None]:
-    """(data arguments, ``arch`` arguments) of a model's constructor, read from its signature.
-
-    The first two (input dim, class count) come from the data; the rest are what a
-    config's ``arch`` may set. ``None`` for the latter when the constructor takes ``**kwargs``.
-    """
-    params = list(inspect.signature(MODELS[name]).parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return [p.name for p in params[:2]], None
-    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params[:2]], [p.name for p in params[2:] if p.kind in named]
 
 
 # --------------------------------------------------------------------------- data

@@ -32,11 +32,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from seremo import config, outputs, shards, storage
+from seremo import config, outputs, storage
 from seremo.errors import ConfigError, SeremoError
-from seremo.score import ScoreSettings
-from seremo.train import TrainSettings
-from seremo.tune import TuneSettings, settings_from_dict
+from seremo.settings import ScoreSettings, TrainSettings, TuneSettings, tune_from_dict
+from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,9 @@ class PipelineConfig(BaseModel):
     def output(self, *parts: str) -> str:
         return storage.join(self.out, *parts)
 
+    def manifest_path(self) -> str:
+        return self.output("manifest.parquet")
+
     def features_dir(self, name: str) -> str:
         return self.output("features", name)
 
@@ -166,7 +168,7 @@ def from_dict(raw: Any, source: str, data_root: str | None = None, out: str | No
     overrides = {k: v for k, v in (("data_root", data_root), ("out", out)) if v is not None}
     cfg = config.validate(PipelineConfig, {**raw, **overrides}, source)
     if cfg.tune is not None:  # the tune grid's own checks (unknown hyperparameters)
-        settings_from_dict(cfg.tune.model_dump(exclude={"features"}), source)
+        tune_from_dict(cfg.tune.model_dump(exclude={"features"}), source)
     return cfg
 
 
@@ -202,10 +204,90 @@ class Step:
     settings: dict[str, Any]
     output: str
     done_file: str  # exists once the step's output is complete
-    work: Callable[[], dict[str, Any]]
+    work: Callable[[], Outcome]
 
     def marker(self, cfg: PipelineConfig) -> str:
         return cfg.output("pipeline", f"{self.label.replace('/', '-')}.json")
+
+
+def _prepare_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    entries = [(p.corpus, cfg.data_path(p.root), p.options) for p in cfg.prepare]
+    class_set = next((p.class_set for p in cfg.prepare if p.class_set), None)
+    manifest = cfg.manifest_path()
+
+    def work() -> Outcome:
+        from seremo.prepare import run_stage
+
+        return run_stage(entries, manifest, class_set)
+
+    settings = [{**p.model_dump(), "root": cfg.data_path(p.root)} for p in cfg.prepare]
+    # one corpus keeps the settings (and so the fingerprint) it had before lists
+    return [Step("prepare", "prepare", settings[0] if len(settings) == 1 else {"corpora": settings},
+                 manifest, manifest, work)]  # fmt: skip
+
+
+def _extract_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    from seremo.shards import SUMMARY
+
+    steps = []
+    for e in cfg.extract:
+        out = cfg.features_dir(e.dirname)
+
+        def work(e: ExtractStage = e, out: str = out) -> Outcome:
+            from seremo.extract import run_stage
+
+            return run_stage(cfg.manifest_path(), e.features, e.params, out, e.batch_size, address, overwrite=True,
+                             out_is_shared=cfg.out_is_shared)
+
+        steps.append(Step("extract", f"extract/{e.dirname}", e.model_dump(), out, storage.join(out, SUMMARY), work))
+    return steps
+
+
+def _tune_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    t, out = cfg.tune, cfg.output("tune")
+
+    def work() -> Outcome:
+        from seremo.tune import run_stage
+
+        settings = TuneSettings.model_validate(t.model_dump(exclude={"features"}, exclude_unset=True))
+        return run_stage(cfg.features_dir(t.features), out, settings, address)
+
+    return [Step("tune", "tune", t.model_dump(), out, storage.join(out, "metrics.json"), work)]
+
+
+def _train_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    steps = []
+    for t in cfg.train:
+        out = cfg.output("train", t.dirname)
+
+        def work(t: TrainStage = t, out: str = out) -> Outcome:
+            from seremo.train import run_stage
+
+            settings = TrainSettings.model_validate(t.model_dump(exclude={"features", "name"}, exclude_unset=True))
+            return run_stage(cfg.features_dir(t.features), out, settings, address)
+
+        steps.append(Step("train", f"train/{t.dirname}", t.model_dump(), out, storage.join(out, "metrics.json"), work))
+    return steps
+
+
+def _score_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
+    s, out = cfg.score, cfg.output("score")
+
+    def work() -> Outcome:
+        from seremo.score import run_stage
+
+        settings = ScoreSettings.model_validate(s.model_dump(exclude={"input", "model"}))
+        return run_stage(cfg.data_path(s.input), cfg.bundle_path(s.model), out, settings, address, cfg.out_is_shared)
+
+    return [Step("score", "score", {**s.model_dump(), "model": cfg.bundle_path(s.model)}, out,
+                 storage.join(out, "score.json"), work)]  # fmt: skip
+
+
+# Each stage's steps, in pipeline order.
+STEPS: dict[str, Callable[[PipelineConfig, str | None], list[Step]]] = {
+    "prepare": _prepare_steps, "extract": _extract_steps, "tune": _tune_steps, "train": _train_steps,
+    "score": _score_steps,
+}  # fmt: skip
 
 
 def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
@@ -214,62 +296,7 @@ def plan(cfg: PipelineConfig, address: str | None) -> list[Step]:
     A step's settings include the fingerprints of the steps it reads, so changing
     an upstream stage makes everything downstream of it run again too.
     """
-    from seremo import cli
-
-    steps: list[Step] = []
-    manifest = cfg.output("manifest.parquet")
-    for stage in STAGES:
-        if not getattr(cfg, stage):
-            continue
-        if stage == "prepare":
-            entries = [(p.corpus, cfg.data_path(p.root), p.options) for p in cfg.prepare]
-            class_set = next((p.class_set for p in cfg.prepare if p.class_set), None)
-
-            def prepare(entries=entries, class_set=class_set) -> dict[str, Any]:
-                return cli.run_prepare(entries, manifest, class_set)
-
-            settings = [{**p.model_dump(), "root": cfg.data_path(p.root)} for p in cfg.prepare]
-            # one corpus keeps the settings (and so the fingerprint) it had before lists
-            steps.append(Step("prepare", "prepare", settings[0] if len(settings) == 1 else {"corpora": settings},
-                              manifest, manifest, prepare))  # fmt: skip
-        elif stage == "extract":
-            for e in cfg.extract:
-                out = cfg.features_dir(e.dirname)
-
-                def extract(e=e, out=out) -> dict[str, Any]:
-                    return cli.run_extract(manifest, e.features, e.params, out, e.batch_size, address, overwrite=True)
-
-                steps.append(Step("extract", f"extract/{e.dirname}", e.model_dump(), out,
-                                  storage.join(out, shards.SUMMARY), extract))  # fmt: skip
-        elif stage == "tune":
-            t = cfg.tune
-            out = cfg.output("tune")
-
-            def tune(t=t, out=out) -> dict[str, Any]:
-                settings = TuneSettings.model_validate(t.model_dump(exclude={"features"}, exclude_unset=True))
-                return cli.run_tune(cfg.features_dir(t.features), out, settings, address)
-
-            steps.append(Step("tune", "tune", t.model_dump(), out, storage.join(out, "metrics.json"), tune))
-        elif stage == "train":
-            for t in cfg.train:
-                out = cfg.output("train", t.dirname)
-
-                def train(t=t, out=out) -> dict[str, Any]:
-                    settings = TrainSettings.model_validate(t.model_dump(exclude={"features", "name"}, exclude_unset=True))
-                    return cli.run_train(cfg.features_dir(t.features), out, settings, address)
-
-                steps.append(Step("train", f"train/{t.dirname}", t.model_dump(), out,
-                                  storage.join(out, "metrics.json"), train))  # fmt: skip
-        elif stage == "score":
-            s = cfg.score
-            out = cfg.output("score")
-
-            def score(s=s, out=out) -> dict[str, Any]:
-                settings = ScoreSettings.model_validate(s.model_dump(exclude={"input", "model"}))
-                return cli.run_score(cfg.data_path(s.input), cfg.bundle_path(s.model), out, settings, address)
-
-            steps.append(Step("score", "score", {**s.model_dump(), "model": cfg.bundle_path(s.model)}, out,
-                              storage.join(out, "score.json"), score))  # fmt: skip
+    steps = [step for stage in STAGES if getattr(cfg, stage) for step in STEPS[stage](cfg, address)]
     prints = {}
     for step in steps:
         step.settings["upstream"] = [prints[u] for u in _upstream(step, cfg) if u in prints]
@@ -296,14 +323,12 @@ def is_done(step: Step, marker: dict | None) -> bool:
 
 def check_storage(cfg: PipelineConfig, source: str) -> None:
     """On a multi-node cluster, outputs must go where every node can read them."""
-    import ray
+    from seremo.runtime import check_shared_output
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not storage.is_uri(cfg.out) and not cfg.out_is_shared:
-        raise ConfigError(
-            f"{source}: out {cfg.out!r} is a local path but the cluster has {len(nodes)} nodes; use a URI "
-            "(s3://..., gs://...) or a path every node mounts and set out_is_shared: true"
-        )
+    try:
+        check_shared_output(cfg.out, cfg.out_is_shared, "set out_is_shared: true")
+    except SeremoError as exc:
+        raise ConfigError(f"{source}: out {exc}") from None
 
 
 def select_stages(cfg: PipelineConfig, only: list[str] | None, source: str) -> PipelineConfig:
@@ -332,7 +357,7 @@ def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list
 def _run_steps(steps: list[Step], cfg: PipelineConfig, source: str, address: str | None) -> list[dict]:
     from seremo.runtime import ensure_ray
 
-    rows = []
+    rows, connected = [], False
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.label}"
         marker = storage.read_json(step.marker(cfg))
@@ -348,10 +373,14 @@ def _run_steps(steps: list[Step], cfg: PipelineConfig, source: str, address: str
             log.info("%s: settings or model changed since the last run; scoring afresh", step.output)
             clear(step.output)
         print(f"{head}: running -> {step.output}", flush=True)
-        ensure_ray(address)
-        check_storage(cfg, source)
+        if not connected:  # once, and only when a step has work to do
+            ensure_ray(address)
+            check_storage(cfg, source)
+            connected = True
         started = time.perf_counter()
-        result = step.work()
+        outcome = step.work()
+        print(outcome.text, flush=True)
+        result = outcome.result
         wall = time.perf_counter() - started
         storage.write_json(step.marker(cfg), {
             "step": step.label, "settings": fingerprint(step.settings), "config": source,
@@ -408,8 +437,6 @@ def job_main(stage: str | None, argv: list[str] | None = None) -> int:
 
 
 def print_rows(rows: list[dict], cfg: PipelineConfig) -> None:
-    from seremo.cli import format_table
-
     print()
     print(format_table(["step", "status", "wall s", "UAR", "output"],
                        [[r["step"], r["status"], round(r["wall_s"], 1), r.get("uar", ""), r["output"]]

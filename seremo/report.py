@@ -224,3 +224,24 @@ def train_report(metrics: dict[str, Any]) -> str:
         if test["excluded_labels"]:
             parts.append(f"\nRows left out (labels the model cannot predict): {json.dumps(test['excluded_labels'])}.")
     return "\n".join(parts) + "\n"
+
+
+def variants_lines(metrics: dict[str, Any]) -> list[str]:
+    """Per-corpus, normalised and test-set figures, each on its own line: never pooled with the headline."""
+    lines = []
+    per_corpus = metrics.get("per_corpus", {})
+    if len(per_corpus) > 1:
+        lines += [f"  {c}: UAR {r['uar']:.3f} (n={r['n']})" for c, r in per_corpus.items()]
+    for key, title in (("speaker_normalised", "per-speaker"), ("corpus_normalised", "per-corpus")):
+        if key in metrics:
+            m = metrics[key]
+            by = ", ".join(f"{c} {r['uar']:.3f}" for c, r in m.get("per_corpus", {}).items()) if len(
+                m.get("per_corpus", {})) > 1 else ""  # fmt: skip
+            lines.append(f"with {title} normalisation (separate protocol): UAR {m['uar']:.3f}" + (f" ({by})" if by else ""))
+    for name, test in metrics.get("test", {}).items():
+        if "uar" in test:  # train: the final model
+            lines.append(f"test {name}: UAR {test['uar']:.3f}  WA {test['wa']:.3f}  macro-F1 {test['macro_f1']:.3f} (n={test['n']})")
+        for variant, t in test.items():
+            if isinstance(t, dict) and "uar" in t:
+                lines.append(f"test {name} [{variant}]: UAR {t['uar']:.3f}  WA {t['wa']:.3f}  macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
+    return lines

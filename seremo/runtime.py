@@ -57,6 +57,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": by us
 
 
+def check_shared_output(out: str, shared: bool, how: str) -> None:
+    """On a multi-node cluster, a stage whose workers write must write where every node can read.
+
+    A local ``out`` would land on each worker's own disk; it is refused in one line
+    unless declared shared (``how`` names the flag or key that declares it).
+    """
+    import ray
+
+    if "://" in str(out) or shared:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise SeremoError(
+            f"{out}: is a local path but the cluster has {len(nodes)} nodes, so each would write to its own "
+            f"disk; use a URI (s3://..., gs://...), or a path every node mounts and {how}"
+        )
+
+
 def _token_refused(address: str, reason: str) -> str:
     return (f"{address}: the Ray cluster refused this client's token ({reason}); set RAY_AUTH_MODE=token and "
             "RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head prints it)")  # fmt: skip

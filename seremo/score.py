@@ -23,21 +23,18 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv
-import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
@@ -46,24 +43,14 @@ from seremo.errors import AudioError, ConfigError, SeremoError, check_failures, 
 from seremo.features import FeatureSet
 from seremo.manifest import normalise_path
 from seremo.progress import NewFiles, Progress
-from seremo.runtime import data_context, ensure_ray
+from seremo.runtime import check_shared_output, data_context, ensure_ray
+from seremo.settings import ScoreSettings
+from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
 NEGATIVE = ("angry", "frustrated", "sad", "fearful", "disgust")
 PARTS = "_parts"
-
-
-class ScoreSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    channels: Literal["split", "mix"] = "split"
-    segment: dict[str, Any] = Field(default_factory=dict, description="seremo.segment.SegmentSettings fields")
-    files_per_task: int = Field(4, ge=1)
-    actors: int | None = Field(None, ge=1, description="predictor actors (default: 1, or GPUs with gpu)")
-    gpu: bool = False
-    failure_budget: float = Field(0.05, ge=0, le=1, description="share of inputs that may fail for reasons "
-                                  "not their own (a bug, a lost worker) before the run exits non-zero")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -79,21 +66,39 @@ def list_inputs(source: str) -> list[str]:
 
 
 def _listed(source: str) -> list[str]:
+    if storage.is_uri(source):
+        if storage.is_dir(source):  # a prefix: every object under it
+            return [p for p in storage.list_files(source, recursive=True) if not p.rsplit("/", 1)[-1].startswith(".")]
+        if storage.is_file(source):
+            return _manifest_paths(source) if _is_manifest(source) else [source]
+        raise SeremoError(f"{source}: no such object, prefix or manifest in the bucket")
     p = Path(source)
     if p.is_dir():
         return [str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
-    if p.is_file() and p.suffix.lower() in (".parquet", ".csv"):
-        table = pq.read_table(p) if p.suffix.lower() == ".parquet" else pyarrow.csv.read_csv(p)
-        if "path" not in table.column_names:
-            raise SeremoError(f"{source}: a manifest needs a `path` column")
-        paths = [str(x) for x in table.column("path").to_pylist() if x]
-        return [x if os.path.isabs(x) or "://" in x else str(p.parent / x) for x in paths]
     if p.is_file():
-        return [str(p)]
+        return _manifest_paths(source) if _is_manifest(source) else [str(p)]
     matches = sorted(glob.glob(source, recursive=True))
     if any(ch in source for ch in "*?[") and matches:
         return [m for m in matches if os.path.isfile(m)]
     raise SeremoError(f"{source}: no such directory, file, manifest or glob match")
+
+
+def _is_manifest(source: str) -> bool:
+    return source.lower().endswith((".parquet", ".csv"))
+
+
+def _manifest_paths(source: str) -> list[str]:
+    """A manifest's ``path`` column; relative paths are relative to the manifest's folder or prefix."""
+    if source.lower().endswith(".parquet"):
+        table = storage.read_parquet(source)
+    else:
+        fs, inner = storage.filesystem(source)
+        with fs.open_input_stream(inner) as f:
+            table = pyarrow.csv.read_csv(f)
+    if "path" not in table.column_names:
+        raise SeremoError(f"{source}: a manifest needs a `path` column")
+    paths = [str(x) for x in table.column("path").to_pylist() if x]
+    return [x if os.path.isabs(x) or storage.is_uri(x) else storage.join(storage.parent(source), x) for x in paths]
 
 
 # --------------------------------------------------------------------------- stage 1: CPU tasks
@@ -268,18 +273,17 @@ class ScoreSink(Datasink):
             file_rows.append(file_summary(row["path"], row["duration_s"], row["channels"], segs, self.classes))
         p = np.asarray(probs, np.float32).reshape(-1, len(self.classes))
         segments = pa.table({**seg_rows, **{f"p_{c}": p[:, i] for i, c in enumerate(self.classes)}})
-        out = Path(self.out)
-        staged = [_part(out, sub, key) for sub in ("segments", "files", "errors")]
-        _atomic_write(segments, staged[0])
-        _atomic_write(pa.Table.from_pylist(file_rows) if file_rows else _empty_files(self.classes), staged[1])
-        _atomic_write(errors_table(error_rows), staged[2])
+        staged = [_part(self.out, sub, key) for sub in ("segments", "files", "errors")]
+        storage.write_parquet(segments, staged[0])
+        storage.write_parquet(pa.Table.from_pylist(file_rows) if file_rows else _empty_files(self.classes), staged[1])
+        storage.write_parquet(errors_table(error_rows), staged[2])
         _pause_before_commit(table.column("path").to_pylist())
         if not outputs.holds(self.out, self.token):  # the fence: another run owns the output now
             log.warning("%s: this run no longer holds the output; task %s is not committed", self.out, key)
             for f in staged:
-                f.unlink(missing_ok=True)
+                storage.delete_file(f)
             return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0, "fenced": 1}
-        _atomic_write(pa.table({"path": table.column("path")}), _part(out, "done", key))  # the commit
+        storage.write_parquet(pa.table({"path": table.column("path")}), _part(self.out, "done", key))  # the commit
         return {"files": len(file_rows), "errors": len(error_rows), "segments": segments.num_rows,
                 "seconds": float(sum(r["duration_s"] for r in file_rows))}  # fmt: skip
 
@@ -298,26 +302,22 @@ def _pause_before_commit(paths: list[str]) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def _part(out: Path, sub: str, key: str) -> Path:
-    """Where a task stages (or commits, for ``done``) its part ``sub``."""
-    return out / PARTS / sub / f"{key}.parquet"
+def _part(out: str, sub: str, key: str) -> str:
+    """Where a task stages (or commits, for ``done``) its part ``sub``: a fresh key, never overwritten."""
+    return storage.join(out, PARTS, sub, f"{key}.parquet")
 
 
-def _published(out: Path, key: str) -> Path:
-    return out / "segments" / f"part-{key}.parquet"
+def _published(out: str, key: str) -> str:
+    return storage.join(out, "segments", f"part-{key}.parquet")
+
+
+def _key(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 def _empty_files(classes: list[str]) -> pa.Table:
     row = file_summary("", 0.0, 0, [], classes)
     return pa.Table.from_pylist([row]).slice(0, 0)
-
-
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    """Write then rename, so a killed task never leaves a half-written part behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- driver
@@ -345,15 +345,14 @@ def _check_identity(out: str, before: dict[str, Any], now: dict[str, Any]) -> No
     raise SeremoError(f"{out}: holds scores made with {what}; score into a new --out, or delete it to start afresh")
 
 
-def _commits(out: Path) -> dict[str, list[str]]:
+def _commits(out: str) -> dict[str, list[str]]:
     """Committed task key -> its input paths, for commits whose parts are all there."""
-    done_dir = out / PARTS / "done"
     commits = {}
-    for marker in sorted(done_dir.glob("*.parquet")) if done_dir.is_dir() else []:
-        key = marker.stem
-        staged_or_published = _part(out, "segments", key).is_file() or _published(out, key).is_file()
-        if staged_or_published and _part(out, "files", key).is_file() and _part(out, "errors", key).is_file():
-            commits[key] = pq.read_table(marker).column("path").to_pylist()
+    for marker in storage.list_files(storage.join(out, PARTS, "done"), ".parquet"):
+        key = _key(marker)
+        staged_or_published = storage.is_file(_part(out, "segments", key)) or storage.is_file(_published(out, key))
+        if staged_or_published and storage.is_file(_part(out, "files", key)) and storage.is_file(_part(out, "errors", key)):
+            commits[key] = storage.read_parquet(marker).column("path").to_pylist()
         else:
             log.warning("%s: commit %s lacks some of its parts; its inputs are scored again", out, key)
     return commits
@@ -373,7 +372,7 @@ def _owners(commits: dict[str, list[str]]) -> dict[str, str]:
     return owners
 
 
-def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
+def _consolidate(out: str, classes: list[str]) -> tuple[pa.Table, pa.Table]:
     """Publish committed segments (one owner per input) and gather files/errors tables."""
     commits = _commits(out)
     owners = _owners(commits)
@@ -384,15 +383,16 @@ def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
 
     for key in sorted(commits):
         staged, published = _part(out, "segments", key), _published(out, key)
-        source = staged if staged.is_file() else published
-        table = pq.read_table(source)
+        is_staged = storage.is_file(staged)
+        table = storage.read_parquet(staged if is_staged else published)
         mine = owned(table, key)
-        if source == staged or mine.num_rows != table.num_rows:
-            _atomic_write(mine, published)
-        staged.unlink(missing_ok=True)
+        if is_staged or mine.num_rows != table.num_rows:
+            storage.write_parquet(mine, published)
+        if is_staged:
+            storage.delete_file(staged)
 
     def gather(sub: str, empty: pa.Table) -> pa.Table:
-        tables = [owned(pq.read_table(_part(out, sub, key)), key) for key in sorted(commits)]
+        tables = [owned(storage.read_parquet(_part(out, sub, key)), key) for key in sorted(commits)]
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return empty
@@ -400,59 +400,64 @@ def _consolidate(out: Path, classes: list[str]) -> tuple[pa.Table, pa.Table]:
 
     files = gather("files", _empty_files(classes))
     errors = gather("errors", errors_table([]))
-    _atomic_write(files, out / "files.parquet")
-    _atomic_write(errors, out / "errors.parquet")
+    storage.write_parquet(files, storage.join(out, "files.parquet"))
+    storage.write_parquet(errors, storage.join(out, "errors.parquet"))
     _remove_uncommitted(out, set(commits))
     return files, errors
 
 
-def _remove_uncommitted(out: Path, committed: set[str]) -> None:
+def _remove_uncommitted(out: str, committed: set[str]) -> None:
     """Staged parts no commit owns: work a killed or fenced run left behind (seremo's own, by key)."""
-    done = {p.stem for p in (out / PARTS / "done").glob("*.parquet")} | committed
+    done = {_key(p) for p in storage.list_files(storage.join(out, PARTS, "done"), ".parquet")} | committed
     for sub in ("segments", "files", "errors"):
-        for f in (out / PARTS / sub).glob("*.parquet"):
-            if f.stem not in done:
-                f.unlink(missing_ok=True)
+        for f in storage.list_files(storage.join(out, PARTS, sub), ".parquet"):
+            if _key(f) not in done:
+                storage.delete_file(f)
 
 
-def _segment_rows(out: Path) -> int:
-    return sum(pq.read_metadata(_published(out, key)).num_rows for key in _commits(out))
+def _segment_rows(out: str) -> int:
+    return sum(storage.parquet_rows(_published(out, key)) for key in _commits(out))
 
 
-def score(source: str, model: str, out: str, settings: ScoreSettings, address: str | None = None) -> dict[str, Any]:
-    """Score every input of ``source`` with the bundle at ``model`` into ``out``."""
+def score(source: str, model: str, out: str, settings: ScoreSettings, address: str | None = None,
+          out_is_shared: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Score every input of ``source`` (a folder, prefix, glob or manifest) with the bundle at ``model`` into ``out``.
+
+    ``out`` is a local path or a URI (s3://...); on a multi-node cluster a local
+    ``out`` is refused unless ``out_is_shared`` (every node mounts it).
+    """
     from seremo.segment import SegmentSettings
 
     try:  # a bad option is one line now, not an error row for every file in the workers
         SegmentSettings(**settings.segment)
     except TypeError as exc:
         raise ConfigError(f"segment settings: {exc}") from None
-    if storage.is_uri(out):
-        raise ConfigError(f"{out}: seremo score writes to local or mounted paths only, for now")
     b = bundle.load(model)
     inputs = list_inputs(source)
     if not inputs:
         raise SeremoError(f"{source}: holds no files to score")
-    out_path = Path(out).absolute()
-    outputs.check_apart(str(out_path), [source] if os.path.isdir(source) else [], inputs)
+    out = out if storage.is_uri(out) else os.path.abspath(out)
+    outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
     identity = {"model": b.model_id, "channels": settings.channels,
                 "segment": dataclasses.asdict(SegmentSettings(**settings.segment)),
                 "inputs": input_fingerprint(inputs)}  # fmt: skip
-    before = outputs.check_owner(str(out_path), "score", WRITES)
+    before = outputs.check_owner(out, "score", WRITES)
     if before is not None:
         _check_identity(out, before, identity)
     ensure_ray(address)  # a cluster that cannot be joined fails before anything is written
-    with outputs.Lease(str(out_path), "score") as lease:
-        outputs.record_owner(str(out_path), "score", identity)
-        return _score(inputs, b, model, out_path, settings, lease.token)
+    check_shared_output(out, out_is_shared, "pass --out-is-shared")
+    with outputs.Lease(out, "score") as lease:
+        outputs.record_owner(out, "score", identity)
+        model = model if storage.is_uri(model) else str(Path(model).absolute())
+        return _score(inputs, b, model, out, settings, lease.token)
 
 
-def _score(inputs: list[str], b: bundle.Bundle, model: str, out_path: Path, settings: ScoreSettings,
+def _score(inputs: list[str], b: bundle.Bundle, model: str, out: str, settings: ScoreSettings,
            token: str) -> dict[str, Any]:  # fmt: skip
     import ray
 
-    done = {p for paths in _commits(out_path).values() for p in paths}
+    done = {p for paths in _commits(out).values() for p in paths}
     todo = [p for p in inputs if p not in done]
     if done:
         print(f"resuming: {len(inputs) - len(todo)} of {len(inputs)} inputs already scored", flush=True)
@@ -470,35 +475,34 @@ def _score(inputs: list[str], b: bundle.Bundle, model: str, out_path: Path, sett
                 num_cpus=1,
             ).map_batches(
                 Predictor,
-                fn_constructor_kwargs={"bundle_path": str(Path(model).absolute()), "device": "cuda" if settings.gpu else None},
+                fn_constructor_kwargs={"bundle_path": model, "device": "cuda" if settings.gpu else None},
                 batch_format="pyarrow",
                 batch_size=None,
                 compute=ray.data.ActorPoolStrategy(size=n_actors),
                 num_cpus=0 if settings.gpu else 0.5,
                 num_gpus=1 if settings.gpu else 0,
             )
-            sink = ScoreSink(str(out_path), b.classes, b.model_id, token)
-            done_dir = out_path / PARTS / "done"
-            committed = NewFiles(lambda: [str(p) for p in done_dir.glob("*.parquet")],
-                                 lambda p: pq.read_metadata(p).num_rows).skip_existing()  # fmt: skip
+            sink = ScoreSink(out, b.classes, b.model_id, token)
+            done_dir = storage.join(out, PARTS, "done")
+            committed = NewFiles(lambda: storage.list_files(done_dir, ".parquet"), storage.parquet_rows).skip_existing()
             with Progress("score", len(todo), committed, "inputs"):
                 ds.write_datasink(sink)
         returns = sink.returns
     wall = time.perf_counter() - started
-    files, errors = _consolidate(out_path, b.classes)
+    files, errors = _consolidate(out, b.classes)
     audio_s = float(pc.sum(files.column("duration_s")).as_py() or 0.0) if files.num_rows else 0.0
     this_run_s = sum(r["seconds"] for r in returns)
     summary = {
-        "inputs": len(inputs), "files": files.num_rows, "errors": errors.num_rows, "segments": _segment_rows(out_path),
+        "inputs": len(inputs), "files": files.num_rows, "errors": errors.num_rows, "segments": _segment_rows(out),
         "audio_hours": audio_s / 3600, "scored_this_run": len(todo), "wall_s": wall,
         "x_realtime": (this_run_s / wall) if wall > 0 and this_run_s else None,
         "cpus": ray.cluster_resources().get("CPU"), "model": b.model_id, "classes": b.classes,
         "settings": settings.model_dump(),
     }  # fmt: skip
     if files.num_rows + errors.num_rows != len(inputs):
-        raise SeremoError(f"{out_path}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
-    (out_path / "score.json").write_text(json.dumps(summary, indent=2))
-    check_failures(str(out_path), len(inputs), files.num_rows, errors.column("error").to_pylist(),
+        raise SeremoError(f"{out}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
+    storage.write_json(storage.join(out, "score.json"), summary)
+    check_failures(out, len(inputs), files.num_rows, errors.column("error").to_pylist(),
                    errors.column("message").to_pylist()[:1], settings.failure_budget)  # fmt: skip
     return summary
 
@@ -509,17 +513,33 @@ def clear(out: str) -> None:
     Only seremo's own files go: the published parts of its commits, its staging
     prefix, its summaries and its marker; anything else in ``out`` stays.
     """
-    import shutil
-
     marker = outputs.owner(out)
     if marker is None or marker.get("verb") != "score":
         raise SeremoError(f"{out}: is not a `seremo score` output; not clearing it")
-    out_path = Path(out)
     with outputs.Lease(out, "score"):
-        for marker_file in (out_path / PARTS / "done").glob("*.parquet"):
-            _published(out_path, marker_file.stem).unlink(missing_ok=True)
-        shutil.rmtree(out_path / PARTS, ignore_errors=True)
+        for marker_file in storage.list_files(storage.join(out, PARTS, "done"), ".parquet"):
+            storage.delete_file(_published(out, _key(marker_file)))
+        for f in storage.list_files(storage.join(out, PARTS), recursive=True):
+            storage.delete_file(f)
         for name in ("files.parquet", "errors.parquet", "score.json", outputs.MARKER):
-            (out_path / name).unlink(missing_ok=True)
-        if (out_path / "segments").is_dir() and not any((out_path / "segments").iterdir()):
-            (out_path / "segments").rmdir()
+            storage.delete_file(storage.join(out, name))
+        for folder in (storage.join(out, PARTS, sub) for sub in ("segments", "files", "errors", "done")):
+            storage.remove_empty_dir(folder)
+        storage.remove_empty_dir(storage.join(out, PARTS))
+        storage.remove_empty_dir(storage.join(out, "segments"))
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_stage(source: str, model: str, out: str, settings: ScoreSettings, address: str | None,
+              out_is_shared: bool = False) -> Outcome:  # fmt: skip
+    """``seremo score``: the summary table and where the outputs are."""
+    s = score(source, model, out, settings, address=address, out_is_shared=out_is_shared)
+    table = format_table(
+        ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
+        [[s["inputs"], s["files"], s["errors"], s["segments"], round(s["audio_hours"], 3), round(s["wall_s"], 1),
+          round(s["x_realtime"] or 0.0, 1)]],
+    )  # fmt: skip
+    where = f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet"
+    return Outcome({k: s[k] for k in ("inputs", "files", "errors", "segments")}, f"{table}\n{where}")

@@ -13,10 +13,13 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from seremo.errors import SeremoError
@@ -71,6 +74,97 @@ def makedirs(path: str) -> None:
     """Create a directory and its parents (on object stores, where directories are implicit, a no-op)."""
     fs, inner = filesystem(path)
     fs.create_dir(inner, recursive=True)
+
+
+def is_file(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type == pafs.FileType.File
+
+
+def is_dir(path: str) -> bool:
+    """A directory (on object stores: a prefix that holds objects)."""
+    fs, inner = filesystem(path)
+    return fs.get_file_info(inner).type == pafs.FileType.Directory
+
+
+def list_files(path: str, suffix: str = "", recursive: bool = False) -> list[str]:
+    """Files under the directory ``path`` (none when it is not there), as paths or URIs like ``path``."""
+    fs, inner = filesystem(path)
+    infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True, recursive=recursive))
+    names = sorted(i.path[len(inner.rstrip("/")) + 1 :] for i in infos if i.type == pafs.FileType.File)
+    return [join(path, *n.split("/")) for n in names if n.endswith(suffix)]
+
+
+def delete_file(path: str) -> None:
+    """Remove one file; one that is already gone is fine."""
+    fs, inner = filesystem(path)
+    try:
+        fs.delete_file(inner)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # object stores say "not found" in words
+        if "not found" not in str(exc).lower() and "does not exist" not in str(exc).lower():
+            raise
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write a Parquet file whole or not at all.
+
+    Local disks: write a hidden temporary beside it, then rename. Object stores:
+    one PUT creates an object atomically (no rename there, and none needed), so
+    a killed writer never leaves a half-written file either way.
+    """
+    if is_uri(path):
+        fs, inner = filesystem(path)
+        pq.write_table(table, inner, filesystem=fs)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+
+
+def read_parquet(path: str, **kwargs: Any) -> pa.Table:
+    fs, inner = filesystem(path)
+    return pq.read_table(inner, filesystem=fs, **kwargs)
+
+
+def parquet_rows(path: str) -> int:
+    fs, inner = filesystem(path)
+    return pq.read_metadata(inner, filesystem=fs).num_rows
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    fs, inner = filesystem(path)
+    if not is_uri(path):
+        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as f:
+        f.write(data)
+
+
+def local_copy(path: str) -> Path:
+    """A local directory holding ``path``'s files: ``path`` itself, or a fresh download of a URI.
+
+    Downloads go to a temporary directory removed when the process exits.
+    """
+    if not is_uri(path):
+        return Path(path)
+    import atexit
+
+    local = Path(tempfile.mkdtemp(prefix="seremo-copy-"))
+    atexit.register(shutil.rmtree, local, ignore_errors=True)
+    fs, inner = filesystem(path)
+    if fs.get_file_info(inner).type == pafs.FileType.Directory:
+        pafs.copy_files(inner, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
+def remove_empty_dir(path: str) -> None:
+    """Remove a local directory that holds nothing (object stores have no empty directories to remove)."""
+    if not is_uri(path):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(path)
 
 
 def remove_dir(path: str) -> None:

@@ -19,123 +19,21 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from seremo import bundle, config, evaluate, nets, outputs, shards, storage
+from seremo import bundle, evaluate, nets, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
+from seremo.settings import TrainSettings
+from seremo.settings import load_train as load_settings  # noqa: F401  (re-exported)
+from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
-
-
-class Augment(BaseModel):
-    """Training-only audio augmentation (off by default): copies of each training utterance."""
-
-    model_config = ConfigDict(extra="forbid")
-    copies: int = Field(0, ge=0)
-    noise_snr_db: float | None = None
-    speed: list[float] | None = None
-    pitch_semitones: float | None = None
-
-    @model_validator(mode="after")
-    def _something_to_do(self) -> Augment:
-        if self.copies and self.noise_snr_db is None and not self.speed and not self.pitch_semitones:
-            raise ValueError("copies > 0 needs noise_snr_db, speed or pitch_semitones")
-        return self
-
-
-class Masking(BaseModel):
-    """SpecAugment-style masking of training batches (on by default; ``time_masks: 0, freq_masks: 0`` turns it off).
-
-    Chosen on EmoDB, where together with the one-cycle schedule it was the largest single gain
-    for the BiLSTM and the CNN (README, "Measured on EmoDB"); the settings were picked on the same
-    folds they are reported on, so treat that figure as optimistic.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    time_masks: int = Field(2, ge=0)
-    time_width: int = Field(20, ge=1, description="widest time span, in frames")
-    freq_masks: int = Field(2, ge=0)
-    freq_width: int | None = Field(None, ge=1, description="widest band span; default 8 mel bands, 3 sequence dims")
-
-    def kwargs(self, kind: str) -> dict[str, int]:
-        width = self.freq_width or (8 if kind == "image" else 3)
-        return {"time_masks": self.time_masks, "time_width": self.time_width,
-                "freq_masks": self.freq_masks, "freq_width": width}  # fmt: skip
-
-
-class TrainSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp"] = "bilstm"
-    class_set: str | None = None
-    folds: int = Field(5, ge=2, le=1000)
-    groups: Literal["speaker", "corpus"] = Field(
-        "speaker", description="folds hold out speakers (the manifest's group) or whole corpora (then one per corpus)"
-    )
-    test: list[str] = Field(default_factory=list, description="features dirs the final model scores, reported apart")
-    normalise: Literal["none", "speaker", "corpus"] = Field(
-        "none", description="z-score each speaker's (or corpus's) frames before the net: a named protocol"
-    )
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of training speakers for early stopping")
-    epochs: int = Field(60, ge=1)
-    patience: int = Field(15, ge=1)
-    min_epochs: int = Field(1, ge=1, description="no early stop before this epoch (validation UAR is noisy "
-                            "while the one-cycle rate is high)")  # fmt: skip
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0, description="peak learning rate")
-    schedule: Literal["onecycle", "constant"] = Field("onecycle", description="one-cycle: warm up 10%, cosine down")
-    weight_decay: float = Field(1e-4, ge=0)
-    masking: Masking = Field(default_factory=Masking)
-    arch: dict[str, Any] = Field(default_factory=dict, description="model arguments, e.g. hidden: 64")
-    workers: int = Field(2, ge=1)
-    gpu: bool = False
-    max_failures: int = Field(2, ge=0)
-    collective_timeout_s: int = Field(120, ge=10, description="how long a rank waits for a dead peer")
-    final_fit: bool = True
-    augment: Augment = Field(default_factory=Augment)
-    seed: int = 0
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, arch: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        """A typo in ``arch`` fails here, not as a traceback inside a Ray Train worker."""
-        model = info.data.get("model")
-        problem = arch_problem(model, arch) if model else None
-        if problem:
-            raise ValueError(f"{problem[0]}: {problem[1]}")
-        return arch
-
-
-def arch_problem(model: str, arch: dict[str, Any]) -> tuple[str, str] | None:
-    """(key, why) for the first ``arch`` key the model's constructor does not take, else None."""
-    data_args, takes = nets.arch_args(model)
-    if takes is None:
-        return None
-    for key in arch:
-        if key in data_args:
-            return key, f"{model} gets {key} from the data; arch takes: {', '.join(takes)}"
-        if key not in takes:
-            return key, f"{model} has no argument {key!r}; arch takes: {', '.join(takes)}"
-    return None
-
-
-def load_settings(path: str | None, **overrides: Any) -> TrainSettings:
-    raw = config.read_section(path, "train")
-    raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    source = path or "settings"
-    model, arch = raw.get("model", TrainSettings.model_fields["model"].default), raw.get("arch")
-    if model in nets.MODELS and isinstance(arch, dict):  # else pydantic names what is wrong
-        problem = arch_problem(model, arch)
-        if problem:
-            raise ConfigError(f"{source}: train.arch.{problem[0]}: {problem[1]}")
-    return config.validate(TrainSettings, raw, source, "train.")
 
 
 # --------------------------------------------------------------------------- the worker loop
@@ -147,7 +45,6 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    import torch.distributed as dist
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -158,24 +55,13 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(s["seed"])
     model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
     model.norm.set(*config["norm"])
-    opt_state, sched_state, start, history, best, best_state, stale, restarts = None, None, 0, [], -1.0, None, 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt_state, start, history = state["optimizer"], state["epoch"] + 1, json.loads(state["history"])
-        sched_state = state["scheduler"]
-        best, stale, restarts = state["best"], state["stale"], state["restarts"] + 1
-        best_state = state["best_model"]
-        if rank == 0:
-            print(f"resuming at epoch {start + 1} from the checkpoint of epoch {start}", flush=True)
+    state = _resumed_state(model, rank)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)  # DDP: gradients all-reduced every step
     core = model.module if hasattr(model, "module") else model
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
+    if state["optimizer"] is not None:
+        opt.load_state_dict(state["optimizer"])
     counts = np.bincount(labels[train_idx], minlength=len(data["classes"])).astype(np.float64)
     weights = torch.as_tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
@@ -185,83 +71,136 @@ def train_loop(config: dict[str, Any]) -> None:
     if s["schedule"] == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=max(s["epochs"] * steps, 20),
                                                     pct_start=0.1)  # fmt: skip
-        if sched_state is not None:
-            sched.load_state_dict(sched_state)
-    masking = TrainSettings.model_validate(s).masking.kwargs(kind)
-    fill = config["norm"][0]
-    use_bf16 = device.type == "cuda"
+        if state["scheduler"] is not None:
+            sched.load_state_dict(state["scheduler"])
+    step = {"model": model, "opt": opt, "sched": sched, "loss_fn": loss_fn, "device": device,
+            "masking": TrainSettings.model_validate(s).masking.kwargs(kind), "fill": config["norm"][0],
+            "bf16": device.type == "cuda", "items": items, "labels": labels, "kind": kind}  # fmt: skip
 
-    for epoch in range(start, s["epochs"]):
+    for epoch in range(state["epoch"], s["epochs"]):
         started = time.perf_counter()
-        model.train()
         batches = nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, s["seed"] + epoch), rank, world)
-        total = torch.zeros(3, dtype=torch.float64)  # loss sum, samples, id checksum
-        rng = np.random.default_rng([s["seed"], epoch, rank])  # the same masks after a resume
-        for batch in batches:
-            rows = train_idx[batch]
-            x, L = nets.collate([items[i] for i in rows], kind)
-            x = nets.spec_mask(x, L, kind, fill, rng, **masking)
-            y = torch.as_tensor(labels[rows], dtype=torch.long)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x.to(device), L.to(device))
-                loss = loss_fn(logits.float(), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += torch.tensor([loss.item() * len(rows), len(rows), float(rows.sum())], dtype=torch.float64)
+        total = _train_epoch(step, train_idx, batches, np.random.default_rng([s["seed"], epoch, rank]))
         seconds = time.perf_counter() - started
-        per_rank = [total.clone() for _ in range(world)]
-        if world > 1:
-            dist.all_gather(per_rank, total)
-        checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
-        checksums = [checksum.clone() for _ in range(world)]
-        if world > 1:
-            dist.all_gather(checksums, checksum)
+        per_rank, checksums = _gather_ranks(total, core, world)
         samples = sum(float(t[1]) for t in per_rank)
-        # Every rank scores the whole validation set, so every rank takes the same stopping decision.
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            proba = nets.predict_proba(core, [items[i] for i in val_idx])
-        pred = proba.argmax(axis=1)
-        val_uar = evaluate.uar(labels[val_idx], pred)
-        val_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(val_idx)), labels[val_idx]], 1e-9))))
-        if val_uar > best:
-            best, stale = val_uar, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        val_uar, val_loss = _validate(core, items, labels, val_idx, step["bf16"])
+        if val_uar > state["best"]:
+            state["best"], state["stale"] = val_uar, 0
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
         else:
-            stale += 1
+            state["stale"] += 1
         record = {
             "epoch": epoch + 1,
             "train_loss": sum(float(t[0]) for t in per_rank) / max(samples, 1),
             "val_loss": val_loss,
             "val_uar": val_uar,
-            "best_val_uar": best,
+            "best_val_uar": state["best"],
             "samples_per_s": samples / max(seconds, 1e-9),
             "world_size": world,
             "rank_samples": [int(t[1]) for t in per_rank],
             "rank_id_checksums": [float(t[2]) for t in per_rank],
             "rank_param_checksums": [float(c) for c in checksums],
-            "restarts": restarts,
+            "restarts": state["restarts"],
         }
-        history.append(record)
-        stop = (stale >= s["patience"] and epoch + 1 >= s["min_epochs"]) or epoch + 1 == s["epochs"]
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if rank == 0:
-                torch.save(
-                    {
-                        "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                        "scheduler": sched.state_dict() if sched is not None else None,
-                        "history": json.dumps(history), "best": best, "stale": stale,
-                        "restarts": restarts, "best_model": best_state,
-                    },
-                    Path(d) / "state.pt",
-                )  # fmt: skip
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report({**record, "done": stop, "history": json.dumps(history)}, checkpoint=ckpt)
+        state["history"].append(record)
+        stop = (state["stale"] >= s["patience"] and epoch + 1 >= s["min_epochs"]) or epoch + 1 == s["epochs"]
+        _checkpoint_and_report(state, record, epoch, stop, core, opt, sched, rank)
         if stop:
             break
+
+
+def _resumed_state(model: Any, rank: int) -> dict[str, Any]:
+    """The loop's state from the last checkpoint (a restarted worker group), or a fresh one."""
+    import ray.train
+    import torch
+
+    state = {"optimizer": None, "scheduler": None, "epoch": 0, "history": [], "best": -1.0, "best_model": None,
+             "stale": 0, "restarts": 0}  # fmt: skip
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return state
+    with checkpoint.as_directory() as d:
+        saved = torch.load(Path(d) / "state.pt", weights_only=True)
+    model.load_state_dict(saved["model"])
+    state.update(optimizer=saved["optimizer"], scheduler=saved["scheduler"], epoch=saved["epoch"] + 1,
+                 history=json.loads(saved["history"]), best=saved["best"], stale=saved["stale"],
+                 restarts=saved["restarts"] + 1, best_model=saved["best_model"])  # fmt: skip
+    if rank == 0:
+        print(f"resuming at epoch {state['epoch'] + 1} from the checkpoint of epoch {state['epoch']}", flush=True)
+    return state
+
+
+def _train_epoch(step: dict[str, Any], train_idx: np.ndarray, batches: list, rng: np.random.Generator) -> Any:
+    """One pass over this rank's batches; (loss sum, samples, id checksum) as a float64 tensor."""
+    import torch
+
+    model, items, labels, kind = step["model"], step["items"], step["labels"], step["kind"]
+    model.train()
+    total = torch.zeros(3, dtype=torch.float64)
+    for batch in batches:
+        rows = train_idx[batch]
+        x, L = nets.collate([items[i] for i in rows], kind)
+        x = nets.spec_mask(x, L, kind, step["fill"], rng, **step["masking"])
+        y = torch.as_tensor(labels[rows], dtype=torch.long)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=step["bf16"]):
+            logits = model(x.to(step["device"]), L.to(step["device"]))
+            loss = step["loss_fn"](logits.float(), y.to(step["device"]))
+        step["opt"].zero_grad(set_to_none=True)
+        loss.backward()
+        step["opt"].step()
+        if step["sched"] is not None:
+            step["sched"].step()
+        total += torch.tensor([loss.item() * len(rows), len(rows), float(rows.sum())], dtype=torch.float64)
+    return total
+
+
+def _gather_ranks(total: Any, core: Any, world: int) -> tuple[list, list]:
+    """Every rank's epoch totals and parameter checksum (the evidence that DDP kept the ranks in step)."""
+    import torch
+    import torch.distributed as dist
+
+    per_rank = [total.clone() for _ in range(world)]
+    if world > 1:
+        dist.all_gather(per_rank, total)
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
+    checksums = [checksum.clone() for _ in range(world)]
+    if world > 1:
+        dist.all_gather(checksums, checksum)
+    return per_rank, checksums
+
+
+def _validate(core: Any, items: list, labels: np.ndarray, val_idx: np.ndarray, bf16: bool) -> tuple[float, float]:
+    """(UAR, loss) on the validation speakers; every rank scores all of them, so all stop alike."""
+    import torch
+
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+        proba = nets.predict_proba(core, [items[i] for i in val_idx])
+    val_uar = evaluate.uar(labels[val_idx], proba.argmax(axis=1))
+    val_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(val_idx)), labels[val_idx]], 1e-9))))
+    return val_uar, val_loss
+
+
+def _checkpoint_and_report(state: dict[str, Any], record: dict[str, Any], epoch: int, stop: bool, core: Any,
+                           opt: Any, sched: Any, rank: int) -> None:  # fmt: skip
+    """Report the epoch to Ray Train; rank 0 attaches the checkpoint a restarted group resumes from."""
+    import ray.train
+    import torch
+
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            torch.save(
+                {
+                    "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "history": json.dumps(state["history"]), "best": state["best"], "stale": state["stale"],
+                    "restarts": state["restarts"], "best_model": state["best_model"],
+                },
+                Path(d) / "state.pt",
+            )  # fmt: skip
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report({**record, "done": stop, "history": json.dumps(state["history"])}, checkpoint=ckpt)
 
 
 # --------------------------------------------------------------------------- driver
@@ -638,3 +577,24 @@ def plot_curves(curves: list[list[dict]], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_stage(features_dir: str, out: str, settings: TrainSettings, address: str | None) -> Outcome:
+    """``seremo train``: grouped-fold training, its per-fold table and where the report is."""
+    from seremo.report import outer_protocol, variants_lines
+
+    metrics = train_run(features_dir, out, settings, address=address)
+    text = [
+        format_table(["held out", "n", "test UAR", "epochs", "samples/s", "wall s"],
+                     [[", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["samples_per_s"], f["wall_s"]]
+                      for f in metrics["per_fold"]]),
+        "",
+        f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
+        f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)",
+        *variants_lines(metrics),
+        f"report: {out}/report.md",
+    ]  # fmt: skip
+    return Outcome({"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}, "\n".join(text))

@@ -30,68 +30,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from seremo import bundle, classical, config, evaluate, outputs, shards, storage
+from seremo import bundle, classical, evaluate, outputs, shards, storage
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
+from seremo.settings import TuneSettings
+from seremo.settings import load_tune as load_settings  # noqa: F401  (re-exported)
+from seremo.settings import tune_from_dict as settings_from_dict  # noqa: F401
+from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
-
-
-class TuneSettings(BaseModel):
-    """What ``--config`` may set (a YAML file, flat or under a ``tune:`` key)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    class_set: str | None = None
-    models: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {name: {} for name in classical.FAMILIES},
-        description="families to search, each with optional search-space overrides",
-    )
-    search: Literal["grid", "random", "optuna"] = "grid"
-    num_samples: int = Field(20, ge=1, description="trials for random/optuna search")
-    outer_folds: int | None = Field(None, ge=2, le=1000, description="None = leave one group out")
-    inner_folds: int = Field(3, ge=2, le=1000)
-    groups: Literal["speaker", "corpus"] = Field(
-        "speaker", description="outer folds hold out speakers (the manifest's group) or whole corpora"
-    )
-    test: list[str] = Field(default_factory=list, description="features dirs the shipped model scores, reported apart")
-    speaker_norm: bool = False
-    corpus_norm: bool = False
-    selection: Literal["family_vote", "top_k", "best"] = Field(
-        "family_vote", description="per outer fold, by inner UAR: a soft vote of each family's best configuration, "
-        "of the top_k configurations, or the single best one"
-    )
-    top_k: int = Field(5, ge=1, le=100, description="members of a top_k vote")
-    ship: Literal["raw", "speaker_norm", "corpus_norm"] = Field("raw", description="the variant the bundle holds")
-    max_concurrent: int | None = None
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _shipped_variant_runs(self) -> TuneSettings:
-        if self.ship not in self.variants:
-            raise ValueError(f"ship {self.ship!r} needs {self.ship.replace('_norm', '')}_norm: true; "
-                             f"the variants that run are {', '.join(self.variants)}")  # fmt: skip
-        return self
-
-    @property
-    def variants(self) -> list[str]:
-        """raw, and each normalisation variant asked for: each is searched and reported apart."""
-        return ["raw"] + [v for v, on in (("speaker_norm", self.speaker_norm), ("corpus_norm", self.corpus_norm)) if on]
-
-    def describe_selection(self) -> str:
-        return {
-            "family_vote": "per outer fold, a soft vote of each family's configuration with the best mean inner-CV UAR",
-            "top_k": f"per outer fold, a soft vote of the {self.top_k} configurations with the best mean inner-CV UAR",
-            "best": "per outer fold, the configuration with the best mean inner-CV UAR",
-        }[self.selection]
 
 
 def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
@@ -106,23 +60,6 @@ def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
             members.append(t)
             families.add(t["family"])
     return members
-
-
-def load_settings(path: str | None) -> TuneSettings:
-    return settings_from_dict(config.read_section(path, "tune", pipeline_keys=("features",)), path or "settings")
-
-
-def settings_from_dict(raw: Any, source: str) -> TuneSettings:
-    settings = config.validate(TuneSettings, raw, source, "tune.")
-    for name, override in settings.models.items():
-        family = classical.get_family(name)
-        unknown = set(override) - set(family.space) - {"select_k"}
-        if unknown:
-            raise ConfigError(
-                f"{source}: model {name!r} has no hyperparameter(s) {sorted(unknown)}; "
-                f"it takes: {', '.join(sorted(family.space))}, select_k"
-            )
-    return settings
 
 
 # --------------------------------------------------------------------------- data
@@ -662,3 +599,25 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
         out / "model_predictions.parquet",
     )
     (out / "report.md").write_text(tune_report(metrics, data))
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_stage(features_dir: str, out: str, settings: TuneSettings, address: str | None) -> Outcome:
+    """``seremo tune``: the nested search, its table by family and where the report is."""
+    from seremo.report import outer_protocol, variants_lines
+
+    metrics = tune_run(features_dir, out, settings, address=address)
+    fams = sorted(metrics["families"].items(), key=lambda kv: -kv[1]["uar"])
+    text = [
+        format_table(["family", "nested UAR", "WA", "macro-F1", "configs"],
+                     [[f, v["uar"], v["wa"], v["macro_f1"], v["configs"]] for f, v in fams]),
+        "",
+        f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
+        f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)",
+        *variants_lines(metrics),
+        f"report: {out}/report.md",
+        f"model:  {out}/model",
+    ]  # fmt: skip
+    return Outcome({"uar": metrics["uar"], "wa": metrics["wa"], "macro_f1": metrics["macro_f1"]}, "\n".join(text))

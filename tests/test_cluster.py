@@ -173,3 +173,37 @@ def test_a_wrong_or_missing_token_on_a_verb_is_one_line_about_the_token(local_cl
         assert "Traceback" not in res.stderr and "gcs_client.cc" not in res.stderr, res.stderr[-2000:]
         assert len(res.stderr.strip().splitlines()) <= 3, res.stderr[-2000:]
         assert not (tmp_path / "f" / "shards").exists()
+
+
+def test_standalone_extract_and_score_refuse_a_local_out_on_two_nodes(local_cluster, emodb_manifest, tmp_path):
+    """Each node would write its own disk: one line naming a URI or --out-is-shared, and nothing written."""
+    import numpy as np
+
+    from seremo import bundle, classical, features
+
+    fs = features.get("compact8")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, len(fs.feature_names()))), np.repeat(["angry", "neutral"], 20)
+    model = classical.fit("logreg", {"C": 1.0}, X, y)
+    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0}, feature_set=fs.describe(),
+                            classes=list(model.classes_), training={"corpora": ["x"], "utterances": 40, "groups": 2},
+                            metrics={})  # fmt: skip
+    model_dir = bundle.save_classical(tmp_path / "model", model, meta)
+    gcs = f"127.0.0.1:{int(local_cluster['dashboard'].rsplit(':', 1)[1]) - 2}"
+    env = {**local_cluster["env"], "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": local_cluster["token"]}
+    wav = pq.read_table(emodb_manifest).column("path")[0].as_py()
+    for verb, argv in (("extract", ["extract", emodb_manifest, "--features", "compact8"]),
+                       ("score", ["score", wav, "--model", str(model_dir)])):  # fmt: skip
+        out = tmp_path / f"{verb}-out"
+        res = subprocess.run([sys.executable, "-m", "seremo.cli", *argv, "--out", str(out), "--address", gcs],
+                             env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+        errors = [line for line in res.stderr.splitlines() if line.startswith(f"seremo {verb}: error:")]
+        assert len(errors) == 1 and "2 nodes" in errors[0] and "--out-is-shared" in errors[0], res.stderr[-2000:]
+        assert "Traceback" not in res.stderr and not out.exists()
+
+    out = tmp_path / "score-shared"  # declared shared (both nodes are this machine): it runs
+    res = subprocess.run([sys.executable, "-m", "seremo.cli", "score", wav, "--model", str(model_dir), "--out", str(out),
+                          "--address", gcs, "--out-is-shared"], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert pq.read_table(out / "files.parquet").num_rows == 1
