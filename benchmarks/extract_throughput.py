@@ -32,9 +32,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from seremo import audio, features, manifest  # noqa: E402
-from seremo.summary import format_table  # noqa: E402
 from seremo.corpora import prepare_corpus  # noqa: E402
 from seremo.extract import extract, extract_one  # noqa: E402
+from seremo.summary import format_table  # noqa: E402
 
 
 def best_of(trials: int, fn) -> float:

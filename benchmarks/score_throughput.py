@@ -22,12 +22,12 @@ import pyarrow as pa
 import ray
 
 from seremo import bundle, classical, features
-from seremo.summary import format_table
 from seremo.corpora import prepare_corpus
 from seremo.extract import extract
 from seremo.score import ScoreSettings, score
 from seremo.shards import read_features
 from seremo.simulate import Utterance, make_calls, telephone_copies
+from seremo.summary import format_table
 
 
 def main() -> int:

@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="a model bundle directory (a run's model/)")
     p.add_argument("--out", required=True, help="output directory or URI (re-running into it resumes)")
     p.add_argument("--channels", choices=["split", "mix"], default="split", help="score channels apart or mixed")
-    p.add_argument("--segment", choices=["vad", "fixed"], default="vad", help="energy VAD or fixed windows")
+    p.add_argument("--segment", choices=["vad", "silero", "fixed"], default="vad",
+                   help="energy VAD, Silero VAD (a neural model: slower, ignores music and noise) or fixed windows")
     p.add_argument("--min-s", type=float, default=None, dest="min_s", help="shortest segment (s)")
     p.add_argument("--max-s", type=float, default=None, dest="max_s", help="longest segment (s)")
     p.add_argument("--window-s", type=float, default=None, dest="window_s", help="fixed window length (s)")

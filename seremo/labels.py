@@ -25,6 +25,9 @@ CANONICAL: tuple[str, ...] = (
     "excited",
 )
 
+# Labels an analytics team reads as negative speech (the archive report, the worst moment of a call).
+NEGATIVE = ("angry", "frustrated", "sad", "fearful", "disgust")
+
 # Names people (and user manifests) commonly use for the canonical labels.
 _ALIASES: dict[str, str] = {
     "neu": "neutral",

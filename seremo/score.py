@@ -41,15 +41,16 @@ from ray.data.block import BlockAccessor
 from seremo import audio, bundle, evaluate, outputs, storage
 from seremo.errors import AudioError, ConfigError, SeremoError, check_failures, errors_table
 from seremo.features import FeatureSet
+from seremo.labels import NEGATIVE
 from seremo.manifest import normalise_path
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, ensure_ray
+from seremo.score_report import REPORT_FILES
 from seremo.settings import ScoreSettings
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
-NEGATIVE = ("angry", "frustrated", "sad", "fearful", "disgust")
 PARTS = "_parts"
 
 
@@ -323,7 +324,7 @@ def _empty_files(classes: list[str]) -> pa.Table:
 # --------------------------------------------------------------------------- driver
 
 # What ``seremo score`` writes at the top of its --out (checked against a user's folder).
-WRITES = ("segments", PARTS, "files.parquet", "errors.parquet", "score.json")
+WRITES = ("segments", PARTS, "files.parquet", "errors.parquet", "score.json", *REPORT_FILES)
 
 
 def input_fingerprint(inputs: list[str]) -> dict[str, Any]:
@@ -439,8 +440,10 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     out = out if storage.is_uri(out) else os.path.abspath(out)
     outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
-    identity = {"model": b.model_id, "channels": settings.channels,
-                "segment": dataclasses.asdict(SegmentSettings(**settings.segment)),
+    segment = dataclasses.asdict(SegmentSettings(**settings.segment))
+    if segment["mode"] != "silero":  # outputs scored before the silero mode existed still resume
+        del segment["speech_prob"]
+    identity = {"model": b.model_id, "channels": settings.channels, "segment": segment,
                 "inputs": input_fingerprint(inputs)}  # fmt: skip
     before = outputs.check_owner(out, "score", WRITES)
     if before is not None:
@@ -502,9 +505,20 @@ def _score(inputs: list[str], b: bundle.Bundle, model: str, out: str, settings: 
     if files.num_rows + errors.num_rows != len(inputs):
         raise SeremoError(f"{out}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
     storage.write_json(storage.join(out, "score.json"), summary)
+    _write_report(out, b.classes)
     check_failures(out, len(inputs), files.num_rows, errors.column("error").to_pylist(),
                    errors.column("message").to_pylist()[:1], settings.failure_budget)  # fmt: skip
     return summary
+
+
+def _write_report(out: str, classes: list[str]) -> None:
+    """The archive report, from the Parquet just written (it never slows the job itself)."""
+    from seremo import score_report
+
+    started = time.perf_counter()
+    parts = [_published(out, key) for key in sorted(_commits(out))]  # committed parts only
+    score_report.write(out, classes, parts)
+    log.info("%s: report.md written in %.1f s", out, time.perf_counter() - started)
 
 
 def clear(out: str) -> None:
@@ -521,7 +535,7 @@ def clear(out: str) -> None:
             storage.delete_file(_published(out, _key(marker_file)))
         for f in storage.list_files(storage.join(out, PARTS), recursive=True):
             storage.delete_file(f)
-        for name in ("files.parquet", "errors.parquet", "score.json", outputs.MARKER):
+        for name in ("files.parquet", "errors.parquet", "score.json", *REPORT_FILES, outputs.MARKER):
             storage.delete_file(storage.join(out, name))
         for folder in (storage.join(out, PARTS, sub) for sub in ("segments", "files", "errors", "done")):
             storage.remove_empty_dir(folder)
@@ -541,5 +555,6 @@ def run_stage(source: str, model: str, out: str, settings: ScoreSettings, addres
         [[s["inputs"], s["files"], s["errors"], s["segments"], round(s["audio_hours"], 3), round(s["wall_s"], 1),
           round(s["x_realtime"] or 0.0, 1)]],
     )  # fmt: skip
-    where = f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet"
+    where = (f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet\n"
+             f"report:   {out}/report.md")
     return Outcome({k: s[k] for k in ("inputs", "files", "errors", "segments")}, f"{table}\n{where}")

@@ -38,6 +38,16 @@ Modes (:class:`SegmentSettings`):
     default) is cut into ``ceil(length / max_s)`` equal pieces; a longer one
     (a monologue without a pause) first sheds ``max_s`` pieces from its front
     until that much is left, which bounds the memory it takes.
+``"silero"``
+    The same runs as ``"vad"`` (merging, ``min_s``, padding, splitting at
+    ``max_s``), but a window is speech when Silero VAD (a small neural model,
+    MIT licence, weights inside the ``silero-vad`` wheel, so offline) gives it
+    a speech probability above ``speech_prob``, instead of the energy rule:
+    music, tones and steady noise that the energy rule takes for speech stay
+    out. Windows are 32 ms (512 samples at 16 kHz, 256 at 8 kHz; other rates
+    are refused), and the model's state runs on across decoding blocks, so the
+    segments do not depend on ``block_s`` either. It costs far more CPU than the
+    energy rule (README, "Segmentation").
 ``"fixed"``
     Windows of ``window_s`` every ``hop_s`` regardless of content; the window
     that reaches the end of the file is the last one and is kept, clipped, if
@@ -78,7 +88,7 @@ MIX_CHANNEL = -1  # Segment.channel of the channel mean (channels="mix")
 class SegmentSettings:
     """How a recording is cut into segments (see the module docstring)."""
 
-    mode: Literal["vad", "fixed"] = "vad"
+    mode: Literal["vad", "silero", "fixed"] = "vad"
     min_s: float = 0.5  # vad: drop speech runs shorter than this; fixed: drop a shorter last window
     max_s: float = 8.0  # vad: split longer runs into near-equal pieces of at most this
     merge_gap_s: float = 0.35  # vad: join speech separated by shorter pauses
@@ -89,10 +99,13 @@ class SegmentSettings:
     block_s: float = 60.0  # seconds decoded at a time
     noise_window_s: float = 30.0  # vad: the noise floor looks back this far
     noise_percentile: float = 10.0  # vad: ... and takes this percentile of the frame energies
+    speech_prob: float = 0.5  # silero: a window is speech above this probability
 
     def __post_init__(self):
-        if self.mode not in ("vad", "fixed"):
-            raise ConfigError(f"segment mode must be 'vad' or 'fixed', not {self.mode!r}")
+        if self.mode not in ("vad", "silero", "fixed"):
+            raise ConfigError(f"segment mode must be 'vad', 'silero' or 'fixed', not {self.mode!r}")
+        if not 0 < self.speech_prob < 1:
+            raise ConfigError(f"segment speech_prob must lie in (0, 1), not {self.speech_prob!r}")
         positive = ("max_s", "window_s", "hop_s", "block_s", "noise_window_s")
         for field in positive:
             value = getattr(self, field)
@@ -214,10 +227,9 @@ class _Fixed(_Channel):
 class _Vad(_Channel):
     """Energy VAD with a tiled noise floor; see the module docstring for the rules."""
 
-    def __init__(self, channel: int, settings: SegmentSettings, sr: int):
+    def __init__(self, channel: int, settings: SegmentSettings, sr: int, frame: tuple[int, int] | None = None):
         super().__init__(channel, settings, sr)
-        self.flen = max(1, int(round(FRAME_S * sr)))
-        self.hop = max(1, int(round(FRAME_HOP_S * sr)))
+        self.flen, self.hop = frame or (max(1, int(round(FRAME_S * sr))), max(1, int(round(FRAME_HOP_S * sr))))
         self.hop_s = self.hop / sr
         self.tile = max(1, int(round(NOISE_TILE_S / self.hop_s)))  # frames per noise tile
         self.window = max(self.tile, int(round(settings.noise_window_s / self.hop_s)))
@@ -255,13 +267,17 @@ class _Vad(_Channel):
 
     # decisions
 
-    def _decide(self, end: int) -> None:
-        """Classify frames decided..end with the floor of the window ending at end."""
+    def _speech(self, end: int) -> np.ndarray:
+        """Which of the frames decided..end are speech: above the floor of the window ending at end."""
         lo = max(0, end - self.window)
         window = self.db[lo - self.db0 : end - self.db0]
         floor = float(np.percentile(window, self.s.noise_percentile))
         threshold = max(floor + self.s.threshold_db, ABS_FLOOR_DB)
-        speech = self.db[self.decided - self.db0 : end - self.db0] > threshold
+        return self.db[self.decided - self.db0 : end - self.db0] > threshold
+
+    def _decide(self, end: int) -> None:
+        """Classify frames decided..end and grow, merge and close speech runs."""
+        speech = self._speech(end)
         edges = np.diff(np.concatenate([[0], speech.astype(np.int8), [0]]))
         starts = np.flatnonzero(edges == 1) + self.decided
         ends = np.flatnonzero(edges == -1) + self.decided
@@ -320,6 +336,54 @@ class _Vad(_Channel):
         return self._ready(self.n / self.sr)
 
 
+class _Silero(_Vad):
+    """Silero VAD's speech probability per 32 ms window in place of the energy rule."""
+
+    def __init__(self, channel: int, settings: SegmentSettings, sr: int):
+        if sr not in (8000, 16000):
+            raise ConfigError(f"segment mode 'silero' runs at 8000 or 16000 Hz, not {sr}")
+        window = 512 if sr == 16000 else 256
+        super().__init__(channel, settings, sr, frame=(window, window))
+        self.model = _silero_model()
+
+    def _frames(self) -> None:
+        import torch
+
+        n_new = self.n // self.hop - self.nf
+        if n_new <= 0:
+            return
+        a = self.nf * self.hop - self.buf0
+        windows = torch.from_numpy(np.ascontiguousarray(self.buf[a : a + n_new * self.hop])).view(n_new, self.hop)
+        with torch.inference_mode():
+            prob = np.array([float(self.model(w.unsqueeze(0), self.sr)) for w in windows], np.float64)
+        keep = max(0, self.decided - self.db0)  # a decision never looks back
+        self.db = np.concatenate([self.db[keep:], prob])
+        self.db0 += keep
+        self.nf += n_new
+
+    def _speech(self, end: int) -> np.ndarray:
+        return self.db[self.decided - self.db0 : end - self.db0] > self.s.speech_prob
+
+
+_SILERO = None
+
+
+def _silero_model():
+    """A fresh stateful copy of Silero VAD per channel (the weights load once per process)."""
+    import copy
+
+    global _SILERO
+    if _SILERO is None:
+        try:
+            from silero_vad import load_silero_vad
+        except ImportError:
+            raise ConfigError("segment mode 'silero' needs the silero-vad package: pip install silero-vad") from None
+        _SILERO = load_silero_vad()
+    model = copy.deepcopy(_SILERO)
+    model.reset_states()
+    return model
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -355,7 +419,7 @@ class FileSegmenter:
         self.n_segments = 0
 
     def _trackers(self, n_channels: int) -> list[_Channel]:
-        kind = _Vad if self.settings.mode == "vad" else _Fixed
+        kind = {"vad": _Vad, "silero": _Silero, "fixed": _Fixed}[self.settings.mode]
         ids = [MIX_CHANNEL] if self.channels == "mix" else list(range(n_channels))
         return [kind(c, self.settings, self.sr) for c in ids]
 

@@ -105,6 +105,30 @@ def make_calls(
     )
 
 
+def hold_music(seconds: float, sr: int, rng: np.random.Generator, level: float = 0.08) -> np.ndarray:
+    """Synthetic hold music: a chord per half second (harmonic tones, soft attack), peak ``level``.
+
+    Loud, tonal and steady: what an energy VAD takes for speech and a speech
+    detector should not.
+    """
+    t = np.arange(int(seconds * sr)) / sr
+    y = np.zeros_like(t)
+    for start in np.arange(0, seconds, 0.5):
+        on = (t >= start) & (t < start + 0.5)
+        root = 220.0 * 2 ** (rng.choice([0, 3, 5, 7, 10]) / 12)
+        for h, f in enumerate((root, root * 1.25, root * 1.5)):
+            y[on] += np.sin(2 * np.pi * f * t[on]) / (h + 1) * np.minimum(1, (t[on] - start) * 20)
+    return (level * y / max(np.abs(y).max(), 1e-9)).astype(np.float32)
+
+
+def pink_noise(n: int, rng: np.random.Generator, rms: float) -> np.ndarray:
+    """Background noise with a 1/f spectrum (office hum and chatter are closer to it than to white), at ``rms``."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
+    y = np.fft.irfft(spectrum, n)
+    return (y * rms / max(float(np.sqrt(np.mean(y**2))), 1e-12)).astype(np.float32)
+
+
 def telephone_copies(paths: Sequence[str], out_dir: str | Path, *, sr: int = 8000, noise: float = 3e-4,
                      seed: int = 0) -> list[str]:  # fmt: skip
     """Each file as it would arrive over a phone line (8 kHz mu-law with faint line noise).

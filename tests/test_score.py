@@ -178,7 +178,7 @@ def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
     assert pq.read_table(out / "segments").num_rows == a
 
 
-def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
+def test_two_hour_file_stays_under_1_gib(phone_bundle, emodb_wavs, tmp_path):
     """Featurize + predict a 2-hour stereo 8 kHz call in one process; peak RSS stays bounded."""
     long = tmp_path / "two_hours.wav"
     speech = [sf.read(p, dtype="float32")[0][::2] for p in emodb_wavs[:20]]  # crude 8 kHz copies
@@ -204,7 +204,7 @@ def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
     n_segments, duration, peak_kib = res.stdout.split()
     assert float(duration) == pytest.approx(7200, abs=60)
     assert int(n_segments) >= 100  # about one utterance a minute, found
-    assert int(peak_kib) * 1024 < 2 * 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
+    assert int(peak_kib) * 1024 < 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"  # measured: 528 MiB
 
 
 def test_an_out_dir_of_another_model_or_segmentation_is_refused_not_mixed(scored, archive, phone_bundle, capsys):
@@ -215,3 +215,32 @@ def test_an_out_dir_of_another_model_or_segmentation_is_refused_not_mixed(scored
     err = capsys.readouterr().err.strip()
     assert "other channel/segment settings" in err and "new --out" in err and len(err.splitlines()) == 1
     assert {p.name: p.stat().st_mtime_ns for p in (scored / "_parts" / "done").glob("*.parquet")} == before
+
+
+def test_the_archive_report_matches_the_parquet_it_summarises(scored):
+    """report.json's figures, recomputed here from segments/, files.parquet and errors.parquet."""
+    from seremo.labels import NEGATIVE
+    from seremo.score_report import REPORT_FILES
+
+    fig = json.loads((scored / "report.json").read_text())
+    segs = pq.read_table(scored / "segments").to_pandas()
+    segs["dur"] = segs["end_s"] - segs["start_s"]
+    assert fig["segments"] == len(segs) and fig["files"] == pq.read_metadata(scored / "files.parquet").num_rows
+    assert fig["errors"] == pq.read_metadata(scored / "errors.parquet").num_rows
+    assert sorted(fig["label_shares"]) == ["0", "1"]  # a stereo archive, channels split
+    for ch, g in segs.groupby("channel"):
+        shares = fig["label_shares"][str(ch)]
+        assert shares["speech_s"] == pytest.approx(g["dur"].sum()) and shares["segments"] == len(g)
+        for label in fig["classes"]:
+            assert shares[label] == pytest.approx(g.loc[g["label"] == label, "dur"].sum() / g["dur"].sum())
+    neg = segs[segs["label"].isin(NEGATIVE)].groupby("path")["dur"].sum().sort_values(ascending=False)
+    top = fig["most_negative"]
+    assert [t["path"] for t in top] == neg.index[: len(top)].tolist()
+    assert [t["negative_s"] for t in top] == pytest.approx(neg.iloc[: len(top)].tolist())
+    assert fig["confidence"]["mean"] == pytest.approx(segs["confidence"].mean())
+    md = (scored / "report.md").read_text()
+    assert md.startswith("# seremo score report") and top[0]["path"] in md
+    for name in REPORT_FILES:
+        if name.endswith(".png") and f"({name})" in md:
+            assert (scored / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (scored / "label_shares.png").is_file() and (scored / "timeline_1.png").is_file()

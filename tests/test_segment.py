@@ -24,6 +24,7 @@ from seremo.segment import (
     SegmentSettings,
     segment_file,
 )
+from seremo.simulate import hold_music
 
 SR = 8000  # the recordings' rate, as on a telephone line
 FEAT_SR = 16000  # the rate segments are asked for
@@ -433,3 +434,55 @@ def test_memory_stays_bounded_on_a_30_minute_call(emodb_wavs, tmp_path):
     assert segmenter.duration_s == pytest.approx(minutes * 60.0)
     assert count >= minutes * 10 and 0.2 * minutes * 60 < speech < 2 * minutes * 60
     assert peak < 0.25 * decoded_bytes, f"peak {peak / 2**20:.1f} MiB for {decoded_bytes / 2**20:.0f} MiB decoded"
+
+
+# --------------------------------------------------------------------------- silero
+
+
+def test_silero_finds_every_utterance_on_its_channel(call):
+    path, truth = call
+    settings = SegmentSettings(mode="silero")
+    segs = list(FileSegmenter(path, settings, sr=FEAT_SR, channels="split"))
+    _check_shape(segs, settings, FEAT_SR, TOTAL_S)
+    _check_against_truth(segs, truth, settings, min_ok=0.7)
+    for ch, (s, e) in LONG_SILENCE.items():
+        assert not [g for g in segs if g.channel == ch and g.end_s > s + TOL_S and g.start_s < e - TOL_S]
+
+
+def test_silero_does_not_depend_on_the_block_size(call):
+    path, _ = call
+    ref = list(segment_file(path, SegmentSettings(mode="silero", block_s=60.0), sr=8000, channels="split"))
+    got = list(segment_file(path, SegmentSettings(mode="silero", block_s=7.0), sr=8000, channels="split"))
+    assert ref
+    _same_segments(ref, got)
+
+
+def test_silero_leaves_hold_music_out_where_the_energy_vad_takes_it(emodb_wavs, tmp_path):
+    """Speech, then 12 s of hold music, then speech: the energy rule calls the music speech, Silero does not."""
+    rng = np.random.default_rng(1)
+    speech = [audio.load(p, sr=16000)[0] for p in emodb_wavs[:4]]
+    music = hold_music(12.0, 16000, rng)
+    gap = np.zeros(16000, np.float32)
+    y = np.concatenate([gap, speech[0], gap, speech[1], gap, music, gap, speech[2], gap, speech[3], gap])
+    y += rng.normal(0, 3e-4, len(y)).astype(np.float32)
+    m0 = (len(gap) * 3 + len(speech[0]) + len(speech[1])) / 16000
+    m1 = m0 + 12.0
+    path = tmp_path / "hold.wav"
+    sf.write(str(path), y, 16000)
+
+    def music_time(mode: str) -> float:
+        segs = segment_file(path, SegmentSettings(mode=mode), sr=16000, channels="split")
+        return sum(max(0.0, min(g.end_s, m1) - max(g.start_s, m0)) for g in segs)
+
+    assert music_time("vad") > 6.0  # the energy rule: most of the music is "speech"
+    assert music_time("silero") < 1.5
+    spoken = list(segment_file(path, SegmentSettings(mode="silero"), sr=16000, channels="split"))
+    assert len([g for g in spoken if g.end_s <= m0 + TOL_S or g.start_s >= m1 - TOL_S]) >= 4  # the speech is kept
+
+
+def test_silero_settings_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="speech_prob"):
+        SegmentSettings(mode="silero", speech_prob=1.5)
+    sf.write(str(tmp_path / "a.wav"), np.zeros(22050, np.float32), 22050)
+    with pytest.raises(ConfigError, match="8000 or 16000"):
+        list(segment_file(tmp_path / "a.wav", SegmentSettings(mode="silero"), sr=22050))
