@@ -2,11 +2,18 @@
 
 Ray Data pipeline, one row per input file all the way:
 
-    list inputs -> map_batches(featurize_files)   CPU tasks: stream-decode, per channel,
-                                                  segment (VAD or windows), features
-                -> map_batches(Predictor)         actor pool: the bundle loaded once per actor
-                                                  (GPU actors for torch bundles with --gpu)
+    list inputs -> map_batches(score_files)       CPU tasks: stream-decode, per channel,
+                                                  segment (VAD or windows), features, and
+                                                  predict with the bundle loaded once per
+                                                  worker process
                 -> ScoreSink                      segments/, per-file rows, error rows
+
+With ``--gpu`` (or ``--actors N``) prediction is a stage of its own instead:
+``map_batches(featurize_files)`` CPU tasks, then ``map_batches(Predictor)`` on an
+actor pool that loads the bundle once per actor (GPU actors for torch bundles).
+Fused is the default on CPUs: a separate actor holds CPU that featurization
+needs (on 2 cores, an actor of 0.5 CPU left room for one featurizing task, not
+two) and every segment's features cross Ray's object store in between.
 
 Resumable: each write task stages its parts under ``_parts/`` with a fresh key
 and commits a ``done`` marker last, only while its run holds the output's lease
@@ -177,27 +184,48 @@ class Predictor:
             return evaluate.speaker_normalise(X, channel).astype(np.float32)
         return evaluate.normalise_items(X, self.bundle.meta.feature_set.kind, "speaker", channel, channel)
 
+    def predict(self, file_segs: list[dict]) -> np.ndarray:
+        """Class probabilities for one file's segments.
+
+        One call per file: a file's figures then never depend on which other files
+        shared its batch (BLAS sums a matrix in an order that depends on its shape).
+        """
+        if not file_segs:
+            return np.zeros((0, len(self.classes)), np.float32)
+        arrays = [np.asarray(s["features"], np.float32).reshape(s["shape"]) for s in file_segs]
+        X = np.stack(arrays) if arrays[0].ndim == 1 else arrays
+        return self.bundle.predict_proba(self.normalise(X, [file_segs]))
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        segments = batch.column("segments").to_pylist()
-        flat = [s for file_segs in segments for s in file_segs]
-        if flat:
-            arrays = [np.asarray(s["features"], np.float32).reshape(s["shape"]) for s in flat]
-            X = np.stack(arrays) if arrays[0].ndim == 1 else arrays
-            proba = self.bundle.predict_proba(self.normalise(X, segments))
-        else:
-            proba = np.zeros((0, len(self.classes)), np.float32)
-        out_segments, i = [], 0
-        for file_segs in segments:
+        out_segments = []
+        for file_segs in batch.column("segments").to_pylist():
+            proba = self.predict(file_segs)
             out_segments.append(
                 [{"channel": s["channel"], "start_s": s["start_s"], "end_s": s["end_s"],
-                  "proba": proba[i + j].astype(np.float32).tolist()} for j, s in enumerate(file_segs)]
+                  "proba": proba[j].astype(np.float32).tolist()} for j, s in enumerate(file_segs)]
             )  # fmt: skip
-            i += len(file_segs)
         seg_type = pa.list_(
             pa.struct([("channel", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
                        ("proba", pa.list_(pa.float32()))])
         )  # fmt: skip
         return batch.drop_columns(["segments"]).append_column("segments", pa.array(out_segments, seg_type))
+
+
+_PREDICTORS: dict[tuple[str, str], Predictor] = {}  # per worker process: a bundle loads once, not per task
+
+
+def score_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any], bundle_path: str,
+                model_id: str) -> pa.Table:  # fmt: skip
+    """Featurize and predict in one CPU task (the default without --gpu or --actors).
+
+    Loaded bundles are kept per worker process by path and content hash, so a
+    bundle rewritten at the same path is loaded afresh.
+    """
+    key = (bundle_path, model_id)
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = Predictor(bundle_path)
+    return _PREDICTORS[key](featurize_files(batch, feature_set, settings))
 
 
 # --------------------------------------------------------------------------- stage 3: the sink
@@ -467,24 +495,9 @@ def _score(inputs: list[str], b: bundle.Bundle, model: str, out: str, settings: 
     started = time.perf_counter()
     returns: list[dict] = []
     if todo:
-        n_actors = settings.actors or (int(ray.cluster_resources().get("GPU", 1)) if settings.gpu else 1)
-        with data_context():
+        with data_context(single_stage=_fused(settings)):
             ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, len(todo) // settings.files_per_task))
-            ds = ds.map_batches(
-                featurize_files,
-                fn_kwargs={"feature_set": b.feature_set, "settings": settings.model_dump()},
-                batch_format="pyarrow",
-                batch_size=settings.files_per_task,
-                num_cpus=1,
-            ).map_batches(
-                Predictor,
-                fn_constructor_kwargs={"bundle_path": model, "device": "cuda" if settings.gpu else None},
-                batch_format="pyarrow",
-                batch_size=None,
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_cpus=0 if settings.gpu else 0.5,
-                num_gpus=1 if settings.gpu else 0,
-            )
+            ds = _predicted(ds, b, model, settings)
             sink = ScoreSink(out, b.classes, b.model_id, token)
             done_dir = storage.join(out, PARTS, "done")
             committed = NewFiles(lambda: storage.list_files(done_dir, ".parquet"), storage.parquet_rows).skip_existing()
@@ -519,6 +532,32 @@ def _write_report(out: str, classes: list[str]) -> None:
     parts = [_published(out, key) for key in sorted(_commits(out))]  # committed parts only
     score_report.write(out, classes, parts)
     log.info("%s: report.md written in %.1f s", out, time.perf_counter() - started)
+
+
+def _fused(settings: ScoreSettings) -> bool:
+    return not settings.gpu and settings.actors is None
+
+
+def _predicted(ds: Any, b: bundle.Bundle, model: str, settings: ScoreSettings) -> Any:
+    """The scoring stages: fused into the CPU tasks, or an actor pool (GPU, or --actors N)."""
+    import ray
+
+    cpu = {"feature_set": b.feature_set, "settings": settings.model_dump()}
+    if _fused(settings):
+        return ds.map_batches(score_files, fn_kwargs={**cpu, "bundle_path": model, "model_id": b.model_id},
+                              batch_format="pyarrow", batch_size=settings.files_per_task, num_cpus=1)  # fmt: skip
+    n_actors = settings.actors or int(ray.cluster_resources().get("GPU", 1))
+    return ds.map_batches(
+        featurize_files, fn_kwargs=cpu, batch_format="pyarrow", batch_size=settings.files_per_task, num_cpus=1,
+    ).map_batches(
+        Predictor,
+        fn_constructor_kwargs={"bundle_path": model, "device": "cuda" if settings.gpu else None},
+        batch_format="pyarrow",
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+        num_cpus=0 if settings.gpu else 0.5,
+        num_gpus=1 if settings.gpu else 0,
+    )
 
 
 def clear(out: str) -> None:

@@ -232,7 +232,8 @@ class ScoreSettings(BaseModel):
     channels: Literal["split", "mix"] = "split"
     segment: dict[str, Any] = Field(default_factory=dict, description="seremo.segment.SegmentSettings fields")
     files_per_task: int = Field(4, ge=1)
-    actors: int | None = Field(None, ge=1, description="predictor actors (default: 1, or GPUs with gpu)")
+    actors: int | None = Field(None, ge=1, description="predict on a pool of this many actors instead of inside "
+                               "the CPU tasks (default: inside them; with gpu, one actor per GPU)")
     gpu: bool = False
     failure_budget: float = Field(0.05, ge=0, le=1, description="share of inputs that may fail for reasons "
                                   "not their own (a bug, a lost worker) before the run exits non-zero")
