@@ -55,6 +55,9 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=48)
     p.add_argument("--utterances-per-call", type=int, default=40)
     p.add_argument("--files-per-task", type=int, default=2)
+    p.add_argument("--bundle16", default=None,
+                   help="a 16 kHz bundle to use instead of the logistic regression (e.g. runs/emodb/tune/model "
+                        "from the main job: what seremo tune ships)")  # fmt: skip
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table
@@ -63,7 +66,9 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bundles = {rate: train_bundle(table, rate, tmp) for rate in (16000, 8000)}
+        bundles = {rate: train_bundle(table, rate, tmp) for rate in ((8000,) if args.bundle16 else (16000, 8000))}
+        if args.bundle16:
+            bundles[16000] = Path(args.bundle16)
         utts = [Utterance(r["path"], r["label"], r["speaker"]) for r in table.to_pylist()]
         make_calls(utts, tmp / "calls", n_calls=args.calls, utterances_per_call=args.utterances_per_call, seed=0)
         for rate, how, actors in ((16000, "fused (default)", None), (16000, "actor pool (--actors 1)", 1),
@@ -73,7 +78,8 @@ def main() -> int:
                             ScoreSettings(files_per_task=args.files_per_task, actors=actors))  # fmt: skip
             wall = time.perf_counter() - started
             audio_s = summary["audio_hours"] * 3600
-            rows.append([f"{rate // 1000} kHz bundle", how, round(wall, 1), round(audio_s / wall / cores, 1),
+            name = bundle.load(str(bundles[rate])).meta.model_name
+            rows.append([f"{rate // 1000} kHz {name}", how, round(wall, 1), round(audio_s / wall / cores, 1),
                          round(audio_s / summary["wall_s"] / cores, 1)])  # fmt: skip
     print(f"archive: {summary['files']} stereo 8 kHz mu-law calls, {audio_s / 60:.1f} min of calls "
           f"({2 * audio_s / 60:.1f} channel-minutes), {summary['segments']} segments; {cores} cores")  # fmt: skip
