@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from seremo import __version__
-from seremo.errors import ConfigError, SeremoError
+from seremo.errors import ConfigError, SeremoError, storage_error
 
 log = logging.getLogger("seremo")
 
@@ -320,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except SeremoError as exc:
         print(f"seremo {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # storage the user pointed at: an unreachable bucket, a full disk, a permission
+        print(f"seremo {args.verb}: error: {storage_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seremo {args.verb}: interrupted", file=sys.stderr)

@@ -95,3 +95,9 @@ def check_failures(where: str, n_inputs: int, n_ok: int, kinds: list[str], first
             f"{where}: {internal} of {n_inputs} inputs failed for reasons that are not the input's own "
             f"(more than the failure budget of {budget:.0%}); see {where}/errors.parquet"
         )
+
+
+def storage_error(exc: OSError) -> str:
+    """One line for an I/O error: the message pyarrow or the OS gave, with what to check."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{first} (check the path or URI, and for object storage AWS_ENDPOINT_URL and the credentials)"

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from seremo import config, outputs, storage
-from seremo.errors import ConfigError, SeremoError
+from seremo.errors import ConfigError, SeremoError, storage_error
 from seremo.settings import ScoreSettings, TrainSettings, TuneSettings, tune_from_dict
 from seremo.summary import Outcome, format_table
 
@@ -432,6 +432,9 @@ def job_main(stage: str | None, argv: list[str] | None = None) -> int:
         print_rows(run(cfg, source, args.address, only), cfg)
     except SeremoError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{parser.prog}: error: {storage_error(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -65,7 +65,9 @@ def check_shared_output(out: str, shared: bool, how: str) -> None:
     """
     import ray
 
-    if "://" in str(out) or shared:
+    from seremo.storage import is_uri
+
+    if is_uri(out) or shared:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) > 1:

@@ -27,7 +27,6 @@ Audio is streamed in blocks, never decoded whole.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import hashlib
 import logging
@@ -45,7 +44,7 @@ import pyarrow.csv
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from seremo import audio, bundle, evaluate, outputs, storage
+from seremo import audio, bundle, evaluate, outputs, score_report, storage
 from seremo.errors import AudioError, ConfigError, SeremoError, check_failures, errors_table
 from seremo.features import FeatureSet
 from seremo.labels import NEGATIVE
@@ -468,10 +467,8 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     out = out if storage.is_uri(out) else os.path.abspath(out)
     outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
-    segment = dataclasses.asdict(SegmentSettings(**settings.segment))
-    if segment["mode"] != "silero":  # outputs scored before the silero mode existed still resume
-        del segment["speech_prob"]
-    identity = {"model": b.model_id, "channels": settings.channels, "segment": segment,
+    identity = {"model": b.model_id, "channels": settings.channels,
+                "segment": SegmentSettings(**settings.segment).identity(),
                 "inputs": input_fingerprint(inputs)}  # fmt: skip
     before = outputs.check_owner(out, "score", WRITES)
     if before is not None:
@@ -526,8 +523,6 @@ def _score(inputs: list[str], b: bundle.Bundle, model: str, out: str, settings: 
 
 def _write_report(out: str, classes: list[str]) -> None:
     """The archive report, from the Parquet just written (it never slows the job itself)."""
-    from seremo import score_report
-
     started = time.perf_counter()
     parts = [_published(out, key) for key in sorted(_commits(out))]  # committed parts only
     score_report.write(out, classes, parts)

@@ -76,8 +76,6 @@ def write(out: str, classes: list[str], parts: list[str]) -> dict[str, Any]:
 
     Returns the figures (what ``report.json`` holds).
     """
-    import json
-
     segments = _read_segments(parts)
     files = storage.read_parquet(storage.join(out, "files.parquet"))
     errors = storage.read_parquet(storage.join(out, "errors.parquet"))
@@ -86,7 +84,7 @@ def write(out: str, classes: list[str], parts: list[str]) -> dict[str, Any]:
     for name, png in plots.items():
         storage.write_bytes(storage.join(out, name), png)
     storage.write_bytes(storage.join(out, "report.md"), _markdown(fig, list(plots)).encode())
-    storage.write_bytes(storage.join(out, "report.json"), json.dumps(fig, indent=2).encode())
+    storage.write_json(storage.join(out, "report.json"), fig)
     return fig
 
 

@@ -63,6 +63,7 @@ gives the same segments.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -100,6 +101,16 @@ class SegmentSettings:
     noise_window_s: float = 30.0  # vad: the noise floor looks back this far
     noise_percentile: float = 10.0  # vad: ... and takes this percentile of the frame energies
     speech_prob: float = 0.5  # silero: a window is speech above this probability
+
+    def identity(self) -> dict:
+        """The fields that decide the segments, as a score output records them to resume only like runs.
+
+        ``speech_prob`` counts only in silero mode, so outputs scored before that mode existed resume.
+        """
+        fields = dataclasses.asdict(self)
+        if self.mode != "silero":
+            del fields["speech_prob"]
+        return fields
 
     def __post_init__(self):
         if self.mode not in ("vad", "silero", "fixed"):

@@ -64,10 +64,7 @@ def read_json(path: str) -> Any | None:
 
 
 def write_json(path: str, doc: Any) -> None:
-    fs, inner = filesystem(path)
-    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(inner) as f:
-        f.write(json.dumps(doc, indent=2).encode())
+    write_bytes(path, json.dumps(doc, indent=2).encode())
 
 
 def makedirs(path: str) -> None:
