@@ -134,8 +134,7 @@ def parquet_rows(path: str) -> int:
 
 def write_bytes(path: str, data: bytes) -> None:
     fs, inner = filesystem(path)
-    if not is_uri(path):
-        fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)  # file:// URIs need the folder too
     with fs.open_output_stream(inner) as f:
         f.write(data)
 
