@@ -93,13 +93,13 @@ def augment_batch(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, 
 def augmented_copies(table: pa.Table, feature_set: FeatureSet, settings: dict[str, Any], seed: int,
                      batch_size: int = 16) -> tuple[list[np.ndarray], np.ndarray]:  # fmt: skip
     """Features of the augmented copies and, for each, the row index of its source utterance."""
-    import ray
+    from seremo.runtime import dataset_of
 
     indexed = table.select(["path", "start_s", "end_s"]).append_column(
         "_index", pa.array(np.arange(table.num_rows), pa.int64())
     )
     blocks = [indexed.slice(i, batch_size) for i in range(0, indexed.num_rows, batch_size)]
-    ds = ray.data.from_arrow(blocks).map_batches(
+    ds = dataset_of(blocks).map_batches(
         augment_batch,
         fn_kwargs={"feature_set": feature_set, "settings": settings, "seed": seed},
         batch_format="pyarrow",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -224,9 +225,33 @@ def base_meta(
     }
 
 
+def _skops_io() -> Any:
+    """``skops.io``, imported without dragging torch in.
+
+    Importing ``skops.io`` lists every scikit-learn estimator (``all_estimators``), and
+    that package walk imports ``sklearn.externals.array_api_compat.torch``, hence torch:
+    3.6 s and 210 MiB in every process that loads a bundle (each scoring worker, the
+    driver). The walk skips packages that fail to import and lists no class from
+    ``externals``, so while it runs torch is hidden (unless it is loaded already): the
+    trusted-type list comes out the same (``test_bundle`` checks), in 1.8 s and 30 MiB.
+    """
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io
+
+        return skops.io
+    sys.modules["torch"] = None  # type: ignore[assignment]  # an import of torch raises ImportError
+    try:
+        import skops.io
+    finally:
+        del sys.modules["torch"]
+        for name in [m for m in sys.modules if m.startswith("sklearn.externals.array_api_compat.torch")]:
+            del sys.modules[name]
+    return skops.io
+
+
 def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path:
     """Write a fitted classical pipeline (skops, or skops + XGBoost UBJ) as a bundle."""
-    import skops.io as sio
+    sio = _skops_io()
 
     from seremo.classical import XGBPipeline
 
@@ -271,7 +296,7 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
 
 
 def _load_skops(path: Path) -> Any:
-    import skops.io as sio
+    sio = _skops_io()
 
     untrusted = set(sio.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED)
     if untrusted:

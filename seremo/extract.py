@@ -23,7 +23,7 @@ from seremo import __version__, audio, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
-from seremo.runtime import check_shared_output, data_context, ensure_ray
+from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
     sink = shards.FeatureShardSink(out, feature_set.describe(), token)
     with data_context(single_stage=True):  # a Dataset snapshots the context when it is created
-        ds = ray.data.from_arrow(blocks).map_batches(
+        ds = dataset_of(blocks).map_batches(
             extract_batch,
             fn_kwargs={"feature_set": feature_set},
             batch_format="pyarrow",

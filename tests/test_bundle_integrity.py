@@ -7,7 +7,10 @@ one ``BundleError`` line, never a torch listing, a Ray traceback or XGBoost's C+
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -206,3 +209,19 @@ def test_score_cli_refuses_a_bad_bundle_in_one_line(built, tmp_path, capsys):
     assert main(["score", str(audio), "--model", str(d), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not match its own checksum" in err, err
+
+
+def test_a_classical_bundle_loads_without_torch_and_skops_trusts_the_same_types(built):
+    """skops lists scikit-learn's estimators on import, and that walk would import torch (3.6 s,
+    210 MiB in every scoring worker); seremo hides torch from it. The list must not change."""
+    names = "import skops.io._trusted_types as t; print(len(t.SKLEARN_ESTIMATOR_TYPE_NAMES), hash(tuple(t.SKLEARN_ESTIMATOR_TYPE_NAMES)))"
+    via_seremo = (
+        "import sys; from seremo import bundle; b = bundle.load(sys.argv[1]); assert b.meta.model_kind == 'sklearn';"
+        f"assert 'torch' not in sys.modules, 'torch imported'; {names};"
+        "import torch; assert torch.zeros(2).sum().item() == 0"  # hidden from skops only, not afterwards
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    out = [subprocess.run([sys.executable, "-c", code, str(built["sklearn"])], capture_output=True, text=True,
+                          check=True, env=env).stdout.split()
+           for code in (via_seremo, names)]  # fmt: skip
+    assert out[0] == out[1] and int(out[0][0]) > 100, out
