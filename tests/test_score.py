@@ -178,7 +178,7 @@ def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
     assert pq.read_table(out / "segments").num_rows == a
 
 
-def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
+def test_two_hour_file_stays_under_1_gib(phone_bundle, emodb_wavs, tmp_path):
     """Featurize + predict a 2-hour stereo 8 kHz call in one process; peak RSS stays bounded."""
     long = tmp_path / "two_hours.wav"
     speech = [sf.read(p, dtype="float32")[0][::2] for p in emodb_wavs[:20]]  # crude 8 kHz copies
@@ -204,7 +204,7 @@ def test_two_hour_file_stays_under_2_gib(phone_bundle, emodb_wavs, tmp_path):
     n_segments, duration, peak_kib = res.stdout.split()
     assert float(duration) == pytest.approx(7200, abs=60)
     assert int(n_segments) >= 100  # about one utterance a minute, found
-    assert int(peak_kib) * 1024 < 2 * 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
+    assert int(peak_kib) * 1024 < 1024**3, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
 
 
 def test_an_out_dir_of_another_model_or_segmentation_is_refused_not_mixed(scored, archive, phone_bundle, capsys):
