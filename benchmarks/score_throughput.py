@@ -6,8 +6,11 @@ bundle is, and at 8 kHz on telephone copies), then times ``seremo score`` with
 each, with prediction fused into the CPU tasks (the default) and on an actor
 pool, on all local cores, and reports x real-time per core (seconds of call
 audio / (seconds x cores)) end to end (``score()`` from the call: listing,
-bundle load, the job, consolidation, the report) and inside the job. Ray
-start-up and the bundles' training are outside the timing.
+bundle load, the job, consolidation, the report; Ray already running) and
+inside the job; then runs ``seremo score`` (fused) in a process of its own
+with each bundle, timed from its start to its exit (imports, Ray's start-up
+and shutdown included), as a user runs it. The bundles' training is outside
+every timing.
 
     python benchmarks/score_throughput.py [--calls 48] [--data ../shared/corpora/emodb]
 """
@@ -15,6 +18,8 @@ start-up and the bundles' training are outside the timing.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +59,7 @@ def main() -> int:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/corpora/emodb"))
     p.add_argument("--calls", type=int, default=48)
     p.add_argument("--utterances-per-call", type=int, default=40)
-    p.add_argument("--files-per-task", type=int, default=2)
+    p.add_argument("--files-per-task", type=int, default=None, help="default: seremo score's own")
     p.add_argument("--bundle16", default=None,
                    help="a 16 kHz bundle to use instead of the logistic regression (e.g. runs/emodb/tune/model "
                         "from the main job: what seremo tune ships)")  # fmt: skip
@@ -81,6 +86,18 @@ def main() -> int:
             name = bundle.load(str(bundles[rate])).meta.model_name
             rows.append([f"{rate // 1000} kHz {name}", how, round(wall, 1), round(audio_s / wall / cores, 1),
                          round(audio_s / summary["wall_s"] / cores, 1)])  # fmt: skip
+        ray.shutdown()  # the CLI runs start their own Ray, as a user's would
+        for rate in (16000, 8000):
+            out = tmp / f"cli-{rate}"
+            started = time.perf_counter()
+            subprocess.run([str(Path(sys.executable).parent / "seremo"), "score", str(tmp / "calls"), "--model",
+                            str(bundles[rate]), "--out", str(out)], check=True, capture_output=True)  # fmt: skip
+            wall = time.perf_counter() - started
+            job = json.loads((out / "score.json").read_text())
+            audio_s = job["audio_hours"] * 3600
+            name = bundle.load(str(bundles[rate])).meta.model_name
+            rows.append([f"{rate // 1000} kHz {name}", "`seremo score`, with start-up", round(wall, 1),
+                         round(audio_s / wall / cores, 1), round(audio_s / job["wall_s"] / cores, 1)])  # fmt: skip
     print(f"archive: {summary['files']} stereo 8 kHz mu-law calls, {audio_s / 60:.1f} min of calls "
           f"({2 * audio_s / 60:.1f} channel-minutes), {summary['segments']} segments; {cores} cores")  # fmt: skip
     print(format_table(["bundle", "prediction", "wall s", "x real-time / core", "in the job / core"], rows))

@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-s", type=float, default=None, dest="max_s", help="longest segment (s)")
     p.add_argument("--window-s", type=float, default=None, dest="window_s", help="fixed window length (s)")
     p.add_argument("--hop-s", type=float, default=None, dest="hop_s", help="fixed window hop (s)")
-    p.add_argument("--files-per-task", type=int, default=4, help="files per Ray task (default 4)")
+    p.add_argument("--files-per-task", type=int, default=None,
+                   help="files per Ray task (default: about 8 tasks per CPU, at most 16 files each)")
     p.add_argument("--actors", type=int, default=None,
                    help="predict on a pool of N actors (default: inside the CPU tasks; with --gpu, one per GPU)")
     p.add_argument("--gpu", action="store_true", help="predict on GPU actors (torch bundles)")

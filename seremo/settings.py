@@ -231,7 +231,8 @@ class ScoreSettings(BaseModel):
 
     channels: Literal["split", "mix"] = "split"
     segment: dict[str, Any] = Field(default_factory=dict, description="seremo.segment.SegmentSettings fields")
-    files_per_task: int = Field(4, ge=1)
+    files_per_task: int | None = Field(None, ge=1, description="files per Ray task (default: about 8 tasks "
+                                       "per CPU, at most 16 files each; see score.files_per_task)")
     actors: int | None = Field(None, ge=1, description="predict on a pool of this many actors instead of inside "
                                "the CPU tasks (default: inside them; with gpu, one actor per GPU)")
     gpu: bool = False
