@@ -244,3 +244,14 @@ def test_the_archive_report_matches_the_parquet_it_summarises(scored):
         if name.endswith(".png") and f"({name})" in md:
             assert (scored / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (scored / "label_shares.png").is_file() and (scored / "timeline_1.png").is_file()
+
+
+def test_an_actor_pool_scores_exactly_what_the_fused_tasks_score(scored, archive, phone_bundle, tmp_path):
+    """--actors 1 gets the driver's bundle through the object store as the fused tasks do: same rows, same figures."""
+    out = tmp_path / "actors"
+    score(str(archive[0]), str(phone_bundle), str(out), ScoreSettings(actors=1))
+    keys = ["path", "channel", "start_s"]
+    a = pq.read_table(scored / "segments").to_pandas().sort_values(keys).reset_index(drop=True)
+    b = pq.read_table(out / "segments").to_pandas().sort_values(keys).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert a.equals(b)
