@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="feature-set parameter"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="utterances per Ray task (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="utterances per Ray task (default: about 8 tasks per CPU, at most 64 each)")
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
     _out_is_shared(p)
     _failure_budget(p)

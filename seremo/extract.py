@@ -23,7 +23,7 @@ from seremo import __version__, audio, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
-from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray
+from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def extract(
     feature_set: FeatureSet,
     out: str,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
     overwrite: bool = False,
@@ -122,6 +122,7 @@ def extract(
     """Extract ``feature_set`` for every manifest row into ``out`` (a local path or a URI) with Ray Data.
 
     On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
+    ``batch_size``: utterances per task (default: about 8 tasks per CPU, at most 64 each).
     """
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
@@ -143,6 +144,7 @@ def extract(
     with outputs.Lease(out, "extract") as lease:
         _clear_own(out)
         outputs.record_owner(out, "extract", identity)
+        batch_size = batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
         result = _extract(table, feature_set, out, batch_size, source, lease.token)
     result.summary["manifest_sha256"] = identity["manifest_sha256"]
     shards.write_summary(out, result.summary)
@@ -224,7 +226,7 @@ def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kw
 # --------------------------------------------------------------------------- the stage
 
 
-def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int,
+def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int | None,
               address: str | None, overwrite: bool, failure_budget: float = 0.05,
               out_is_shared: bool = False) -> Outcome:  # fmt: skip
     """``seremo extract``: a feature set by name for a manifest, with the printed summary."""

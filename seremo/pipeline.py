@@ -55,7 +55,8 @@ class ExtractStage(BaseModel):
     features: str = Field(description="feature set name")
     name: str | None = Field(None, description="output folder under features/ (default: the set's name)")
     params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="utterances per Ray task (default: about 8 tasks "
+                                   "per CPU, at most 64 each)")
 
     @property
     def dirname(self) -> str:

@@ -163,6 +163,19 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def items_per_task(n_items: int, most: int, tasks_per_cpu: int = 8) -> int:
+    """Items per Ray task when the user sets none: about ``tasks_per_cpu`` tasks per CPU of the
+    cluster, at most ``most`` items each.
+
+    A job ends with its slowest last task, so small jobs get small tasks (the CPUs finish
+    together); large ones get ``most`` a task, so that each writes few, larger parts.
+    """
+    import ray
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(most, -(-n_items // (tasks_per_cpu * cpus))))
+
+
 def dataset_of(blocks: list) -> object:
     """A Ray Dataset of these in-memory Arrow blocks, one task input each, as they are.
 

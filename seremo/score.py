@@ -51,7 +51,7 @@ from seremo.features import FeatureSet
 from seremo.labels import NEGATIVE
 from seremo.manifest import normalise_path
 from seremo.progress import NewFiles, Progress
-from seremo.runtime import check_shared_output, data_context, ensure_ray
+from seremo.runtime import check_shared_output, data_context, ensure_ray, items_per_task
 from seremo.score_report import REPORT_FILES
 from seremo.settings import ScoreSettings
 from seremo.summary import Outcome, format_table
@@ -522,7 +522,8 @@ def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSetting
     returns: list[dict] = []
     if todo:
         with data_context(single_stage=_fused(settings)):
-            per_task = settings.files_per_task or files_per_task(len(todo), int(ray.cluster_resources().get("CPU", 1)))
+            # 48 calls on 2 CPUs: 3 files a task; with 4, one worker idled 1.9 s of a 22 s job at the end.
+            per_task = settings.files_per_task or items_per_task(len(todo), most=16)
             ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=-(-len(todo) // per_task))
             ds = _predicted(ds, b, settings, per_task)
             sink = ScoreSink(out, b.classes, b.model_id, token)
@@ -557,17 +558,6 @@ def _write_report(out: str, classes: list[str]) -> None:
     parts = [_published(out, key) for key in sorted(_commits(out))]  # committed parts only
     score_report.write(out, classes, parts)
     log.info("%s: report.md written in %.1f s", out, time.perf_counter() - started)
-
-
-def files_per_task(n_files: int, cpus: int) -> int:
-    """Files per task when not set: about 8 tasks per CPU, at most 16 files a task.
-
-    Each task stages one part and one commit, so fewer, larger tasks write fewer
-    objects; but the job ends with its slowest last task, so on a small archive the
-    tasks are made small (48 calls on 2 CPUs: 3 files a task, 16 tasks; with 4 files a
-    task one of the two workers idled 1.9 s of a 22 s job at the end).
-    """
-    return max(1, min(16, -(-n_files // (8 * max(1, cpus)))))
 
 
 def _fused(settings: ScoreSettings) -> bool:
