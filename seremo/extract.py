@@ -126,6 +126,7 @@ def extract(
     """
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
+    manifest.require_audio(table, source or "manifest", f"seremo extract --features {feature_set.name}")
     if not 0 <= failure_budget <= 1:
         raise SeremoError(f"--failure-budget must be a share between 0 and 1, not {failure_budget}")
     out = out if storage.is_uri(out) else os.path.abspath(out)  # workers do not share the driver's cwd

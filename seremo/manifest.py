@@ -6,6 +6,11 @@ Columns (see DESIGN.md): ``utterance_id`` (unique), ``path``, ``corpus``,
 (a segment inside a longer file, else null), ``transcript``, ``gender``.
 seremo adds two nullable columns: ``source_label`` (the corpus's own code, kept
 for traceability) and ``duration_s`` (seconds of audio the row covers).
+
+A *text-only* row (a transcript corpus such as MELD) has a null ``path`` and a
+non-empty ``transcript``; every other column keeps its meaning (``duration_s``
+stays null). Stages that read audio refuse such rows in one line
+(:func:`require_audio`); a row with neither audio nor text is invalid.
 Local paths are stored absolute and resolved (see ``normalise_path``), so one
 file has one name in every manifest and in everything keyed on its path.
 """
@@ -30,7 +35,7 @@ log = logging.getLogger(__name__)
 SCHEMA = pa.schema(
     [
         pa.field("utterance_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
+        pa.field("path", pa.string()),  # null: a text-only row (it then carries a transcript)
         pa.field("corpus", pa.string(), nullable=False),
         pa.field("speaker", pa.string(), nullable=False),
         pa.field("group", pa.string(), nullable=False),
@@ -44,7 +49,8 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
-REQUIRED: tuple[str, ...] = ("utterance_id", "path", "corpus", "speaker", "group")
+REQUIRED: tuple[str, ...] = ("utterance_id", "path", "corpus", "speaker", "group")  # columns
+NOT_NULL: tuple[str, ...] = ("utterance_id", "corpus", "speaker", "group")  # values; path: audio or text
 
 
 def normalise_path(path: str | os.PathLike) -> str:
@@ -80,9 +86,16 @@ def validate(table: pa.Table, source: str = "manifest") -> pa.Table:
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise CorpusError(source, f"manifest lacks column(s) {', '.join(missing)}")
-    for name in REQUIRED:
+    for name in NOT_NULL:
         if table.column(name).null_count:
             raise CorpusError(source, f"manifest column {name!r} has empty values")
+    if table.column("path").null_count:
+        text = table.column("transcript") if "transcript" in table.column_names else pa.nulls(len(table), pa.string())
+        has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), False)
+        neither = pc.and_(text_only(table), pc.invert(has_text))
+        if pc.any(neither).as_py():
+            first = table.column("utterance_id").filter(neither)[0].as_py()
+            raise CorpusError(source, f"row {first!r} has neither an audio path nor a transcript; every row needs one")
     ids = table.column("utterance_id")
     if pc.count_distinct(ids).as_py() != len(ids):
         counts = Counter(ids.to_pylist())
@@ -93,6 +106,21 @@ def validate(table: pa.Table, source: str = "manifest") -> pa.Table:
         if bad:
             raise CorpusError(source, f"labels {sorted(bad)} are not canonical ({' '.join(CANONICAL)})")
     return table
+
+
+def text_only(table: pa.Table) -> pa.Array:
+    """Which rows are text-only (no audio path)."""
+    return pc.is_null(table.column("path"))
+
+
+def require_audio(table: pa.Table, source: str, stage: str) -> None:
+    """Refuse, in one line, a manifest with text-only rows in a stage that reads audio."""
+    mask = text_only(table)
+    n = pc.sum(mask).as_py() or 0
+    if n:
+        first = table.column("utterance_id").filter(mask)[0].as_py()
+        raise CorpusError(source, f"{n} of {table.num_rows} rows are text-only (no audio path, e.g. {first!r}); "
+                                  f"{stage} reads audio: prepare the audio rows apart, or drop those rows")  # fmt: skip
 
 
 def conform(table: pa.Table) -> pa.Table:

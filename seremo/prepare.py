@@ -43,12 +43,14 @@ def summary(prepared: Prepared) -> str:
     """The printed account of a prepare: rows, speakers, hours per corpus and per label; left-outs."""
     t = prepared.table
     hours = sum(d for d in t.column("duration_s").to_pylist() if d is not None) / 3600
+    text_only = t.column("path").null_count  # transcript rows without audio (e.g. MELD)
     lines = [
         format_table(
-            ["rows", "speakers", "groups", "hours", "errors"],
+            ["rows", "text-only", "speakers", "groups", "hours", "errors"],
             [
                 [
                     t.num_rows,
+                    text_only,
                     len(set(t.column("speaker").to_pylist())),
                     len(set(t.column("group").to_pylist())),
                     round(hours, 3),

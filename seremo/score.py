@@ -105,7 +105,12 @@ def _manifest_paths(source: str) -> list[str]:
             table = pyarrow.csv.read_csv(f)
     if "path" not in table.column_names:
         raise SeremoError(f"{source}: a manifest needs a `path` column")
-    paths = [str(x) for x in table.column("path").to_pylist() if x]
+    listed = table.column("path").to_pylist()
+    empty = sum(1 for x in listed if x is None or not str(x).strip())
+    if empty:  # text-only rows (a transcript corpus), or holes: never skipped in silence
+        raise SeremoError(f"{source}: {empty} of {len(listed)} rows have no audio path (text-only rows?); "
+                          "seremo score reads audio: give it the audio rows only")  # fmt: skip
+    paths = [str(x) for x in listed]
     return [x if os.path.isabs(x) or storage.is_uri(x) else storage.join(storage.parent(source), x) for x in paths]
 
 

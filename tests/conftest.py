@@ -77,6 +77,15 @@ def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
 
 
 EMOVO = DATA_ROOT / "emovo"
+MELD = DATA_ROOT / "meld"
+
+
+@pytest.fixture(scope="session")
+def meld_root() -> Path:
+    """The real MELD transcripts (train and dev CSVs, no audio); tests that need them skip when absent."""
+    if not (MELD / "train_sent_emo.csv").is_file():
+        pytest.skip(f"MELD not found at {MELD} (set SEREMO_TEST_DATA to the corpora folder)")
+    return MELD
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from seremo.corpora import (
     emovo,
     folder,
     iemocap,
+    meld,
     nemo,
     ravdess,
     savee,
@@ -44,6 +45,7 @@ LOADERS: dict[str, Callable[..., pa.Table]] = {
     "tess": tess.prepare,
     "iemocap": iemocap.prepare,
     "emovo": emovo.prepare,
+    "meld": meld.prepare,
     "nemo": nemo.prepare,
     "urdu": urdu.prepare,
     "table": table.prepare,
@@ -69,7 +71,9 @@ def _durations(t: pa.Table) -> tuple[pa.Table, list[dict]]:
     known = t.column("duration_s").to_pylist()
     starts, ends = t.column("start_s").to_pylist(), t.column("end_s").to_pylist()
 
-    def one(i: int) -> float | AudioError:
+    def one(i: int) -> float | AudioError | None:
+        if paths[i] is None:  # a text-only row: no audio to read
+            return known[i]
         # The header is read even when the loader knows the duration: it proves the file is audio.
         try:
             total = audio.info(paths[i]).duration_s
