@@ -26,15 +26,29 @@ from seremo.errors import SeremoError
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
+# The default protocol scales with the data: leave-one-group-out up to this many groups (RAVDESS's
+# 24 actors included), else AUTO_FOLDS grouped folds (CREMA-D's 91 speakers, MELD's ~1,000 dialogues).
+LOGO_UP_TO = 30
+AUTO_FOLDS = 10
+
+
+def default_folds(n_groups: int) -> int:
+    """The fold count used when none is set: one per group up to ``LOGO_UP_TO`` groups, else ``AUTO_FOLDS``."""
+    return n_groups if n_groups <= LOGO_UP_TO else AUTO_FOLDS
+
+
 def group_folds(groups: Sequence[str], n_folds: int | None = None) -> Folds:
     """(train, test) index pairs holding out whole groups.
 
-    ``n_folds=None`` is leave-one-group-out; an int gives that many grouped folds
+    ``n_folds=None`` is the default protocol (``default_folds``: leave-one-group-out
+    for up to 30 groups, else 10 grouped folds); an int gives that many grouped folds
     (as many as there are groups is leave-one-group-out). More folds than groups
     is an error, not a quiet fallback, so a run never reports folds it did not run.
     """
     groups = np.asarray(groups)
     n_groups = len(np.unique(groups))
+    if n_folds is None and n_groups >= 2:
+        n_folds = default_folds(n_groups)
     if n_groups < 2:
         raise SeremoError(f"speaker-independent evaluation needs at least 2 groups, found {n_groups}")
     dummy = np.zeros(len(groups))

@@ -147,7 +147,7 @@ def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int, in
         raise ConfigError(
             f"tune.outer_folds: {outer_folds} folds asked for, but the data has {n_groups} groups "
             f"({'corpora' if inner_groups is not groups else 'speakers'}); use at most {n_groups}, "
-            "or leave it unset for leave-one-group-out"
+            "or leave it unset for the default (leave-one-group-out up to 30 groups, else 10 grouped folds)"
         )
     outer = evaluate.group_folds(groups, outer_folds)
     smallest = min(len(set(inner_groups[tr].tolist())) for tr, _ in outer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -74,3 +75,15 @@ def test_audio_stages_refuse_text_only_rows_in_one_line(meld_root: Path, tmp_pat
     with pytest.raises(SeremoError, match="1 of 2 rows have no audio path") as info:
         list_inputs(str(mixed))  # what `seremo score MANIFEST` lists; never a silent skip of the row
     assert len(str(info.value).splitlines()) == 1
+
+
+def test_the_default_protocol_scales_with_the_number_of_groups() -> None:
+    """Leave-one-group-out for a speaker corpus; ten grouped folds for a thousand dialogues."""
+    from seremo import evaluate
+
+    for n_groups, folds in ((10, 10), (24, 24), (30, 30), (31, 10), (1038, 10)):
+        groups = [f"g{i % n_groups}" for i in range(3 * n_groups)]
+        got = evaluate.group_folds(groups)
+        assert len(got) == folds, n_groups
+        held_out = [set(np.asarray(groups)[te]) for _, te in got]
+        assert sorted(g for s in held_out for g in s) == sorted(set(groups))  # each group tested exactly once
