@@ -30,6 +30,22 @@ def outer_protocol(metrics: dict[str, Any]) -> str:
     return outer
 
 
+def _ensemble_lines(metrics: dict[str, Any]) -> list[str]:
+    """Decision-level ensembles of the tuned families beside the best single configuration (nested)."""
+    ens = metrics.get("ensembles")
+    if not ens:
+        return []
+    rows = [[rule.replace("_", " "), v["uar"], v["wa"], v["macro_f1"]] for rule, v in ens.items()]
+    rows.append(["single best configuration", metrics["single_best_uar"], "", ""])
+    return [
+        "Decision-level ensembles of each family's best configuration (chosen per outer fold by inner UAR; "
+        "weights = inner UAR above chance, from the training folds only):",
+        "",
+        md_table(["combination", "UAR", "WA", "macro-F1"], rows),
+        "",
+    ]
+
+
 def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
     fs = metrics["feature_set"]
     proto = metrics["protocol"]
@@ -51,6 +67,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         md_table(["UAR", "WA", "macro-F1", "single best config's UAR"],
                  [[metrics["uar"], metrics["wa"], metrics["macro_f1"], metrics["single_best_uar"]]]),  # fmt: skip
         "",
+        *_ensemble_lines(metrics),
         *_per_corpus_lines(metrics, "Per corpus (nested predictions; cross-corpus figures are per held-out corpus)"),
         "## Per model family (nested: hyperparameters chosen inside each outer fold)",
         "",

@@ -412,8 +412,31 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+COMBINATIONS = ("average", "weighted", "max_confidence")
+
+
+def combine(probas: list[np.ndarray], rule: str, inner_uar: list[float], n_classes: int) -> np.ndarray:
+    """Members' class probabilities (each rows x classes) joined by a decision-level rule.
+
+    ``average``: the soft vote. ``weighted``: a weighted mean whose weights are the
+    members' inner-CV UAR above chance (fitted on the training folds only, like every
+    choice; a member at or below chance keeps a token weight). ``max_confidence``: per
+    row, the probabilities of the member most sure of its top class.
+    """
+    stack = np.stack(probas)  # members x rows x classes
+    if rule == "average":
+        return stack.mean(axis=0)
+    if rule == "weighted":
+        w = np.maximum(np.asarray(inner_uar, np.float64) - 1.0 / n_classes, 1e-3)
+        return np.tensordot(w / w.sum(), stack, axes=1)
+    if rule == "max_confidence":
+        most_sure = stack.max(axis=2).argmax(axis=0)
+        return stack[most_sure, np.arange(stack.shape[1])]
+    raise ValueError(f"unknown combination {rule!r}; choose one of {', '.join(COMBINATIONS)}")
+
+
 def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
-            top_k: int = 5) -> tuple[np.ndarray, list[dict]]:  # fmt: skip
+            top_k: int = 5, rule: str = "average") -> tuple[np.ndarray, list[dict]]:  # fmt: skip
     """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
 
     ``best`` is the single best configuration. A soft vote is the default because
@@ -425,7 +448,7 @@ def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selecti
     chosen = []
     for f, (_, te) in enumerate(outer):
         top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
-        proba = np.mean([t["proba"][te] for t in top], axis=0)
+        proba = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
         predicted[te] = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
         chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
                                     "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip
@@ -445,6 +468,12 @@ def summarise(
         single, _ = _nested(ok, outer, len(y), classes, "best")
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
+        # Decision-level ensembles of the tuned families (each family's best by inner UAR, per outer fold).
+        result["ensembles"] = {}
+        for rule in COMBINATIONS:
+            joined, _ = _nested(ok, outer, len(y), classes, "family_vote", rule=rule)
+            s = evaluate.scores(y, joined, classes)
+            result["ensembles"][rule] = {k: s[k] for k in ("uar", "wa", "macro_f1")}
         result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
         result["per_fold"] = [
             {
@@ -616,6 +645,9 @@ def run_stage(features_dir: str, out: str, settings: TuneSettings, address: str 
         "",
         f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
         f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)",
+        "ensembles of the families (nested UAR): " + "  ".join(
+            f"{rule.replace('_', ' ')} {v['uar']:.3f}" for rule, v in metrics["ensembles"].items()
+        ) + f"  (single best configuration {metrics['single_best_uar']:.3f})",
         *variants_lines(metrics),
         f"report: {out}/report.md",
         f"model:  {out}/model",

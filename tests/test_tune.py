@@ -254,3 +254,27 @@ def test_every_family_round_trips_through_a_bundle(tmp_path):
         bundle.save_classical(tmp_path / name, model, meta)
         loaded = bundle.load(tmp_path / name)
         assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X)), name
+
+
+def test_decision_level_combinations():
+    """average is the soft vote; weighted leans to the member with the higher inner UAR; max_confidence
+    takes, row by row, the probabilities of the member most sure of its top class."""
+    from seremo.tune import combine
+
+    a = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    b = np.array([[0.1, 0.1, 0.8], [0.4, 0.35, 0.25]])
+    assert np.allclose(combine([a, b], "average", [0.5, 0.5], 3), (a + b) / 2)
+    assert np.allclose(combine([a, b], "weighted", [0.6, 0.6], 3), (a + b) / 2)  # equal skill: the mean
+    w = combine([a, b], "weighted", [0.9, 1 / 3], 3)  # b at chance keeps a token weight only
+    assert np.allclose(w, a, atol=0.01) and np.allclose(w.sum(axis=1), 1)
+    assert np.allclose(combine([a, b], "max_confidence", [0.5, 0.5], 3), [b[0], a[1]])
+    with pytest.raises(ValueError, match="unknown combination"):
+        combine([a], "median", [0.5], 3)
+
+
+def test_tune_reports_the_decision_level_ensembles(small_run):
+    m = json.loads((small_run / "metrics.json").read_text())
+    assert set(m["ensembles"]) == {"average", "weighted", "max_confidence"}
+    assert all(0.0 <= v["uar"] <= 1.0 for v in m["ensembles"].values())
+    report = (small_run / "report.md").read_text()
+    assert "| max confidence |" in report and "| single best configuration |" in report
