@@ -233,7 +233,7 @@ def _skops_io() -> Any:
     3.6 s and 210 MiB in every process that loads a bundle (each scoring worker, the
     driver). The walk skips packages that fail to import and lists no class from
     ``externals``, so while it runs torch is hidden (unless it is loaded already): the
-    trusted-type list comes out the same (``test_bundle`` checks), in 1.8 s and 30 MiB.
+    trusted-type list comes out the same (``tests/test_bundle_integrity.py`` checks), in 1.8 s and 30 MiB.
     """
     if "skops.io" in sys.modules or "torch" in sys.modules:
         import skops.io
