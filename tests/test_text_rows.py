@@ -48,6 +48,9 @@ def test_meld_bad_split_or_missing_file_is_one_line(meld_root: Path, tmp_path: P
         "Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\nhi,Ross,joy,0,0\nwhat?,Rachel,confusion,0,1\n")
     with pytest.raises(CorpusError, match="line 3: unknown MELD emotion 'confusion'"):
         prepare_corpus("meld", tmp_path)
+    (tmp_path / "train_sent_emo.csv").write_bytes(b"Utterance,Speaker,Emotion,Dialogue_ID,Utterance_ID\n\xff\xfe,Ross,joy,0,0\n")
+    with pytest.raises(CorpusError, match="not a readable UTF-8 CSV"):
+        prepare_corpus("meld", tmp_path)
 
 
 def test_a_row_needs_audio_or_text() -> None:

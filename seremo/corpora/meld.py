@@ -41,12 +41,15 @@ def prepare(root: str | Path, *, split: str = "train") -> pa.Table:
     path = root / f"{split}_sent_emo.csv"
     if not path.is_file():
         raise CorpusError(path, f"MELD's {split} split is not there (expected {split}_sent_emo.csv in {root})")
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CorpusError(path, f"lacks MELD column(s) {', '.join(missing)}; is it a MELD *_sent_emo.csv?")
-        rows = [_row(record, split, path, n) for n, record in enumerate(reader, start=2)]
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CorpusError(path, f"lacks MELD column(s) {', '.join(missing)}; is it a MELD *_sent_emo.csv?")
+            rows = [_row(record, split, path, n) for n, record in enumerate(reader, start=2)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CorpusError(path, f"is not a readable UTF-8 CSV ({type(exc).__name__}: {exc})") from None
     return table(rows, root, NAME, f"{split}_sent_emo.csv")
 
 
