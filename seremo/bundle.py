@@ -72,6 +72,7 @@ SKOPS_TRUSTED = [
     "numpy.random._mt19937.MT19937",
     "numpy.random.mtrand.RandomState",
     "builtins.slice",
+    "scipy.sparse._csr.csr_matrix",  # a fitted text or fusion pipeline's sparse state (skops stores it as npz)
 ]
 
 
@@ -82,7 +83,7 @@ class BundleError(SeremoError):
 class FeatureSetMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    kind: Literal["vector", "sequence", "image"]
+    kind: Literal["vector", "sequence", "image", "text"]
     version: str
     params: dict[str, Any]
 
@@ -97,6 +98,8 @@ class BundleMeta(BaseModel):
     # How features are normalised before the model, as it was evaluated: "speaker" z-scores each
     # speaker (a call channel when scoring) with its own statistics, "corpus" each corpus.
     normalisation: Literal["none", "speaker", "corpus"] = "none"
+    # What the model takes (classical.INPUTS): the feature set's vectors, the transcript, or both (fusion).
+    inputs: Literal["audio", "text", "audio+text"] = "audio"
     classes: list[str] = Field(min_length=2)
     sample_rate: int = Field(gt=0)
     training: dict[str, Any]
@@ -168,10 +171,10 @@ class Bundle:
         if kind == "ensemble":  # a soft vote: the mean of the members' probabilities
             return np.mean([m.predict_proba(X) for m in self.model], axis=0)
         if kind == "sklearn":
-            return np.asarray(self.model.predict_proba(np.asarray(X, np.float32)))
+            return np.asarray(self.model.predict_proba(self._input(X)))
         if kind == "xgboost":
             pre, booster = self.model
-            Xt = pre.transform(np.asarray(X, np.float32)) if pre is not None else np.asarray(X, np.float32)
+            Xt = pre.transform(self._input(X)) if pre is not None else self._input(X)
             return np.asarray(booster.predict_proba(Xt))
         from seremo.nets import predict_proba  # torch models take sequences/images too
 
@@ -179,6 +182,10 @@ class Bundle:
 
     def predict(self, X: Any) -> np.ndarray:
         return np.asarray(self.classes)[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _input(self, X: Any) -> np.ndarray:
+        """Audio vectors as float32; transcripts (1-D) and fusion rows (audio dims + transcript) as objects."""
+        return np.asarray(X, np.float32) if self.meta.inputs == "audio" else np.asarray(X, dtype=object)
 
 
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
@@ -274,7 +281,8 @@ def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path
 
 
 def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]], feature_set: dict[str, Any],
-               training: dict[str, Any], metrics: dict[str, Any], normalisation: str = "none") -> Path:  # fmt: skip
+               training: dict[str, Any], metrics: dict[str, Any], normalisation: str = "none",
+               inputs: str = "audio") -> Path:  # fmt: skip
     """A tune run's model: one pipeline, or a soft vote of several (``members/<i>/``, each a bundle)."""
     out = Path(out)
     classes = [str(c) for c in models[0].classes_]
@@ -282,7 +290,7 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
     def meta_for(m: dict[str, Any], norm: str) -> dict[str, Any]:
         meta = base_meta(model_kind="sklearn", model_name=m["family"], params=m["params"], feature_set=feature_set,
                          classes=classes, training=training, metrics=metrics)  # fmt: skip
-        return {**meta, "normalisation": norm}
+        return {**meta, "normalisation": norm, "inputs": inputs}
 
     if len(models) == 1:
         return save_classical(out, models[0], meta_for(members[0], normalisation))
@@ -291,7 +299,7 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
     meta = base_meta(model_kind="ensemble", model_name=f"soft_vote_of_{len(models)}",
                      params={"members": [{"family": m["family"], "params": m["params"]} for m in members]},
                      feature_set=feature_set, classes=classes, training=training, metrics=metrics)  # fmt: skip
-    write_meta(out, {**meta, "normalisation": normalisation})
+    write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs})
     return out
 
 
@@ -401,7 +409,7 @@ def _load_model(root: Path, meta: BundleMeta) -> Any:
             raise BundleError(f"{root / META}: an ensemble lists no members")
         loaded = [load(root / "members" / str(i)) for i in range(len(members))]
         for i, m in enumerate(loaded):
-            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != "none":
+            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != "none" or m.meta.inputs != meta.inputs:
                 raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
         return loaded
     if meta.model_kind == "sklearn":

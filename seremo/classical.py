@@ -4,6 +4,17 @@ Every family is a ``Pipeline`` whose preprocessing (scaling, optional feature
 selection) sits inside it, so it is fitted on training folds only: leakage from
 test speakers is impossible by construction. Search spaces are plain dicts of
 lists, overridable from YAML (``models: {svm_rbf: {C: [1, 10]}}``).
+
+A pipeline takes one of three inputs (``INPUTS``), told apart by the array it is given:
+
+- ``audio``: a float matrix (rows, dims) of a vector feature set; scaled.
+- ``text``: a 1-D object array of transcripts; word 1-2-gram and character 2-5-gram
+  TF-IDF (``TEXT_VECTORISER``), so the vocabulary and the IDF are fitted on the
+  training rows only, like the scaler.
+- ``audio+text``: a 2-D object array, the audio dims then the transcript in the last
+  column (``fusion_input``); feature-level fusion in one pipeline. The audio block is
+  scaled then L2-normalised per row, so each block (audio, words, characters) has
+  unit norm and neither drowns the other in a linear model.
 """
 
 from __future__ import annotations
@@ -16,17 +27,50 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from seremo.errors import ConfigError
 
 SEED = 0
+INPUTS = ("audio", "text", "audio+text")
+# Families that suit sparse TF-IDF input: searched by default when the inputs hold text.
+TEXT_FAMILIES = ("logreg", "svm_linear", "naive_bayes")
+# The TF-IDF blocks, in one place: words (with "!" and "?", which carry emotion) and characters within words
+# (robust to ASR misspellings and inflection); sublinear tf; terms in fewer than 2 training rows are dropped.
+TEXT_VECTORISER = {
+    "words": {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"(?u)\b\w+\b|[!?]", "min_df": 2,
+              "sublinear_tf": True, "max_features": 50000},
+    "chars": {"analyzer": "char_wb", "ngram_range": (2, 5), "min_df": 2, "sublinear_tf": True,
+              "max_features": 100000},
+}  # fmt: skip
+
+
+def inputs_of(X: Any) -> str:
+    """Which input a model array is: ``audio`` (float matrix), ``text`` (1-D strings) or ``audio+text``."""
+    X = np.asarray(X) if not hasattr(X, "dtype") else X
+    if X.dtype != object:
+        return "audio"
+    return "text" if X.ndim == 1 else "audio+text"
+
+
+def fusion_input(audio: np.ndarray, text: Any) -> np.ndarray:
+    """The ``audio+text`` model input: audio dims, then the transcript as the last column."""
+    out = np.empty((len(audio), audio.shape[1] + 1), dtype=object)
+    out[:, :-1] = audio
+    out[:, -1] = np.asarray(text, dtype=object)
+    return out
+
+
+def text_vectoriser() -> FeatureUnion:
+    return FeatureUnion([(name, TfidfVectorizer(**kw)) for name, kw in TEXT_VECTORISER.items()])
 
 
 @dataclass(frozen=True)
@@ -38,8 +82,8 @@ class Family:
     make: Callable[[dict[str, Any]], BaseEstimator]
     scaler: str = "standard"  # "standard", or "minmax" for models that need non-negative input
 
-    def build(self, params: dict[str, Any]) -> Pipeline:
-        """The pipeline for ``params`` (``select_k`` adds univariate feature selection)."""
+    def build(self, params: dict[str, Any], inputs: str = "audio") -> Pipeline:
+        """The pipeline for ``params`` and ``inputs`` (``select_k`` adds univariate feature selection)."""
         params = dict(params)
         select_k = params.pop("select_k", None)
         unknown = set(params) - set(self.space) - {"select_k"}
@@ -49,7 +93,15 @@ class Family:
                 f"it takes: {', '.join(sorted(self.space))}, select_k"
             )
         scaler = MinMaxScaler(clip=True) if self.scaler == "minmax" else StandardScaler()
-        steps: list[tuple[str, Any]] = [("scale", scaler)]
+        if inputs == "audio":
+            steps: list[tuple[str, Any]] = [("scale", scaler)]
+        elif inputs == "text":
+            steps = [("vectorise", text_vectoriser())]
+        elif inputs == "audio+text":
+            audio = Pipeline([("scale", scaler), ("unit", Normalizer())])
+            steps = [("blocks", ColumnTransformer([("audio", audio, slice(0, -1)), ("text", text_vectoriser(), -1)]))]
+        else:
+            raise ConfigError(f"inputs {inputs!r}: choose one of {', '.join(INPUTS)}")
         if select_k:
             steps.append(("select", SelectKBest(f_classif, k=int(select_k))))
         steps.append(("model", self.make(params)))
@@ -164,4 +216,5 @@ def grid(family: Family, override: dict[str, list[Any]] | None = None) -> list[d
 
 
 def fit(family: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray) -> Pipeline:
-    return clone(get_family(family).build(params)).fit(X, y)
+    """A fitted pipeline of ``family``; its inputs follow ``X`` (see ``inputs_of``)."""
+    return clone(get_family(family).build(params, inputs_of(X))).fit(X, y)

@@ -77,6 +77,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings = load_tune(args.config)
     if args.class_set:
         settings = settings.model_copy(update={"class_set": args.class_set})
+    if args.inputs:
+        settings = settings.model_copy(update={"inputs": args.inputs})
     print(run_stage(args.features_dir, args.out, settings, args.address).text)
     return 0
 
@@ -237,10 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_extract)
 
     p = sub.add_parser("tune", help="nested speaker-independent search over classical models (Ray Tune)")
-    p.add_argument("features_dir", help="features directory (from `seremo extract`), a vector set")
+    p.add_argument("features_dir", help="features directory (from `seremo extract`), a vector or text set")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML with tune settings (flat or under `tune:`)")
     p.add_argument("--class-set", default=None, help="class set to train on (overrides the config)")
+    p.add_argument("--inputs", choices=("audio", "text", "audio+text"), default=None,
+                   help="what the models see (overrides the config): the vectors, the transcripts (TF-IDF), or "
+                        "both fused; default: text for the text set, else audio")
     _common(p)
     p.set_defaults(handler=cmd_tune)
 

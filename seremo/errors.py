@@ -42,6 +42,24 @@ class AudioError(SeremoError):
         super().__init__(f"{path}: {kind} audio: {message}")
 
 
+class TextError(SeremoError):
+    """A row a text stage cannot use: ``kind`` ``no_transcript`` (the ``error`` column of errors.parquet)."""
+
+    KINDS = ("no_transcript",)
+
+    def __init__(self, where: str | Path | None, kind: str, message: str):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown TextError kind {kind!r}")
+        self.path = str(where)
+        self.kind = kind
+        self.reason = message
+        super().__init__(f"{where}: {message}")
+
+
+# The error kinds that are the input's own fault (not a bug, not a lost worker).
+INPUT_KINDS = AudioError.KINDS + TextError.KINDS
+
+
 class ConfigError(SeremoError):
     """A bad config file, option or command-line value."""
 
@@ -56,7 +74,7 @@ def error_record(stage: str, path: str, utterance_id: str | None, exc: BaseExcep
     ``error`` is the AudioError kind where there is one, else the exception's
     class name; ``message`` is its text without the path (that has a column).
     """
-    if isinstance(exc, AudioError):
+    if isinstance(exc, (AudioError, TextError)):
         kind, message = exc.kind, exc.reason
     else:
         kind, message = type(exc).__name__, str(exc)
@@ -89,7 +107,7 @@ def check_failures(where: str, n_inputs: int, n_ok: int, kinds: list[str], first
         example = f"; e.g. {first[0]}" if first else ""
         raise SeremoError(f"{where}: every one of the {n_inputs} inputs failed ({top}{example}); "
                           f"see {where}/errors.parquet")  # fmt: skip
-    internal = sum(v for k, v in counts.items() if k not in AudioError.KINDS)
+    internal = sum(v for k, v in counts.items() if k not in INPUT_KINDS)
     if internal > budget * n_inputs:
         raise SeremoError(
             f"{where}: {internal} of {n_inputs} inputs failed for reasons that are not the input's own "

@@ -80,7 +80,7 @@ def describe_corpus_folds(folds: Folds, corpus: Sequence[str]) -> str:
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
-    """UAR, WA, macro-F1, macro precision/recall, per-class figures and the confusion matrix."""
+    """UAR, WA, macro- and weighted F1, macro precision/recall, per-class figures and the confusion matrix."""
     y_true, y_pred, classes = np.asarray(y_true), np.asarray(y_pred), list(classes)
     p, r, f, support = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, zero_division=0
@@ -90,6 +90,9 @@ def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str])
         "uar": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "wa": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "macro_f1": float(f1_score(y_true, y_pred, labels=np.asarray(classes)[present], average="macro", zero_division=0)),
+        # support-weighted F1: what MELD and IEMOCAP text baselines report
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0))
+        if len(y_true) else 0.0,
         "precision": float(np.mean(p[present])) if present.any() else 0.0,
         "recall": float(np.mean(r[present])) if present.any() else 0.0,
         "n": int(len(y_true)),

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from seremo import __version__, audio, manifest, outputs, shards, storage
-from seremo.errors import AudioError, SeremoError, check_failures
+from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
@@ -29,8 +29,15 @@ from seremo.summary import Outcome, format_table
 log = logging.getLogger(__name__)
 
 
-def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float]:
-    """Decode one manifest row at the feature set's rate and extract; (features, seconds)."""
+def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float | None]:
+    """Decode one manifest row at the feature set's rate and extract; (features, seconds).
+
+    A set that reads no audio (``text``) cleans the row's transcript in place and
+    gives an empty vector; seconds are the manifest's (null for text-only rows).
+    """
+    if not fs.reads_audio:
+        row["transcript"] = fs.transcript(row)
+        return np.zeros(0, np.float32), row.get("duration_s")
     y, sr = audio.load(
         row["path"],
         sr=fs.sample_rate,
@@ -50,6 +57,8 @@ def extract_batch(batch: pa.Table, feature_set: FeatureSet) -> pa.Table:
             x, seconds = extract_one(feature_set, row)
         except AudioError as exc:
             x, seconds, kind, msg, stage = None, None, exc.kind, exc.reason, "decode"
+        except TextError as exc:
+            x, seconds, kind, msg, stage = None, None, exc.kind, exc.reason, "extract"
         except Exception as exc:  # a feature bug must not sink the job: it becomes an error row
             log.exception("%s: feature extraction failed", row["path"])
             x, seconds, kind, msg, stage = None, None, type(exc).__name__, str(exc), "extract"
@@ -61,7 +70,7 @@ def extract_batch(batch: pa.Table, feature_set: FeatureSet) -> pa.Table:
         kinds.append(kind)
         messages.append(msg)
         stages.append(stage)
-    out = manifest.conform(batch)
+    out = manifest.conform(pa.Table.from_pylist(rows, schema=batch.schema) if not feature_set.reads_audio else batch)
     out = out.set_column(out.column_names.index("duration_s"), "duration_s", pa.array(secs, pa.float64()))
     return (
         out.append_column("features", pa.array(feats, pa.list_(pa.float32())))
@@ -126,7 +135,8 @@ def extract(
     """
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
-    manifest.require_audio(table, source or "manifest", f"seremo extract --features {feature_set.name}")
+    if feature_set.reads_audio:
+        manifest.require_audio(table, source or "manifest", f"seremo extract --features {feature_set.name}")
     if not 0 <= failure_budget <= 1:
         raise SeremoError(f"--failure-budget must be a share between 0 and 1, not {failure_budget}")
     out = out if storage.is_uri(out) else os.path.abspath(out)  # workers do not share the driver's cwd
@@ -139,7 +149,7 @@ def extract(
             return ExtractResult({**previous, "skipped": True}, _read_errors(out))
         raise SeremoError(f"{out}: already holds a different finished extraction (another feature set, "
                           "or another manifest); pass --overwrite to replace it")  # fmt: skip
-    outputs.check_apart(out, [], table.column("path").to_pylist(), what="manifest's audio file")
+    outputs.check_apart(out, [], table.column("path").drop_null().to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
     with outputs.Lease(out, "extract") as lease:

@@ -30,7 +30,12 @@ class TuneSettings(BaseModel):
     class_set: str | None = None
     models: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {name: {} for name in classical.FAMILIES},
-        description="families to search, each with optional search-space overrides",
+        description="families to search, each with optional search-space overrides (default: every family; "
+        "with text inputs, classical.TEXT_FAMILIES)",
+    )
+    inputs: Literal["audio", "text", "audio+text"] | None = Field(
+        None, description="what the models see: a vector set's features, the transcripts (TF-IDF), or both "
+        "fused in one pipeline; None: text for the text feature set, else audio",
     )
     search: Literal["grid", "random", "optuna"] = "grid"
     num_samples: int = Field(20, ge=1, description="trials for random/optuna search")
@@ -58,6 +63,13 @@ class TuneSettings(BaseModel):
             raise ValueError(f"ship {self.ship!r} needs {self.ship.replace('_norm', '')}_norm: true; "
                              f"the variants that run are {', '.join(self.variants)}")  # fmt: skip
         return self
+
+    def families(self, inputs: str) -> dict[str, dict[str, Any]]:
+        """The families searched for ``inputs``: those named in ``models``, else every family for audio
+        and the ones that suit sparse TF-IDF (``classical.TEXT_FAMILIES``) where the inputs hold text."""
+        if "models" in self.model_fields_set or inputs == "audio":
+            return self.models
+        return {name: {} for name in classical.TEXT_FAMILIES}
 
     @property
     def variants(self) -> list[str]:

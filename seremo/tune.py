@@ -65,34 +65,44 @@ def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
 # --------------------------------------------------------------------------- data
 
 
-def load_data(features_dir: str, class_set: str | None, classes: list[str] | None = None) -> dict[str, Any]:
-    """Vectors, labels, groups and corpora from a features directory, with the class set applied.
+def load_data(features_dir: str, class_set: str | None, classes: list[str] | None = None,
+              inputs: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Model inputs, labels, groups and corpora from a features directory, with the class set applied.
 
-    ``classes`` (a test set's) keeps only rows whose class the trained model has;
-    the others are counted in ``excluded``, never dropped silently.
+    ``inputs`` (``classical.INPUTS``; None: what the set gives, ``text`` for the
+    text set, else ``audio``) picks what the models see: a vector set's matrix,
+    the shards' transcripts, or both (feature-level fusion). ``classes`` (a test
+    set's) keeps only rows whose class the trained model has; the others are
+    counted in ``excluded``, never dropped silently.
     """
     feats = shards.read_features(features_dir)
-    if feats.kind != "vector":
+    inputs = inputs or ("text" if feats.kind == "text" else "audio")
+    if feats.kind not in ("vector", "text"):
         raise SeremoError(
             f"{features_dir}: feature set {feats.feature_set['name']!r} is a {feats.kind}; "
-            "tune needs a vector set (use `seremo train` for sequences and images)"
+            "tune needs a vector or text set (use `seremo train` for sequences and images)"
         )
+    if feats.kind == "text" and inputs != "text":
+        raise ConfigError(f"{features_dir}: the text feature set holds no audio features, so inputs {inputs!r} "
+                          "cannot be made from it; extract an audio vector set from the same manifest (its shards "
+                          "carry the transcripts too) for audio+text")  # fmt: skip
     table = feats.table
     labels = table.column("label").to_pylist()
     mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
     mapped = [mapping(lab) for lab in labels]
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    X = feats.matrix()[keep]
-    y = np.array([m for m in mapped if m is not None])
+    X = model_input(feats, inputs, features_dir)[keep]
+    y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
     corpus = np.array(table.column("corpus").to_pylist())[keep]
     ids = np.array(table.column("utterance_id").to_pylist())[keep]
+    common = {"X": X, "y": y, "groups": groups, "corpus": corpus, "ids": ids, "excluded": dict(excluded),
+              "feature_set": feats.feature_set, "inputs": inputs}  # fmt: skip
     if classes is not None:  # a test set: judged on the model's classes, whatever it holds
         if not len(y):
             raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
-        return {"X": X.astype(np.float32), "y": y, "groups": groups, "corpus": corpus, "ids": ids,
-                "classes": classes, "excluded": dict(excluded), "feature_set": feats.feature_set}  # fmt: skip
+        return {**common, "classes": classes}
     classes = sorted(set(y.tolist()))
     if len(classes) < 2:
         raise SeremoError(f"{features_dir}: needs at least 2 classes to learn, found {classes or 'none'}")
@@ -101,23 +111,34 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
         raise SeremoError(
             f"{features_dir}: needs at least 2 groups (speakers) for speaker-independent evaluation, found {n_groups}"
         )
-    return {
-        "X": X.astype(np.float32),
-        "y": y,
-        "groups": groups,
-        "corpus": corpus,
-        "ids": ids,
-        "classes": classes,
-        "excluded": dict(excluded),
-        "feature_set": feats.feature_set,
-        "corpora": sorted(set(corpus.tolist())),
-    }
+    return {**common, "classes": classes, "corpora": sorted(set(corpus.tolist()))}
+
+
+def model_input(feats: shards.Features, inputs: str, where: str) -> np.ndarray:
+    """The array a classical pipeline takes for ``inputs`` (see ``classical.inputs_of``).
+
+    Text comes from the shards' ``transcript`` column (cleaned as the text set
+    cleans it); a row without one is refused in one line, never dropped.
+    """
+    if inputs == "audio":
+        return feats.matrix().astype(np.float32)
+    from seremo.features.text import clean_transcript
+
+    text = np.asarray([clean_transcript(t) for t in feats.table.column("transcript").to_pylist()], dtype=object)
+    empty = np.flatnonzero(text == "")
+    if len(empty):
+        first = feats.table.column("utterance_id")[int(empty[0])].as_py()
+        raise SeremoError(f"{where}: {len(empty)} of {len(text)} rows have no transcript (e.g. {first!r}); inputs "
+                          f"{inputs!r} needs one on every row: use a manifest with transcripts, or inputs audio")  # fmt: skip
+    if inputs == "text":
+        return text
+    return classical.fusion_input(feats.matrix().astype(np.float32), text)
 
 
 def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) -> dict[str, dict[str, Any]]:
-    """Each ``test:`` features dir, read before any work: same feature set as training, or one line."""
-    return evaluate.load_test_sets(dirs, lambda d: load_data(d, class_set, classes=train["classes"]),
-                                   train["feature_set"])  # fmt: skip
+    """Each ``test:`` features dir, read before any work: same feature set and inputs as training, or one line."""
+    return evaluate.load_test_sets(dirs, lambda d: load_data(d, class_set, classes=train["classes"],
+                                                             inputs=train["inputs"]), train["feature_set"])  # fmt: skip
 
 
 def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
@@ -276,9 +297,9 @@ def param_space(settings: TuneSettings, spaces: dict[str, dict[str, list]]) -> t
     return space, settings.num_samples
 
 
-def full_spaces(settings: TuneSettings) -> dict[str, dict[str, list]]:
+def full_spaces(settings: TuneSettings, inputs: str = "audio") -> dict[str, dict[str, list]]:
     out = {}
-    for name, override in settings.models.items():
+    for name, override in settings.families(inputs).items():
         space = dict(classical.get_family(name).space)
         space.update({k: v if isinstance(v, list) else [v] for k, v in override.items()})
         out[name] = space
@@ -328,12 +349,15 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     from ray import tune
 
     started = time.perf_counter()
-    data = load_data(features_dir, settings.class_set)
+    data = load_data(features_dir, settings.class_set, inputs=settings.inputs)
+    if data["inputs"] != "audio" and len(settings.variants) > 1:
+        raise ConfigError(f"tune: speaker_norm and corpus_norm normalise audio vectors; with inputs "
+                          f"{data['inputs']!r} leave them off")  # fmt: skip
     tests = load_tests(settings.test, data, settings.class_set)
     outer, inner = plan_folds(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
                               inner_is_default="inner_folds" not in settings.model_fields_set,
                               inner_groups=data["groups"])  # fmt: skip
-    spaces = full_spaces(settings)
+    spaces = full_spaces(settings, data["inputs"])
     space, num_samples = param_space(settings, spaces)
     ensure_ray(address)
     shared = {k: data[k] for k in ("X", "y", "groups", "corpus", "classes")} | {
@@ -542,13 +566,18 @@ def _fit_final(trials: list[dict], data: dict, variant: str, selection: str, top
     """The shipped model: the members ``selection`` picks by plain grouped-CV UAR, refitted on all data."""
     ok = pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
                      key=lambda t: (-t["loso_uar"], t["trial"])), selection, top_k)  # fmt: skip
-    X = evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]).astype(np.float32)
+    X = as_model_input(evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]))
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],
          "model": classical.fit(t["family"], json.loads(t["params"]), X, data["y"])}
         for t in ok
     ]  # fmt: skip
     return {"variant": variant, "members": members}
+
+
+def as_model_input(X: np.ndarray) -> np.ndarray:
+    """Audio features as float32; text and fusion inputs (object arrays) as they are."""
+    return X if X.dtype == object else X.astype(np.float32)
 
 
 def final_proba(final: dict[str, Any], X: np.ndarray) -> np.ndarray:
@@ -571,9 +600,9 @@ def score_test(finals: dict[str, dict], data: dict, test: dict) -> dict[str, Any
                                            np.concatenate([data["corpus"], test["corpus"]]), np.arange(n))[n:]  # fmt: skip
         else:
             Xt = evaluate.normalise(test["X"], how, test["groups"], test["corpus"])
-        pred = np.asarray(data["classes"])[np.argmax(final_proba(final, Xt.astype(np.float32)), axis=1)]
+        pred = np.asarray(data["classes"])[np.argmax(final_proba(final, as_model_input(Xt)), axis=1)]
         s = evaluate.scores(test["y"], pred, data["classes"])
-        out[variant] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")}
+        out[variant] = {k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n", "per_class", "confusion")}
         out[variant]["per_corpus"] = evaluate.per_corpus(test["y"], pred, test["corpus"], data["classes"])
     return out
 
@@ -620,8 +649,8 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
     training = {"corpora": data["corpora"], "utterances": int(len(data["y"])), "groups": len(set(data["groups"].tolist())),
                 "class_set": settings.class_set, "normalisation": how}  # fmt: skip
     bundle.save_tuned(out / "model", [m["model"] for m in final["members"]], members, data["feature_set"],
-                      training, meta_metrics, normalisation=how)  # fmt: skip
-    X = evaluate.normalise(data["X"], how, data["groups"], data["corpus"]).astype(np.float32)
+                      training, meta_metrics, normalisation=how, inputs=data["inputs"])  # fmt: skip
+    X = as_model_input(evaluate.normalise(data["X"], how, data["groups"], data["corpus"]))
     proba = final_proba(final, X)
     pq.write_table(
         pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),

@@ -24,7 +24,7 @@ from seremo.features.base import functionals
 from seremo.features.dsp import Analysis
 
 SR = 16000
-NAMES = list(features.FEATURE_SETS)
+NAMES = [n for n, cls in features.FEATURE_SETS.items() if cls.reads_audio]  # text: tests/test_text_models.py
 VECTOR_SETS = [n for n, cls in features.FEATURE_SETS.items() if cls.kind == "vector"]
 
 # speaker, sex, emotion: W anger, N neutral, L boredom, F happiness, T sadness, A fear
@@ -212,8 +212,9 @@ def test_empty_signal_is_padded_not_an_error(name):
 def test_default_is_registered():
     assert features.DEFAULT == "seremo" and features.DEFAULT in features.FEATURE_SETS
     assert set(NAMES) == {"seremo", "compact8", "lld_stats", "mfcc_seq", "logmel", "egemaps"}
+    assert set(features.FEATURE_SETS) == set(NAMES) | {"text"} and not features.FEATURE_SETS["text"].reads_audio
     for name, cls in features.FEATURE_SETS.items():
-        assert cls.name == name and cls.kind in ("vector", "sequence", "image")
+        assert cls.name == name and cls.kind in ("vector", "sequence", "image", "text")
 
 
 def test_unknown_set_names_the_choices():

@@ -204,7 +204,7 @@ def test_tune_rejects_bad_feature_dirs(tmp_path, capsys, emodb_manifest, ray_ses
     assert main(["tune", str(tmp_path / "one"), "--out", str(tmp_path / "r")]) == 2
     assert "at least 2 groups" in capsys.readouterr().err
     extract(t.slice(0, 8), features.get("mfcc_seq"), str(tmp_path / "seq"))
-    with pytest.raises(SeremoError, match="vector set"):
+    with pytest.raises(SeremoError, match="tune needs a vector or text set"):
         tune_run(str(tmp_path / "seq"), str(tmp_path / "r"), TuneSettings())
 
 

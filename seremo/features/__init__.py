@@ -8,6 +8,7 @@
 | mfcc_seq  | sequence | per-frame F0, voicing, ZCR, 12 MFCC + log energy, and deltas       |
 | logmel    | image    | log-mel spectrogram (bands x frames)                               |
 | egemaps   | vector   | openSMILE eGeMAPSv02 functionals (optional extra; research licence) |
+| text      | text     | the transcript (cleaned), for TF-IDF, text networks and fusion; reads no audio |
 
 A set's ``version`` changes whenever its numbers would; older versions stay
 registered so that shards and bundles made with them still load and score.
@@ -28,11 +29,12 @@ from seremo.features.functionals_v1 import SeremoFunctionalsV1
 from seremo.features.lld_stats import LLDStats
 from seremo.features.logmel import LogMel
 from seremo.features.mfcc_seq import MFCCSeq
+from seremo.features.text import Text
 
 DEFAULT = "seremo"
 # the newest version of each set, by name: what `--features NAME` gives
 FEATURE_SETS: dict[str, type[FeatureSet]] = {
-    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS)
+    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS, Text)
 }
 # every version still readable, by (name, version)
 VERSIONS: dict[tuple[str, str], type[FeatureSet]] = {

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-Kind = Literal["vector", "sequence", "image"]
+Kind = Literal["vector", "sequence", "image", "text"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,8 @@ class FeatureSet(ABC):
     name: ClassVar[str]
     kind: ClassVar[Kind]
     version: ClassVar[str]
+    # False for sets made from the manifest's transcript (``text``): no audio is decoded.
+    reads_audio: ClassVar[bool] = True
     # Clips shorter than this are zero-padded before extraction (never an error).
     min_samples_s: ClassVar[float] = 0.05
 
