@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.metrics import f1_score
 
 from seremo import bundle, evaluate, outputs, shards, storage
 from seremo.errors import SeremoError
@@ -100,7 +99,6 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
         classes = b.classes
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
         metrics = evaluate.scores(rows["y"], pred, classes)
-        metrics["weighted_f1"] = float(f1_score(rows["y"], pred, average="weighted", zero_division=0))
         metrics["per_corpus"] = evaluate.per_corpus(rows["y"], pred, rows["corpus"], classes)
         metrics.update({
             "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,

@@ -168,8 +168,11 @@ class Bundle:
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities for features as the model saw them (normalise first: ``normalisation``)."""
         kind = self.meta.model_kind
-        if kind == "ensemble":  # a soft vote: the mean of the members' probabilities
-            return np.mean([m.predict_proba(X) for m in self.model], axis=0)
+        if kind == "ensemble":  # tune's soft vote (no rule: the mean), or `seremo ensemble`'s rule and weights
+            from seremo import vote
+
+            rule = self.meta.params.get("rule", "average")
+            return vote.combine([m.predict_proba(X) for m in self.model], rule, self.meta.params.get("weights"))
         if kind == "sklearn":
             return np.asarray(self.model.predict_proba(self._input(X)))
         if kind == "xgboost":
@@ -303,6 +306,32 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
     return out
 
 
+def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: list[float] | None,
+                  sources: list[str], training: dict[str, Any], metrics: dict[str, Any]) -> Path:  # fmt: skip
+    """A ``seremo ensemble`` bundle: each member bundle copied whole into ``members/<i>/`` (its own
+    ``bundle.json`` and checksums kept, so it verifies as it did in its run), and the rule and weights
+    in ``params``. Members take one input (feature set, inputs, normalisation), the ensemble's."""
+    import shutil
+
+    from seremo import vote
+
+    if rule not in vote.RULES:
+        raise ValueError(f"unknown rule {rule!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, m in enumerate(members):
+        shutil.copytree(m.path, out / "members" / str(i))
+    first = members[0].meta
+    meta = base_meta(model_kind="ensemble", model_name=f"{rule}_of_{len(members)}",
+                     params={"rule": rule, "weights": weights,
+                             "members": [{"model": m.meta.model_name, "model_id": m.model_id, "run": src}
+                                         for m, src in zip(members, sources, strict=True)]},
+                     feature_set=first.feature_set.model_dump(), classes=first.classes, training=training,
+                     metrics=metrics)  # fmt: skip
+    write_meta(out, {**meta, "normalisation": first.normalisation, "inputs": first.inputs})
+    return out
+
+
 def _load_skops(path: Path) -> Any:
     sio = _skops_io()
 
@@ -408,9 +437,18 @@ def _load_model(root: Path, meta: BundleMeta) -> Any:
         if not isinstance(members, list) or not members:
             raise BundleError(f"{root / META}: an ensemble lists no members")
         loaded = [load(root / "members" / str(i)) for i in range(len(members))]
+        # tune's soft vote normalises once for all members (theirs is none); a `seremo ensemble` (a rule)
+        # holds whole bundles, each normalising as the ensemble records
+        norm = meta.normalisation if "rule" in meta.params else "none"
         for i, m in enumerate(loaded):
-            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != "none" or m.meta.inputs != meta.inputs:
+            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != norm or m.meta.inputs != meta.inputs:
                 raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
+        rule, weights = meta.params.get("rule", "average"), meta.params.get("weights")
+        from seremo import vote
+
+        if rule not in vote.RULES or (rule == "weighted" and (not isinstance(weights, list) or len(weights) != len(loaded)
+                                                             or not all(isinstance(w, (int, float)) and w >= 0 for w in weights))):  # fmt: skip
+            raise BundleError(f"{root / META}: rule {rule!r} with weights {weights!r} is not a valid ensemble")
         return loaded
     if meta.model_kind == "sklearn":
         return _load_skops(root / "model.skops")

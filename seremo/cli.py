@@ -83,6 +83,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- ensemble
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from seremo.ensemble import run_stage
+
+    print(run_stage(args.runs, args.out, args.rule).text)
+    return 0
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -248,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "both fused; default: text for the text set, else audio")
     _common(p)
     p.set_defaults(handler=cmd_tune)
+
+    p = sub.add_parser("ensemble", help="a decision-level ensemble of finished tune/train runs, evaluated on their folds")
+    p.add_argument("runs", nargs="+", help="run directories (tune or train) with the same data, classes and folds")
+    p.add_argument("--out", required=True, help="run directory to write (metrics, report, predictions, model/)")
+    p.add_argument("--rule", default="weighted", choices=("average", "weighted", "max_confidence"),
+                   help="the rule the bundle ships (all three are evaluated and reported)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")  # no Ray: nothing is refitted
+    p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
     p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm, logmel for cnn/cnn_lstm")

@@ -254,3 +254,30 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- out-of-fold predictions
+
+PREDICTIONS = "predictions.parquet"
+
+
+def oof_table(ids: Sequence[str], groups: Sequence[str], labels: Sequence[str], predicted: Sequence[str],
+              folds: Folds, proba: np.ndarray, classes: Sequence[str], corpus: Sequence[str] | None = None) -> Any:  # fmt: skip
+    """A run's out-of-fold predictions, ``predictions.parquet``: one row per utterance.
+
+    ``fold`` is the outer fold (1-based) that held the row out, and ``p_<class>``
+    the probabilities the model trained without that fold gave it: what
+    ``seremo ensemble`` joins and re-scores without refitting anything.
+    """
+    import pyarrow as pa
+
+    fold = np.zeros(len(ids), np.int32)
+    for k, (_, te) in enumerate(folds):
+        fold[te] = k + 1
+    if (fold == 0).any():
+        raise ValueError("every row must be held out by exactly one outer fold")
+    cols = {"utterance_id": np.asarray(ids), **({"corpus": np.asarray(corpus)} if corpus is not None else {}),
+            "group": np.asarray(groups), "label": np.asarray(labels), "predicted": np.asarray(predicted, dtype=str),
+            "fold": fold}  # fmt: skip
+    cols.update({f"p_{c}": np.asarray(proba[:, i], np.float32) for i, c in enumerate(classes)})
+    return pa.table(cols)

@@ -436,6 +436,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     if settings.normalise == "none":
         fold_data, data_ref = normalised(np.arange(0))
     predicted = np.full(n_orig, -1)
+    oof_proba = np.zeros((n_orig, len(data["classes"])), np.float32)
     fold_rows, curves = [], []
     started = time.perf_counter()
     for k, (tr, te) in enumerate(folds):
@@ -447,6 +448,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         fitted = fit_one(f"fold{k + 1}", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         proba = nets.predict_proba(fitted["model"], [fold_data["items"][i] for i in te])
         predicted[te] = proba.argmax(axis=1)
+        oof_proba[te] = proba
         hist = fitted["history"]
         best_epoch = int(np.argmax([h["val_uar"] for h in hist])) + 1
         fold_uar = evaluate.uar(data["labels"][te], predicted[te])
@@ -489,7 +491,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
             metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
                                for name, t in tests.items()}  # fmt: skip
     originals = {**fold_data, "items": fold_data["items"][:n_orig], "labels": data["labels"][:n_orig]}
-    _write_run(out_path, metrics, curves, originals, pred_names, settings, final)
+    _write_run(out_path, metrics, curves, originals, pred_names, settings, final, folds, oof_proba)
     return metrics
 
 
@@ -523,15 +525,13 @@ def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[
 
 
 def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: np.ndarray,
-               settings: TrainSettings, final: dict | None) -> None:  # fmt: skip
+               settings: TrainSettings, final: dict | None, folds: list, oof_proba: np.ndarray) -> None:  # fmt: skip
     from seremo.report import train_report
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    pq.write_table(
-        pa.table({"utterance_id": data["ids"], "group": data["groups"],
-                  "label": np.asarray(data["classes"])[data["labels"]], "predicted": pred_names}),
-        out / "predictions.parquet",
-    )  # fmt: skip
+    pq.write_table(evaluate.oof_table(data["ids"], data["groups"], np.asarray(data["classes"])[data["labels"]],
+                                      pred_names, folds, oof_proba, data["classes"], corpus=data["corpus"]),
+                   out / evaluate.PREDICTIONS)  # fmt: skip
     evaluate.plot_confusion(metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
                             f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}")  # fmt: skip
     plot_curves(curves, str(out / "curves.png"), settings.model)

@@ -30,13 +30,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, evaluate, outputs, shards, storage
+from seremo import bundle, classical, evaluate, outputs, shards, storage, vote
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -404,7 +404,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
-    _write_run(out_path, trials, metrics, data, finals[settings.ship], settings)
+    _write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
     return metrics
 
 
@@ -436,31 +436,24 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-COMBINATIONS = ("average", "weighted", "max_confidence")
+COMBINATIONS = vote.RULES
 
 
 def combine(probas: list[np.ndarray], rule: str, inner_uar: list[float], n_classes: int) -> np.ndarray:
-    """Members' class probabilities (each rows x classes) joined by a decision-level rule.
+    """Members' class probabilities joined by a decision-level rule (``vote.combine``); the ``weighted``
+    rule's weights come from the members' inner-CV UAR, so from the training folds only."""
+    weights = vote.weights_from_uar(inner_uar, n_classes) if rule == "weighted" else None
+    return vote.combine(probas, rule, weights)
 
-    ``average``: the soft vote. ``weighted``: a weighted mean whose weights are the
-    members' inner-CV UAR above chance (fitted on the training folds only, like every
-    choice; a member at or below chance keeps a token weight). ``max_confidence``: per
-    row, the probabilities of the member most sure of its top class.
-    """
-    stack = np.stack(probas)  # members x rows x classes
-    if rule == "average":
-        return stack.mean(axis=0)
-    if rule == "weighted":
-        w = np.maximum(np.asarray(inner_uar, np.float64) - 1.0 / n_classes, 1e-3)
-        return np.tensordot(w / w.sum(), stack, axes=1)
-    if rule == "max_confidence":
-        most_sure = stack.max(axis=2).argmax(axis=0)
-        return stack[most_sure, np.arange(stack.shape[1])]
-    raise ValueError(f"unknown combination {rule!r}; choose one of {', '.join(COMBINATIONS)}")
+
+class NestedPredictions(NamedTuple):
+    predicted: np.ndarray  # class names, one per row
+    chosen: list[dict]  # per outer fold, the members picked
+    proba: np.ndarray  # rows x classes: each row's probabilities from the fold that held it out
 
 
 def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
-            top_k: int = 5, rule: str = "average") -> tuple[np.ndarray, list[dict]]:  # fmt: skip
+            top_k: int = 5, rule: str = "average") -> NestedPredictions:  # fmt: skip
     """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
 
     ``best`` is the single best configuration. A soft vote is the default because
@@ -468,15 +461,14 @@ def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selecti
     and the best of each family (``family_vote``) are diverse models whose errors
     partly cancel; every vote is chosen from inner scores only, like the single choice.
     """
-    predicted = np.empty(n, dtype=object)
+    probas = np.zeros((n, len(classes)), np.float32)
     chosen = []
     for f, (_, te) in enumerate(outer):
         top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
-        proba = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
-        predicted[te] = np.asarray(classes, dtype=object)[np.argmax(proba, axis=1)]
+        probas[te] = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
         chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
                                     "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip
-    return predicted, chosen
+    return NestedPredictions(np.asarray(classes, dtype=object)[np.argmax(probas, axis=1)], chosen, probas)
 
 
 def summarise(
@@ -488,14 +480,14 @@ def summarise(
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = evaluate.uar(y, t["predicted"])
-        pred, chosen = _nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
-        single, _ = _nested(ok, outer, len(y), classes, "best")
+        pred, chosen, proba = _nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
+        single = _nested(ok, outer, len(y), classes, "best").predicted
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
         # Decision-level ensembles of the tuned families (each family's best by inner UAR, per outer fold).
         result["ensembles"] = {}
         for rule in COMBINATIONS:
-            joined, _ = _nested(ok, outer, len(y), classes, "family_vote", rule=rule)
+            joined = _nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
             s = evaluate.scores(y, joined, classes)
             result["ensembles"][rule] = {k: s[k] for k in ("uar", "wa", "macro_f1")}
         result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
@@ -513,7 +505,7 @@ def summarise(
         families = {}
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
-            fp, fchosen = _nested(fam_trials, outer, len(y), classes, "best")
+            fp, fchosen, _ = _nested(fam_trials, outer, len(y), classes, "best")
             s = evaluate.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
@@ -524,10 +516,11 @@ def summarise(
             }  # fmt: skip
         result["families"] = families
         result["predicted"] = pred.tolist()
+        result["proba"] = proba
         return result
 
     metrics = block("raw")
-    predicted = metrics.pop("predicted")
+    predicted = metrics.pop("predicted"), metrics.pop("proba")
     metrics["protocol"] = {
         **describe_protocol(outer, inner, groups),
         "outer_folds": len(outer),
@@ -557,7 +550,7 @@ def summarise(
     for variant in settings.variants[1:]:
         key, note = notes[variant]
         b = block(variant)
-        b.pop("predicted")
+        b.pop("predicted"), b.pop("proba")
         metrics[key] = {**b, "note": note}
     return metrics
 
@@ -607,10 +600,11 @@ def score_test(finals: dict[str, dict], data: dict, test: dict) -> dict[str, Any
     return out
 
 
-def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: dict, settings: TuneSettings) -> None:
+def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: dict, settings: TuneSettings,
+               outer: list) -> None:  # fmt: skip
     from seremo.report import tune_report
 
-    predicted = metrics.pop("_predicted")
+    predicted, nested_proba = metrics.pop("_predicted")
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     metrics["final_model"] = {**members[0], "variant": final["variant"], "members": members}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -630,11 +624,8 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
         ),
         out / "trials.parquet",
     )
-    pq.write_table(
-        pa.table({"utterance_id": data["ids"], "corpus": data["corpus"], "group": data["groups"], "label": data["y"],
-                  "predicted": predicted}),
-        out / "predictions.parquet",
-    )  # fmt: skip
+    pq.write_table(evaluate.oof_table(data["ids"], data["groups"], data["y"], predicted, outer, nested_proba,
+                                      data["classes"], corpus=data["corpus"]), out / evaluate.PREDICTIONS)  # fmt: skip
     evaluate.plot_confusion(
         metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
         f"nested {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",

@@ -137,8 +137,15 @@ def test_ddp_on_two_cpu_workers_and_bundle_round_trip(seq_features, tmp_path):
     assert last["rank_id_checksums"][0] != last["rank_id_checksums"][1]
     assert last["rank_param_checksums"][0] == pytest.approx(last["rank_param_checksums"][1], rel=1e-12)
     assert state["workers"] == 2
-    # The bundle predicts exactly what the run predicted.
     import pyarrow.parquet as pq
+
+    # out-of-fold predictions for `seremo ensemble`: each row's fold, and its fold model's probabilities
+    oof = pq.read_table(out / "predictions.parquet")
+    assert sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    proba = np.column_stack([oof.column(f"p_{c}").to_numpy() for c in state["classes"]])
+    assert np.allclose(proba.sum(axis=1), 1, atol=1e-4)
+    assert (np.asarray(state["classes"])[proba.argmax(axis=1)] == np.asarray(oof.column("predicted").to_pylist())).all()
+    # The bundle predicts exactly what the run predicted.
 
     from seremo import shards
 

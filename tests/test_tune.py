@@ -136,6 +136,10 @@ def test_small_end_to_end_tune_on_emodb(small_run):
     assert all(len(x) == 10 for x in trials["inner_uar_per_fold"])
     preds = pq.read_table(small_run / "predictions.parquet")
     assert preds.num_rows == 535
+    # out-of-fold: each row's fold, and probabilities whose argmax is the nested prediction
+    assert sorted(set(preds.column("fold").to_pylist())) == list(range(1, 11))
+    proba = np.column_stack([preds.column(f"p_{c}").to_numpy() for c in m["classes"]])
+    assert (np.asarray(m["classes"])[proba.argmax(axis=1)] == np.asarray(preds.column("predicted").to_pylist())).all()
     assert (small_run / "confusion_matrix.png").stat().st_size > 1000
     report = (small_run / "report.md").read_text()
     assert "nested" in report and "logreg" in report

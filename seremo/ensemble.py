@@ -1,0 +1,210 @@
+"""``seremo ensemble RUN_DIR RUN_DIR ... --out RUN_DIR``: a decision-level ensemble of finished runs.
+
+Nothing is refitted. Each member run (``seremo tune`` or ``seremo train``) left its
+out-of-fold predictions (``predictions.parquet``: each row's class probabilities
+from the model that did not train on it, and the outer fold that held it out), so
+the ensemble is evaluated under the very folds its members were: members whose
+rows, labels, classes or folds differ are refused in one line. The ``weighted``
+rule's weights for a fold are each member's UAR above chance on the *other*
+folds' rows, i.e. on training folds only; the shipped weights use every row.
+
+The run dir holds ``metrics.json`` (every rule and every member, nested),
+``report.md``, ``predictions.parquet`` (the shipped rule's, so an ensemble can be a
+member again) and ``model/``: an ensemble bundle with each member bundle copied
+whole, every file checksummed, loaded without executing code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from seremo import bundle, evaluate, outputs, storage, vote
+from seremo.errors import ConfigError, SeremoError
+from seremo.summary import Outcome, format_table
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULE = "weighted"
+
+
+@dataclass
+class Member:
+    run: str
+    model: bundle.Bundle
+    ids: np.ndarray
+    groups: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray  # 1-based outer fold per row
+    proba: np.ndarray  # rows x classes, in ``model.classes`` order
+
+
+def read_member(run: str) -> Member:
+    """A finished run's bundle and out-of-fold predictions, rows sorted by utterance id."""
+    try:
+        model = bundle.load(storage.join(run, "model"))
+    except bundle.BundleError as exc:
+        raise SeremoError(f"{run}: has no usable model/ ({exc}); ensemble members are finished tune or train runs "
+                          "with a shipped model") from None  # fmt: skip
+    local = storage.local_copy(storage.join(run, evaluate.PREDICTIONS)) if storage.is_uri(run) else \
+        Path(run) / evaluate.PREDICTIONS  # fmt: skip
+    if not Path(local).is_file():
+        raise SeremoError(f"{run}: has no {evaluate.PREDICTIONS}; ensemble members are finished tune or train runs")
+    table = pq.read_table(local)
+    need = ["utterance_id", "group", "label", "fold", *(f"p_{c}" for c in model.classes)]
+    missing = [c for c in need if c not in table.column_names]
+    if missing:
+        raise SeremoError(f"{run}/{evaluate.PREDICTIONS}: lacks {', '.join(missing)} (a run of an older seremo, or "
+                          "other classes than its model's); re-run it with this seremo")  # fmt: skip
+    order = np.argsort(np.asarray(table.column("utterance_id").to_pylist()), kind="stable")
+    proba = np.column_stack([table.column(f"p_{c}").to_numpy() for c in model.classes]).astype(np.float32)
+    column = {c: np.asarray(table.column(c).to_pylist())[order] for c in ("utterance_id", "group", "label")}
+    return Member(run, model, column["utterance_id"], column["group"], column["label"],
+                  table.column("fold").to_numpy()[order], proba[order])  # fmt: skip
+
+
+def check_compatible(members: list[Member]) -> None:
+    """Same classes, rows, labels, folds and model input, or one line naming the first member that differs."""
+    if len(members) < 2:
+        raise ConfigError("an ensemble needs at least 2 member runs")
+    first = members[0]
+    for m in members[1:]:
+        if m.model.classes != first.model.classes:
+            raise SeremoError(f"{m.run}: predicts {', '.join(m.model.classes)}, but {first.run} predicts "
+                              f"{', '.join(first.model.classes)}; ensemble members must share their classes")  # fmt: skip
+        if len(m.ids) != len(first.ids) or not np.array_equal(m.ids, first.ids):
+            extra = sorted(set(m.ids.tolist()) ^ set(first.ids.tolist()))
+            raise SeremoError(f"{m.run}: was evaluated on other utterances than {first.run} ({len(m.ids)} vs "
+                              f"{len(first.ids)} rows; e.g. {extra[:1]}); members must share their data")  # fmt: skip
+        if not np.array_equal(m.labels, first.labels):
+            raise SeremoError(f"{m.run}: labels differ from {first.run}'s on the same utterances "
+                              "(another class set?); members must share their labels")  # fmt: skip
+        if _partition(m) != _partition(first):
+            raise SeremoError(f"{m.run}: its outer folds differ from {first.run}'s ({len(set(m.folds.tolist()))} vs "
+                              f"{len(set(first.folds.tolist()))} folds, or other groups in them); an ensemble is "
+                              "evaluated under its members' folds: run them with the same outer_folds")  # fmt: skip
+        a, b = m.model.meta, first.model.meta
+        if (a.feature_set, a.inputs, a.normalisation) != (b.feature_set, b.inputs, b.normalisation):
+            raise SeremoError(
+                f"{m.run}: its model takes {_input(a)}, but {first.run}'s takes {_input(b)}; an ensemble bundle "
+                "scores one input, so its members must share the feature set, inputs and normalisation"
+            )
+
+
+def _partition(m: Member) -> set[frozenset]:
+    return {frozenset(m.ids[m.folds == f].tolist()) for f in np.unique(m.folds)}
+
+
+def _input(meta: bundle.BundleMeta) -> str:
+    fs = meta.feature_set
+    return f"{fs.name} v{fs.version} ({meta.inputs}, normalisation {meta.normalisation})"
+
+
+def fold_weights(members: list[Member], n_classes: int) -> dict[int, np.ndarray]:
+    """Per outer fold, the weighted rule's weights from each member's UAR on the other folds' rows."""
+    y, folds = members[0].labels, members[0].folds
+    classes = np.asarray(members[0].model.classes)
+    out = {}
+    for f in np.unique(folds).tolist():
+        train = folds != f
+        uar = [evaluate.uar(y[train], classes[m.proba[train].argmax(axis=1)]) for m in members]
+        out[int(f)] = vote.weights_from_uar(uar, n_classes)
+    return out
+
+
+def nested_proba(members: list[Member], rule: str) -> np.ndarray:
+    """Each row's ensemble probabilities, with weights fitted without that row's fold."""
+    classes = members[0].model.classes
+    folds = members[0].folds
+    proba = np.zeros_like(members[0].proba)
+    weights = fold_weights(members, len(classes)) if rule == "weighted" else {}
+    for f in np.unique(folds).tolist():
+        rows = folds == f
+        proba[rows] = vote.combine([m.proba[rows] for m in members], rule, weights.get(int(f)))
+    return proba
+
+
+def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]:
+    """Evaluate every rule on the members' folds, write the run dir with ``rule``'s bundle; metrics.json's content."""
+    if rule not in vote.RULES:
+        raise ConfigError(f"--rule {rule!r}: choose one of {', '.join(vote.RULES)}")
+    started = time.perf_counter()
+    members = [read_member(r) for r in runs]
+    check_compatible(members)
+    first = members[0]
+    classes = first.model.classes
+    y = first.labels
+    named = np.asarray(classes)
+    metrics: dict[str, Any] = {"rule": rule, "members": [], "rules": {}, "classes": classes,
+                               "n": int(len(y)), "folds": len(np.unique(first.folds))}  # fmt: skip
+    for m in members:
+        s = evaluate.scores(y, named[m.proba.argmax(axis=1)], classes)
+        metrics["members"].append({"run": m.run, "model": m.model.meta.model_name, "model_id": m.model.model_id,
+                                   **{k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1")}})  # fmt: skip
+    shipped_proba = None
+    for r in vote.RULES:
+        proba = nested_proba(members, r)
+        s = evaluate.scores(y, named[proba.argmax(axis=1)], classes)
+        metrics["rules"][r] = {k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1")}
+        if r == rule:
+            shipped_proba = proba
+            metrics.update({k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "per_class", "confusion")})
+    weights = None
+    if rule == "weighted":  # the shipped weights: every row's out-of-fold prediction
+        uar = [evaluate.uar(y, named[m.proba.argmax(axis=1)]) for m in members]
+        weights = vote.weights_from_uar(uar, len(classes)).round(6).tolist()
+    metrics["weights"] = weights
+    metrics["protocol"] = {"outer": f"the members' {metrics['folds']} outer folds (out-of-fold predictions)",
+                           "weights": "per fold, each member's UAR above chance on the other folds' rows"}  # fmt: skip
+    metrics["wall_s"] = time.perf_counter() - started
+    with outputs.run_dir(out, "ensemble", {"rule": rule}) as path:
+        _write_run(path, members, metrics, shipped_proba, weights, rule)
+    return metrics
+
+
+def _write_run(out: Path, members: list[Member], metrics: dict, proba: np.ndarray, weights: list | None,
+               rule: str) -> None:  # fmt: skip
+    first = members[0]
+    classes = first.model.classes
+    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    folds = [(np.flatnonzero(first.folds != f), np.flatnonzero(first.folds == f)) for f in np.unique(first.folds)]
+    pq.write_table(evaluate.oof_table(first.ids, first.groups, first.labels, predicted, folds, proba, classes),
+                   out / evaluate.PREDICTIONS)  # fmt: skip
+    training = dict(first.model.meta.training)
+    bundle.save_ensemble(out / "model", [m.model for m in members], rule, weights, [m.run for m in members], training,
+                         {"nested_uar": metrics["uar"], "nested_wa": metrics["wa"], "nested_macro_f1": metrics["macro_f1"],
+                          "protocol": metrics["protocol"]["outer"]})  # fmt: skip
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "report.md").write_text(report_text(metrics))
+    evaluate.plot_confusion(metrics["confusion"], classes, str(out / "confusion_matrix.png"),
+                            f"{rule} ensemble of {len(members)}: UAR {metrics['uar']:.3f}")  # fmt: skip
+
+
+def report_text(metrics: dict) -> str:
+    rows = [[m["run"], m["model"], round(m["uar"], 3), round(m["wa"], 3), round(m["weighted_f1"], 3)]
+            for m in metrics["members"]]  # fmt: skip
+    rules = [[r.replace("_", " ") + (" (shipped)" if r == metrics["rule"] else ""), round(v["uar"], 3),
+              round(v["wa"], 3), round(v["weighted_f1"], 3)] for r, v in metrics["rules"].items()]  # fmt: skip
+    return "\n".join([
+        f"# Ensemble of {len(rows)} runs ({metrics['rule']})", "",
+        f"Evaluated on {metrics['n']} utterances under {metrics['protocol']['outer']}; weighted rule: "
+        f"{metrics['protocol']['weights']}.", "",
+        "## Members", "", format_table(["run", "model", "UAR", "WA", "weighted F1"], rows), "",
+        "## Rules", "", format_table(["rule", "UAR", "WA", "weighted F1"], rules), "",
+        f"Shipped weights: {metrics['weights']}" if metrics["weights"] else "", "",
+    ])  # fmt: skip
+
+
+def run_stage(runs: list[str], out: str, rule: str) -> Outcome:
+    """``seremo ensemble``: the members' and the rules' nested figures, and where the bundle is."""
+    metrics = build(runs, out, rule)
+    text = report_text(metrics).split("## Members", 1)[1].strip()
+    text += f"\nensemble ({rule}) nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}\nmodel:  {out}/model"
+    return Outcome({"uar": metrics["uar"], "wa": metrics["wa"]}, text)
