@@ -57,8 +57,12 @@ def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> 
     return feats
 
 
-def select_rows(feats: shards.Features, classes: list[str], class_set: str | None) -> dict[str, Any]:
-    """Rows whose label maps onto one of the bundle's classes; the others counted by their label."""
+def select_rows(feats: shards.Features, classes: list[str], class_set: str | None, inputs: str = "audio",
+                where: str = "data") -> dict[str, Any]:  # fmt: skip
+    """Rows whose label maps onto one of the bundle's classes; the others counted by their label.
+
+    ``inputs`` (the bundle's): audio features, the transcripts, or both (``Features.model_input``).
+    """
     t = feats.table
     labels = t.column("label").to_pylist()
     mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
@@ -69,7 +73,10 @@ def select_rows(feats: shards.Features, classes: list[str], class_set: str | Non
         raise SeremoError(f"no row has a label the bundle predicts ({', '.join(classes)}); labels found: "
                           f"{', '.join(sorted(excluded))}; pass --class-set to map them")  # fmt: skip
     col = lambda name: np.asarray(t.column(name).to_pylist(), dtype=object)[keep]  # noqa: E731
-    X = feats.matrix()[keep] if feats.kind == "vector" else [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    if feats.kind in ("vector", "text"):
+        X = feats.model_input(inputs, where)[keep]
+    else:
+        X = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
     return {"X": X, "y": np.asarray([m for m, k in zip(mapped, keep, strict=True) if k]), "ids": col("utterance_id"),
             "groups": col("group").astype(str), "corpus": col("corpus").astype(str), "excluded": dict(excluded)}  # fmt: skip
 
@@ -94,7 +101,7 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
     identity = {"model_id": b.model_id}
     with outputs.run_dir(out, "evaluate", identity) as out_path:
         feats = features_for(b, data, out, address)
-        rows = select_rows(feats, b.classes, class_set)
+        rows = select_rows(feats, b.classes, class_set, b.meta.inputs, data)
         proba = predict(b, rows)
         classes = b.classes
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]

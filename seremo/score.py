@@ -494,6 +494,10 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     except TypeError as exc:
         raise ConfigError(f"segment settings: {exc}") from None
     b = bundle.load(model)
+    if b.meta.inputs != "audio":
+        raise SeremoError(f"{model}: takes {b.meta.inputs} (a text or fusion bundle); seremo score labels audio "
+                          "archives with audio bundles only so far: judge it on a manifest with transcripts with "
+                          "`seremo evaluate`")  # fmt: skip
     inputs = list_inputs(source)
     if not inputs:
         raise SeremoError(f"{source}: holds no files to score")

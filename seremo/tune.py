@@ -92,7 +92,7 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
     mapped = [mapping(lab) for lab in labels]
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    X = model_input(feats, inputs, features_dir)[keep]
+    X = feats.model_input(inputs, features_dir)[keep]
     y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
     corpus = np.array(table.column("corpus").to_pylist())[keep]
@@ -112,27 +112,6 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
             f"{features_dir}: needs at least 2 groups (speakers) for speaker-independent evaluation, found {n_groups}"
         )
     return {**common, "classes": classes, "corpora": sorted(set(corpus.tolist()))}
-
-
-def model_input(feats: shards.Features, inputs: str, where: str) -> np.ndarray:
-    """The array a classical pipeline takes for ``inputs`` (see ``classical.inputs_of``).
-
-    Text comes from the shards' ``transcript`` column (cleaned as the text set
-    cleans it); a row without one is refused in one line, never dropped.
-    """
-    if inputs == "audio":
-        return feats.matrix().astype(np.float32)
-    from seremo.features.text import clean_transcript
-
-    text = np.asarray([clean_transcript(t) for t in feats.table.column("transcript").to_pylist()], dtype=object)
-    empty = np.flatnonzero(text == "")
-    if len(empty):
-        first = feats.table.column("utterance_id")[int(empty[0])].as_py()
-        raise SeremoError(f"{where}: {len(empty)} of {len(text)} rows have no transcript (e.g. {first!r}); inputs "
-                          f"{inputs!r} needs one on every row: use a manifest with transcripts, or inputs audio")  # fmt: skip
-    if inputs == "text":
-        return text
-    return classical.fusion_input(feats.matrix().astype(np.float32), text)
 
 
 def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) -> dict[str, dict[str, Any]]:
