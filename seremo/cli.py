@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
     p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm, logmel for cnn/cnn_lstm")
-    p.add_argument("--model", choices=["bilstm", "cnn", "cnn_lstm", "mlp"], default=None)
+    p.add_argument("--model", choices=["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm"], default=None)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 2)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")

@@ -1,8 +1,8 @@
-"""Torch models: BiLSTM with attention pooling, CNN, CNN-LSTM, and an MLP.
+"""Torch models: BiLSTM with attention pooling, CNN, CNN-LSTM, an MLP, and a text BiLSTM.
 
 Every model takes ``(x, lengths)``: ``x`` is (batch, time, dim) for sequences,
-(batch, bands, time) for images, (batch, dim) for vectors; ``lengths`` are the
-real frame counts. Padding never reaches a prediction: LSTMs run on packed
+(batch, bands, time) for images, (batch, dim) for vectors, (batch, words) of word
+ids for text; ``lengths`` are the real frame (word) counts. Padding never reaches a prediction: LSTMs run on packed
 sequences, CNN activations are re-masked to zero after every block (so a conv
 at the edge sees the same zeros a lone utterance's own padding gives), and
 attention/average/max pooling ignore padded frames.
@@ -13,6 +13,9 @@ the model as buffers, so a bundle needs nothing else to predict.
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-KINDS = {"bilstm": "sequence", "cnn": "image", "cnn_lstm": "image", "mlp": "vector"}
+KINDS = {"bilstm": "sequence", "cnn": "image", "cnn_lstm": "image", "mlp": "vector", "text_bilstm": "text"}
 MIN_FRAMES = 8  # the CNNs halve time three times
 
 
@@ -105,6 +108,80 @@ class BiLSTMAttention(nn.Module):
         return self.head(self.pool(h, time_mask(lengths, h.shape[1])))
 
 
+# --------------------------------------------------------------------------- text
+
+TOKEN = re.compile(r"\w+|[!?]")
+PAD, UNK = 0, 1
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words, and "!" and "?" (they carry emotion), as the TF-IDF word block reads them."""
+    return TOKEN.findall(text.lower())
+
+
+def fit_vocabulary(texts: Sequence[str], min_count: int = 2, max_size: int = 20000) -> list[str]:
+    """The vocabulary of ``texts`` (a fold's training rows only): id 0 pads, id 1 is any unseen word."""
+    counts = Counter(t for text in texts for t in tokens(text))
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))[:max_size]
+    return ["<pad>", "<unk>", *kept]
+
+
+def encode(texts: Sequence[str], vocab: Sequence[str]) -> list[np.ndarray]:
+    """Token ids per text; an empty text is one unknown token (a model needs one step)."""
+    index = {w: i for i, w in enumerate(vocab)}
+    return [np.asarray([index.get(t, UNK) for t in tokens(x)] or [UNK], np.int64) for x in texts]
+
+
+def read_vectors(path: str, words: set[str], dim: int) -> dict[str, np.ndarray]:
+    """Pretrained word vectors for ``words`` from a local text file (``word v1 ... vd`` per line, GloVe's
+    format; a word2vec header line is skipped). A vector of another size is one line naming the file."""
+    from seremo.errors import ConfigError
+
+    found: dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip().split(" ")
+            if n == 1 and len(parts) == 2:
+                continue  # word2vec text header: "<count> <dim>"
+            if parts[0].lower() not in words or parts[0].lower() in found:
+                continue
+            if len(parts) - 1 != dim:
+                raise ConfigError(f"{path}: line {n} has a {len(parts) - 1}-dim vector; arch embed is {dim}: "
+                                  "set train.arch.embed to the file's size")  # fmt: skip
+            found[parts[0].lower()] = np.asarray(parts[1:], np.float32)
+    return found
+
+
+class TextBiLSTM(nn.Module):
+    """Words -> learned embeddings (optionally started from pretrained vectors) -> BiLSTM with
+    self-attention pooling -> classes. ``in_dim`` is the vocabulary size; ``vocab`` (the words,
+    by id) travels with the bundle as ``vocab.json``, so the model reads raw transcripts."""
+
+    def __init__(self, in_dim: int, n_classes: int, embed: int = 100, hidden: int = 96, layers: int = 1,
+                 dropout: float = 0.3):  # fmt: skip
+        super().__init__()
+        self.norm = Standardize(1)  # the training loop's frame statistics do not apply to word ids
+        self.embed = nn.Embedding(in_dim, embed, padding_idx=PAD)
+        self.drop = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)  # fmt: skip
+        self.pool = AttentionPool(2 * hidden)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_classes))
+        self.vocab: list[str] | None = None
+
+    def set_vectors(self, vectors: dict[str, np.ndarray]) -> int:
+        """Start the embeddings of the words ``vectors`` has from them; how many were found."""
+        rows = [(i, vectors[w]) for i, w in enumerate(self.vocab or []) if w in vectors]
+        with torch.no_grad():
+            for i, v in rows:
+                self.embed.weight[i] = torch.as_tensor(v)
+        return len(rows)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = _lstm(self.drop(self.embed(x)), lengths, self.lstm)
+        return self.head(self.pool(h, time_mask(lengths, h.shape[1])))
+
+
 class ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
@@ -182,7 +259,7 @@ class MLP(nn.Module):
 
 
 MODELS: dict[str, type[nn.Module]] = {
-    "bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP,
+    "bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP, "text_bilstm": TextBiLSTM,
 }  # fmt: skip
 
 
@@ -195,7 +272,7 @@ def build(name: str, in_dim: int, n_classes: int, **arch: Any) -> nn.Module:
 
 
 def frames_of(x: np.ndarray, kind: str) -> int:
-    return x.shape[0] if kind == "sequence" else (x.shape[-1] if kind == "image" else 1)
+    return x.shape[0] if kind in ("sequence", "text") else (x.shape[-1] if kind == "image" else 1)
 
 
 def collate(items: Sequence[np.ndarray], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +281,11 @@ def collate(items: Sequence[np.ndarray], kind: str) -> tuple[torch.Tensor, torch
         return torch.as_tensor(np.stack(items)), torch.ones(len(items), dtype=torch.long)
     lengths = [frames_of(a, kind) for a in items]
     t = max(max(lengths), MIN_FRAMES)
+    if kind == "text":  # word ids, padded with PAD
+        ids = np.full((len(items), max(lengths)), PAD, np.int64)
+        for i, a in enumerate(items):
+            ids[i, : len(a)] = a
+        return torch.from_numpy(ids), torch.as_tensor(lengths, dtype=torch.long)
     if kind == "sequence":
         out = np.zeros((len(items), t, items[0].shape[1]), np.float32)
         for i, a in enumerate(items):
@@ -250,7 +332,7 @@ def spec_mask(x: torch.Tensor, lengths: torch.Tensor, kind: str, fill: np.ndarra
 
     Spans start inside each utterance's real frames; padding is re-masked by the models anyway.
     """
-    if kind == "vector":
+    if kind in ("vector", "text"):
         return x
     b = x.shape[0]
     t_axis, f_axis = (1, 2) if kind == "sequence" else (2, 1)
@@ -279,7 +361,12 @@ def predict_proba(model: nn.Module, X: Any, batch_size: int = 64, device: str | 
     """Class probabilities for a list of arrays (or a matrix of vectors), in input order."""
     model.eval()
     kind = _kind_of(model)
-    items = [np.asarray(a, np.float32) for a in X]  # a matrix iterates as its rows
+    if kind == "text":  # transcripts (encoded with the model's vocabulary), or word ids
+        texts = [a for a in X]
+        items = encode(texts, model.vocab) if texts and isinstance(texts[0], str) else [np.asarray(a, np.int64)
+                                                                                         for a in texts]  # fmt: skip
+    else:
+        items = [np.asarray(a, np.float32) for a in X]  # a matrix iterates as its rows
     dev = torch.device(device) if device else next(model.parameters()).device
     out = np.zeros((len(items), model_classes(model)), np.float32)
     for batch in bucket_batches([frames_of(a, kind) for a in items], batch_size, False, 0):
@@ -290,7 +377,7 @@ def predict_proba(model: nn.Module, X: Any, batch_size: int = 64, device: str | 
 
 
 def _kind_of(model: nn.Module) -> str:
-    for name, cls in (("sequence", BiLSTMAttention), ("image", (CNN, CNNLSTM)), ("vector", MLP)):
+    for name, cls in (("sequence", BiLSTMAttention), ("image", (CNN, CNNLSTM)), ("vector", MLP), ("text", TextBiLSTM)):
         if isinstance(model, cls):
             return name
     raise TypeError(f"not a seremo model: {type(model).__name__}")
@@ -304,11 +391,16 @@ def model_classes(model: nn.Module) -> int:
 # --------------------------------------------------------------------------- bundles
 
 
+VOCAB = "vocab.json"
+
+
 def save_module(out: Path, model: nn.Module) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
+    if getattr(model, "vocab", None) is not None:  # a text model reads transcripts through its own words
+        (out / VOCAB).write_text(json.dumps(model.vocab, ensure_ascii=False))
 
 
 def load_module(root: Path, meta: Any) -> nn.Module:
@@ -328,6 +420,15 @@ def load_module(root: Path, meta: Any) -> nn.Module:
     if head in state and state[head].ndim == 2 and state[head].shape[0] != n_classes:
         model = build(meta.model_name, int(meta.params["in_dim"]), int(state[head].shape[0]), **arch)
     model.load_state_dict(state)
+    if isinstance(model, TextBiLSTM):
+        from seremo.bundle import BundleError
+
+        if VOCAB not in meta.files:
+            raise BundleError(f"{root}: a {meta.model_name} bundle needs its {VOCAB}, which it does not hold")
+        vocab = json.loads((root / VOCAB).read_text())
+        if not isinstance(vocab, list) or len(vocab) != model.embed.num_embeddings:
+            raise BundleError(f"{root / VOCAB}: does not fit the model's {model.embed.num_embeddings} embeddings")
+        model.vocab = vocab
     model.eval()
     return model
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from seremo.summary import held_out
+
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
@@ -99,7 +101,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
         md_table(
             ["held out", "n", "UAR", "WA", "chosen families", "chosen params", "best inner UAR"],
             [
-                [", ".join(f["held_out"]), f["n"], f["uar"], f["wa"],
+                [held_out(f["held_out"]), f["n"], f["uar"], f["wa"],
                  " + ".join(m["family"] for m in f["chosen"]["members"]),
                  "; ".join(json.dumps(m["params"]) for m in f["chosen"]["members"]),
                  f["chosen"]["members"][0]["inner_uar"]]
@@ -226,7 +228,7 @@ def train_report(metrics: dict[str, Any]) -> str:
         md_table(
             ["held out", "n", "test UAR", "epochs", "best epoch", "best val UAR", "samples/s", "wall s", "restarts"],
             [
-                [", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["best_epoch"], f["best_val_uar"],
+                [held_out(f["held_out"]), f["n"], f["uar"], f["epochs"], f["best_epoch"], f["best_val_uar"],
                  f["samples_per_s"], f["wall_s"], f["restarts"]]
                 for f in metrics["per_fold"]
             ],

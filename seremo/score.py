@@ -95,14 +95,22 @@ def _is_manifest(source: str) -> bool:
     return source.lower().endswith((".parquet", ".csv"))
 
 
+def _read_manifest(source: str) -> pa.Table:
+    if source.lower().endswith(".parquet"):
+        return storage.read_parquet(source)
+    fs, inner = storage.filesystem(source)
+    with fs.open_input_stream(inner) as f:
+        return pyarrow.csv.read_csv(f)
+
+
+def _resolve(source: str, path: str) -> str:
+    """A manifest path as an input: relative paths are relative to the manifest's folder or prefix."""
+    return path if os.path.isabs(path) or storage.is_uri(path) else storage.join(storage.parent(source), path)
+
+
 def _manifest_paths(source: str) -> list[str]:
     """A manifest's ``path`` column; relative paths are relative to the manifest's folder or prefix."""
-    if source.lower().endswith(".parquet"):
-        table = storage.read_parquet(source)
-    else:
-        fs, inner = storage.filesystem(source)
-        with fs.open_input_stream(inner) as f:
-            table = pyarrow.csv.read_csv(f)
+    table = _read_manifest(source)
     if "path" not in table.column_names:
         raise SeremoError(f"{source}: a manifest needs a `path` column")
     listed = table.column("path").to_pylist()
@@ -110,8 +118,49 @@ def _manifest_paths(source: str) -> list[str]:
     if empty:  # text-only rows (a transcript corpus), or holes: never skipped in silence
         raise SeremoError(f"{source}: {empty} of {len(listed)} rows have no audio path (text-only rows?); "
                           "seremo score reads audio: give it the audio rows only")  # fmt: skip
-    paths = [str(x) for x in listed]
-    return [x if os.path.isabs(x) or storage.is_uri(x) else storage.join(storage.parent(source), x) for x in paths]
+    return [_resolve(source, str(x)) for x in listed]
+
+
+TEXT_INPUT = "text:"  # the input key of a text-only manifest row: "text:<utterance_id>"
+
+
+def manifest_rows(source: str, inputs: str) -> dict[str, list[dict[str, Any]]]:
+    """For a text or fusion bundle: the manifest's rows, each one segment, grouped into inputs.
+
+    An input is an audio file (its rows are segments of it, by ``start_s``/``end_s``;
+    none: the whole file) or, for a text bundle, a text-only row on its own
+    (``text:<utterance_id>``). Every row needs a transcript, and for ``audio+text``
+    an audio path: rows that lack one are refused in one line, never skipped.
+    """
+    from seremo.text import clean_transcript
+
+    if not _is_manifest(source):
+        raise SeremoError(f"{source}: a {inputs} bundle scores a manifest's rows (path, transcript, optional "
+                          "start_s/end_s); give it a manifest (.parquet or .csv), not a folder of audio")  # fmt: skip
+    table = _read_manifest(source)
+    if "transcript" not in table.column_names:
+        raise SeremoError(f"{source}: has no `transcript` column; a {inputs} bundle needs one transcript per row "
+                          "(from the corpus or your ASR)")  # fmt: skip
+    n = table.num_rows
+    column = lambda name: table.column(name).to_pylist() if name in table.column_names else [None] * n  # noqa: E731
+    ids = [str(u) if u is not None else f"row{i + 1}" for i, u in enumerate(column("utterance_id"))]
+    texts = [clean_transcript(t) for t in column("transcript")]
+    paths = [str(p) if p is not None and str(p).strip() else None for p in column("path")]
+    missing = [i for i, t in enumerate(texts) if not t]
+    if missing:
+        raise SeremoError(f"{source}: {len(missing)} of {n} rows have no transcript (e.g. {ids[missing[0]]!r}); a "
+                          f"{inputs} bundle needs one on every row")  # fmt: skip
+    no_audio = [i for i, p in enumerate(paths) if p is None]
+    if inputs == "audio+text" and no_audio:
+        raise SeremoError(f"{source}: {len(no_audio)} of {n} rows have no audio path (e.g. {ids[no_audio[0]]!r}); "
+                          "an audio+text bundle needs the audio and the transcript of every row")  # fmt: skip
+    if len(set(ids)) != n:
+        raise SeremoError(f"{source}: utterance ids repeat; every row needs its own")
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for uid, text, path, start, end in zip(ids, texts, paths, column("start_s"), column("end_s"), strict=True):
+        key = normalise_path(_resolve(source, path)) if path else TEXT_INPUT + uid
+        grouped.setdefault(key, []).append({"utterance_id": uid, "transcript": text, "start_s": start, "end_s": end})
+    return grouped
 
 
 # --------------------------------------------------------------------------- stage 1: CPU tasks
@@ -123,6 +172,8 @@ SEGMENT_TYPE = pa.struct(
         ("end_s", pa.float64()),
         ("features", pa.list_(pa.float32())),
         ("shape", pa.list_(pa.int32())),
+        ("utterance_id", pa.string()),  # manifest-row scoring (text and fusion bundles); null otherwise
+        ("text", pa.string()),
     ]
 )
 
@@ -165,6 +216,46 @@ def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str
             "stage": pa.array(rows["stage"], pa.string()),
         }
     )
+
+
+def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
+    """Manifest-row scoring (text and fusion bundles): each row of an input is one segment, with its
+    transcript and, for a set that reads audio, the features of its span (one row per input, as
+    ``featurize_files`` gives)."""
+    import json
+
+    rows: dict[str, list] = {k: [] for k in ("path", "duration_s", "channels", "segments", "error", "message", "stage")}
+    for key, listed in zip(batch.column("path").to_pylist(), batch.column("rows").to_pylist(), strict=True):
+        segs: list[dict] = []
+        duration = channels = None
+        kind = message = stage = None
+        try:
+            for r in json.loads(listed):
+                seg = {"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
+                       "utterance_id": r["utterance_id"], "text": r["transcript"]}  # fmt: skip
+                if feature_set.reads_audio:
+                    y, sr = audio.load(key, sr=feature_set.sample_rate, channel="mix", start_s=r["start_s"],
+                                       end_s=r["end_s"])  # fmt: skip
+                    x = feature_set.extract(y, sr)
+                    start = r["start_s"] or 0.0
+                    seg.update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
+                segs.append(seg)
+            ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
+            duration, channels = (max(ends) if ends else None), (1 if feature_set.reads_audio else None)
+        except AudioError as exc:
+            segs, kind, message, stage = [], exc.kind, exc.reason, "decode"
+        except Exception as exc:  # one bad input must not sink the job: it becomes an error row
+            log.exception("%s: scoring failed", key)
+            segs, kind, message, stage = [], type(exc).__name__, str(exc), "features"
+        for name, value in (("path", key), ("duration_s", duration), ("channels", channels), ("segments", segs),
+                            ("error", kind), ("message", message), ("stage", stage)):  # fmt: skip
+            rows[name].append(value)
+    return pa.table({
+        "path": pa.array(rows["path"], pa.string()), "duration_s": pa.array(rows["duration_s"], pa.float64()),
+        "channels": pa.array(rows["channels"], pa.int32()), "segments": pa.array(rows["segments"], pa.list_(SEGMENT_TYPE)),
+        "error": pa.array(rows["error"], pa.string()), "message": pa.array(rows["message"], pa.string()),
+        "stage": pa.array(rows["stage"], pa.string()),
+    })  # fmt: skip
 
 
 # --------------------------------------------------------------------------- stage 2: actors
@@ -230,9 +321,17 @@ class Predictor:
         """
         if not file_segs:
             return np.zeros((0, len(self.classes)), np.float32)
+        inputs = self.bundle.meta.inputs
+        if inputs == "text":
+            return self.bundle.predict_proba(np.asarray([s["text"] for s in file_segs], dtype=object))
         arrays = [np.asarray(s["features"], np.float32).reshape(s["shape"]) for s in file_segs]
         X = np.stack(arrays) if arrays[0].ndim == 1 else arrays
-        return self.bundle.predict_proba(self.normalise(X, [file_segs]))
+        X = self.normalise(X, [file_segs])
+        if inputs == "audio+text":
+            from seremo.classical import fusion_input
+
+            X = fusion_input(X, [s["text"] for s in file_segs])
+        return self.bundle.predict_proba(X)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out_segments = []
@@ -240,11 +339,12 @@ class Predictor:
             proba = self.predict(file_segs)
             out_segments.append(
                 [{"channel": s["channel"], "start_s": s["start_s"], "end_s": s["end_s"],
-                  "proba": proba[j].astype(np.float32).tolist()} for j, s in enumerate(file_segs)]
+                  "utterance_id": s.get("utterance_id"), "proba": proba[j].astype(np.float32).tolist()}
+                 for j, s in enumerate(file_segs)]
             )  # fmt: skip
         seg_type = pa.list_(
             pa.struct([("channel", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
-                       ("proba", pa.list_(pa.float32()))])
+                       ("utterance_id", pa.string()), ("proba", pa.list_(pa.float32()))])
         )  # fmt: skip
         return batch.drop_columns(["segments"]).append_column("segments", pa.array(out_segments, seg_type))
 
@@ -252,26 +352,33 @@ class Predictor:
 _PREDICTORS: dict[str, Predictor] = {}  # per worker process, by model id: a bundle arrives once, not per task
 
 
-def score_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any], model: ShippedBundle) -> pa.Table:
+def score_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any], model: ShippedBundle,
+                by_row: bool = False) -> pa.Table:  # fmt: skip
     """Featurize and predict in one CPU task (the default without --gpu or --actors)."""
     if model.model_id not in _PREDICTORS:
         _PREDICTORS.clear()
         _PREDICTORS[model.model_id] = Predictor(model)
-    return _PREDICTORS[model.model_id](featurize_files(batch, feature_set, settings))
+    featurize = featurize_rows if by_row else featurize_files
+    return _PREDICTORS[model.model_id](featurize(batch, feature_set, settings))
 
 
 # --------------------------------------------------------------------------- stage 3: the sink
 
 
 def file_summary(path: str, duration: float, channels: int, segs: list[dict], classes: list[str]) -> dict[str, Any]:
-    """One files.parquet row: speech time, label shares (by speech time), dominant label, worst moment."""
-    speech = sum(s["end_s"] - s["start_s"] for s in segs)
+    """One files.parquet row: speech time, label shares (by speech time), dominant label, worst moment.
+
+    A segment without times (a text-only manifest row) weighs 1 in the shares and adds no speech time.
+    """
+    timed = [s["end_s"] is not None and s["start_s"] is not None for s in segs]
+    speech = sum(s["end_s"] - s["start_s"] for s, t in zip(segs, timed, strict=True) if t)
     share = dict.fromkeys(classes, 0.0)
-    for s in segs:
-        share[classes[int(np.argmax(s["proba"]))]] += s["end_s"] - s["start_s"]
+    for s, t in zip(segs, timed, strict=True):
+        share[classes[int(np.argmax(s["proba"]))]] += (s["end_s"] - s["start_s"]) if t else 1.0
+    weight = sum(share.values())
     row: dict[str, Any] = {
         "path": path, "duration_s": duration, "channels": channels, "speech_s": speech, "segments": len(segs),
-        **{f"share_{c}": (share[c] / speech if speech else 0.0) for c in classes},
+        **{f"share_{c}": (share[c] / weight if weight else 0.0) for c in classes},
         "dominant_label": max(classes, key=lambda c: share[c]) if segs else None,
     }  # fmt: skip
     negative = [i for i, c in enumerate(classes) if c in NEGATIVE]
@@ -299,11 +406,12 @@ class ScoreSink(Datasink):
     committed parts, so no reader ever sees a row twice.
     """
 
-    def __init__(self, out: str, classes: list[str], model_id: str, token: str):
+    def __init__(self, out: str, classes: list[str], model_id: str, token: str, by_row: bool = False):
         self.out = out
         self.classes = classes
         self.model_id = model_id
         self.token = token
+        self.by_row = by_row  # manifest-row scoring: segments carry their utterance_id
 
     def get_name(self) -> str:
         return "WriteScores"
@@ -315,7 +423,9 @@ class ScoreSink(Datasink):
             return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0}
         table = pa.concat_tables(tables, promote_options="default")
         key = f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:12]}"
-        seg_rows: dict[str, list] = {k: [] for k in ("path", "channel", "start_s", "end_s", "label", "confidence", "model_id")}
+        names = ("path", *(("utterance_id",) if self.by_row else ()), "channel", "start_s", "end_s", "label",
+                 "confidence", "model_id")  # fmt: skip
+        seg_rows: dict[str, list] = {k: [] for k in names}
         probs: list[list[float]] = []
         file_rows, error_rows = [], []
         for row in table.to_pylist():
@@ -326,14 +436,19 @@ class ScoreSink(Datasink):
             segs = row["segments"]
             for s in segs:
                 k = int(np.argmax(s["proba"]))
-                for name, value in (("path", row["path"]), ("channel", s["channel"]), ("start_s", s["start_s"]),
-                                    ("end_s", s["end_s"]), ("label", self.classes[k]),
-                                    ("confidence", float(s["proba"][k])), ("model_id", self.model_id)):  # fmt: skip
-                    seg_rows[name].append(value)
+                for name, value in (("path", row["path"]), ("utterance_id", s.get("utterance_id")),
+                                    ("channel", s["channel"]), ("start_s", s["start_s"]), ("end_s", s["end_s"]),
+                                    ("label", self.classes[k]), ("confidence", float(s["proba"][k])),
+                                    ("model_id", self.model_id)):  # fmt: skip
+                    if name in seg_rows:
+                        seg_rows[name].append(value)
                 probs.append(s["proba"])
             file_rows.append(file_summary(row["path"], row["duration_s"], row["channels"], segs, self.classes))
         p = np.asarray(probs, np.float32).reshape(-1, len(self.classes))
-        segments = pa.table({**seg_rows, **{f"p_{c}": p[:, i] for i, c in enumerate(self.classes)}})
+        types = {"path": pa.string(), "utterance_id": pa.string(), "channel": pa.int32(), "start_s": pa.float64(),
+                 "end_s": pa.float64(), "label": pa.string(), "confidence": pa.float64(), "model_id": pa.string()}
+        segments = pa.table({**{k: pa.array(v, types[k]) for k, v in seg_rows.items()},
+                             **{f"p_{c}": p[:, i] for i, c in enumerate(self.classes)}})  # fmt: skip
         staged = [_part(self.out, sub, key) for sub in ("segments", "files", "errors")]
         storage.write_parquet(segments, staged[0])
         storage.write_parquet(pa.Table.from_pylist(file_rows) if file_rows else _empty_files(self.classes), staged[1])
@@ -346,7 +461,7 @@ class ScoreSink(Datasink):
             return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0, "fenced": 1}
         storage.write_parquet(pa.table({"path": table.column("path")}), _part(self.out, "done", key))  # the commit
         return {"files": len(file_rows), "errors": len(error_rows), "segments": segments.num_rows,
-                "seconds": float(sum(r["duration_s"] for r in file_rows))}  # fmt: skip
+                "seconds": float(sum(r["duration_s"] or 0.0 for r in file_rows))}  # fmt: skip
 
     def on_write_complete(self, write_result: Any) -> None:
         self.returns = list(write_result.write_returns)
@@ -494,19 +609,22 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     except TypeError as exc:
         raise ConfigError(f"segment settings: {exc}") from None
     b = bundle.load(model)
-    if b.meta.inputs != "audio":
-        raise SeremoError(f"{model}: takes {b.meta.inputs} (a text or fusion bundle); seremo score labels audio "
-                          "archives with audio bundles only so far: judge it on a manifest with transcripts with "
-                          "`seremo evaluate`")  # fmt: skip
-    inputs = list_inputs(source)
+    rows = manifest_rows(source, b.meta.inputs) if b.meta.inputs != "audio" else None
+    inputs = sorted(rows) if rows is not None else list_inputs(source)
     if not inputs:
         raise SeremoError(f"{source}: holds no files to score")
     out = out if storage.is_uri(out) else os.path.abspath(out)
-    outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], inputs)
+    audio_inputs = [p for p in inputs if not p.startswith(TEXT_INPUT)]
+    outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], audio_inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
     identity = {"model": b.model_id, "channels": settings.channels,
                 "segment": SegmentSettings(**settings.segment).identity(),
                 "inputs": input_fingerprint(inputs)}  # fmt: skip
+    if rows is not None:  # the manifest's rows are the segments: their spans and transcripts decide the rows
+        import json
+
+        identity.update(channels="mix", segment="manifest rows",
+                        rows=hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest())
     before = outputs.check_owner(out, "score", WRITES)
     if before is not None:
         _check_identity(out, before, identity)
@@ -514,10 +632,14 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
     with outputs.Lease(out, "score") as lease:
         outputs.record_owner(out, "score", identity)
-        return _score(inputs, b, out, settings, lease.token)
+        return _score(inputs, b, out, settings, lease.token, rows)
 
 
-def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSettings, token: str) -> dict[str, Any]:
+def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSettings, token: str,
+           rows: dict[str, list[dict]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score ``inputs``: audio files segmented here, or (``rows``) manifest rows grouped by input."""
+    import json
+
     import ray
 
     done = {p for paths in _commits(out).values() for p in paths}
@@ -530,9 +652,10 @@ def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSetting
         with data_context(single_stage=_fused(settings)):
             # 48 calls on 2 CPUs: 3 files a task; with 4, one worker idled 1.9 s of a 22 s job at the end.
             per_task = settings.files_per_task or items_per_task(len(todo), most=16)
-            ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=-(-len(todo) // per_task))
-            ds = _predicted(ds, b, settings, per_task)
-            sink = ScoreSink(out, b.classes, b.model_id, token)
+            items = [{"path": p} if rows is None else {"path": p, "rows": json.dumps(rows[p])} for p in todo]
+            ds = ray.data.from_items(items, override_num_blocks=-(-len(todo) // per_task))
+            ds = _predicted(ds, b, settings, per_task, by_row=rows is not None)
+            sink = ScoreSink(out, b.classes, b.model_id, token, by_row=rows is not None)
             done_dir = storage.join(out, PARTS, "done")
             committed = NewFiles(lambda: storage.list_files(done_dir, ".parquet"), storage.parquet_rows).skip_existing()
             with Progress("score", len(todo), committed, "inputs"):
@@ -570,18 +693,18 @@ def _fused(settings: ScoreSettings) -> bool:
     return not settings.gpu and settings.actors is None
 
 
-def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int) -> Any:
+def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int, by_row: bool = False) -> Any:
     """The scoring stages: fused into the CPU tasks, or an actor pool (GPU, or --actors N)."""
     import ray
 
     cpu = {"feature_set": b.feature_set, "settings": settings.model_dump()}
     shipped = ShippedBundle.of(b)
     if _fused(settings):
-        return ds.map_batches(score_files, fn_kwargs={**cpu, "model": shipped}, batch_format="pyarrow",
-                              batch_size=per_task, num_cpus=1)  # fmt: skip
+        return ds.map_batches(score_files, fn_kwargs={**cpu, "model": shipped, "by_row": by_row},
+                              batch_format="pyarrow", batch_size=per_task, num_cpus=1)  # fmt: skip
     n_actors = settings.actors or int(ray.cluster_resources().get("GPU", 1))
     return ds.map_batches(
-        featurize_files, fn_kwargs=cpu, batch_format="pyarrow", batch_size=per_task, num_cpus=1,
+        featurize_rows if by_row else featurize_files, fn_kwargs=cpu, batch_format="pyarrow", batch_size=per_task, num_cpus=1,
     ).map_batches(
         Predictor,
         fn_constructor_kwargs={"model": shipped, "device": "cuda" if settings.gpu else None},

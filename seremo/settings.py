@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -141,10 +142,20 @@ class Masking(BaseModel):
                 "freq_masks": self.freq_masks, "freq_width": width}  # fmt: skip
 
 
+class TextSettings(BaseModel):
+    """The text model's words: a vocabulary learnt from each fold's training rows, optional pretrained vectors."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_count: int = Field(2, ge=1, description="a word enters the vocabulary from this many training rows' uses")
+    max_words: int = Field(20000, ge=10, description="the most frequent words kept")
+    vectors: str | None = Field(None, description="a local text file of word vectors (GloVe format: word v1 ... vd); "
+                                "arch.embed must match d")
+
+
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp"] = "bilstm"
+    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm"] = "bilstm"
     class_set: str | None = None
     folds: int = Field(5, ge=2, le=1000)
     groups: Literal["speaker", "corpus"] = Field(
@@ -171,7 +182,16 @@ class TrainSettings(BaseModel):
     collective_timeout_s: int = Field(120, ge=10, description="how long a rank waits for a dead peer")
     final_fit: bool = True
     augment: Augment = Field(default_factory=Augment)
+    text: TextSettings = Field(default_factory=TextSettings)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _text_model_reads_words(self) -> TrainSettings:
+        if self.model == "text_bilstm" and (self.normalise != "none" or self.augment.copies):
+            raise ValueError("text_bilstm reads words: normalise and augment apply to audio; leave them off")
+        if self.text.vectors and not os.path.isfile(self.text.vectors):
+            raise ValueError(f"text.vectors: {self.text.vectors} is not a file")
+        return self
 
     @field_validator("arch")
     @classmethod

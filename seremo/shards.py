@@ -164,7 +164,7 @@ class Features:
         a row without one is refused in one line, never dropped.
         """
         from seremo import classical
-        from seremo.features.text import clean_transcript
+        from seremo.text import clean_transcript
 
         if inputs == "audio":
             return self.matrix().astype(np.float32)

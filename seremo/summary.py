@@ -43,3 +43,9 @@ def _fmt(v: object) -> str:
 
 def _is_num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def held_out(names: list[str], most: int = 4) -> str:
+    """The groups a fold held out, as one short cell: a thousand dialogues make ten folds of a hundred."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"

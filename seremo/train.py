@@ -31,7 +31,7 @@ from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
 from seremo.settings import TrainSettings
 from seremo.settings import load_train as load_settings  # noqa: F401  (re-exported)
-from seremo.summary import Outcome, format_table
+from seremo.summary import Outcome, format_table, held_out
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(s["seed"])
     model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
     model.norm.set(*config["norm"])
+    if kind == "text":  # the fold's vocabulary; pretrained vectors, where given, start its embeddings
+        model.vocab = data["vocab"]
+        model.set_vectors(data.get("vectors") or {})
     state = _resumed_state(model, rank)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)  # DDP: gradients all-reduced every step
@@ -220,7 +223,7 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
         raise SeremoError(
             f"{features_dir}: model {settings.model!r} needs {want} features, but these are "
             f"{feats.feature_set['name']!r} ({feats.kind}); extract e.g. "
-            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo"}[want]
+            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo", "text": "text"}[want]
         )
     table = feats.table
     mapping = get_class_set(settings.class_set).map if settings.class_set else (lambda lab: lab)
@@ -228,7 +231,10 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
     mapped = [mapping(lab) for lab in labels]
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    if want == "text":  # transcripts: word ids come per fold, from a vocabulary of its training rows
+        arrays = list(feats.model_input("text", features_dir)[keep])
+    else:
+        arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
     y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
     if classes is not None:
@@ -241,7 +247,7 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
         raise SeremoError(f"{features_dir}: needs at least 2 classes, found {classes}")
     if len(set(groups)) < 3:
         raise SeremoError(f"{features_dir}: needs at least 3 groups (train, validation, test speakers)")
-    in_dim = arrays[0].shape[-1] if want != "image" else arrays[0].shape[0]
+    in_dim = 0 if want == "text" else arrays[0].shape[-1] if want != "image" else arrays[0].shape[0]  # text: per fold
     return {
         "items": arrays, "labels": np.searchsorted(classes, y), "classes": classes, "groups": groups,
         "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": int(in_dim),
@@ -251,8 +257,20 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
     }  # fmt: skip
 
 
+def read_vectors(settings: TrainSettings, data: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The pretrained vectors (``text.vectors``) of every word the transcripts hold, read once on the driver."""
+    if not settings.text.vectors:
+        return None
+    words = {w for text in data["items"] for w in nets.tokens(text)}
+    found = nets.read_vectors(settings.text.vectors, words, int(settings.arch.get("embed", 100)))
+    print(f"word vectors: {len(found)} of {len(words)} words found in {settings.text.vectors}", flush=True)
+    return found
+
+
 def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std over the training items' frames (bands for images)."""
+    """Per-dimension mean/std over the training items' frames (bands for images); text has none."""
+    if kind == "text":
+        return np.zeros(1), np.ones(1)
     if kind == "image":
         frames = np.concatenate([items[i].T for i in idx])
     elif kind == "sequence":
@@ -325,8 +343,12 @@ def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             n_classes = len(data["classes"])
-            model = nets.build(settings.model, data["in_dim"], n_classes, **settings.arch).eval()
-            model(*nets.collate(data["items"][:2], data["kind"]))
+            items = data["items"][:2]
+            if data["kind"] == "text":
+                items = nets.encode(items, nets.fit_vocabulary(items, min_count=1))
+            in_dim = data["in_dim"] or len(nets.fit_vocabulary(data["items"][:2], min_count=1))
+            model = nets.build(settings.model, in_dim, n_classes, **settings.arch).eval()
+            model(*nets.collate(items, data["kind"]))
     except (TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         arch = json.dumps(settings.arch, default=str)
@@ -382,6 +404,8 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
         state = torch.load(Path(d) / "state.pt", weights_only=True)
     model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
     model.load_state_dict(state["best_model"])
+    if data["kind"] == "text":
+        model.vocab = data["vocab"]
     model.eval()
     return {"model": model, "history": json.loads(state["history"]), "wall_s": wall}
 
@@ -426,14 +450,25 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     # every item's speaker and corpus, augmented copies those of their source utterance
     keys = {k: np.concatenate([data[k], data[k][aug_src]]) for k in ("groups", "corpus")}
 
+    vectors = read_vectors(settings, data) if data["kind"] == "text" else None
+
     def normalised(fitted_rows: np.ndarray) -> tuple[dict, Any]:
-        """The data as the net sees it with ``settings.normalise`` fitted on ``fitted_rows``, and its object ref."""
+        """The data as the net sees it with ``settings.normalise`` fitted on ``fitted_rows``, and its object ref;
+        for text, the word ids of a vocabulary learnt from ``fitted_rows`` alone."""
+        if data["kind"] == "text":
+            vocab = nets.fit_vocabulary([data["items"][i] for i in fitted_rows], settings.text.min_count,
+                                        settings.text.max_words)  # fmt: skip
+            words = set(vocab)
+            view = {**data, "items": nets.encode(data["items"], vocab), "vocab": vocab, "in_dim": len(vocab),
+                    "vectors": {w: v for w, v in (vectors or {}).items() if w in words}}  # fmt: skip
+            return view, ray.put({k: view[k] for k in ("items", "labels", "classes", "kind", "in_dim", "vocab",
+                                                         "vectors")})  # fmt: skip
         items = evaluate.normalise_items(data["items"], data["kind"], settings.normalise, keys["groups"],
                                          keys["corpus"], fitted_rows)  # fmt: skip
         view = {**data, "items": items}
         return view, ray.put({k: view[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
 
-    if settings.normalise == "none":
+    if settings.normalise == "none" and data["kind"] != "text":
         fold_data, data_ref = normalised(np.arange(0))
     predicted = np.full(n_orig, -1)
     oof_proba = np.zeros((n_orig, len(data["classes"])), np.float32)
@@ -442,8 +477,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     for k, (tr, te) in enumerate(folds):
         fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
         print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
-              f"test {len(te)} ({', '.join(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
-        if settings.normalise != "none":  # statistics of this fold's training rows only
+              f"test {len(te)} ({held_out(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
+        if settings.normalise != "none" or data["kind"] == "text":  # statistics / words of its training rows only
             fold_data, data_ref = normalised(with_copies(fit_idx))
         fitted = fit_one(f"fold{k + 1}", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         proba = nets.predict_proba(fitted["model"], [fold_data["items"][i] for i in te])
@@ -484,8 +519,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         everyone = np.arange(n_orig)
         fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
-        if settings.normalise != "none":
-            fold_data, data_ref = normalised(with_copies(everyone))
+        if settings.normalise != "none" or data["kind"] == "text":
+            fold_data, data_ref = normalised(with_copies(fit_idx if data["kind"] == "text" else everyone))
         final = fit_one("final", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         if tests:
             metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
@@ -512,15 +547,18 @@ def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[
     model trained on by its training statistics, any other corpus by its own.
     """
     n = len(data["groups"])
-    items = evaluate.normalise_items(
-        list(data["items"][:n]) + list(test["items"]), data["kind"], how,
-        np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
-        np.arange(n),
-    )[n:]  # fmt: skip
+    if data["kind"] == "text":  # transcripts, read through the final model's own vocabulary
+        items = list(test["items"])
+    else:
+        items = evaluate.normalise_items(
+            list(data["items"][:n]) + list(test["items"]), data["kind"], how,
+            np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
+            np.arange(n),
+        )[n:]  # fmt: skip
     pred = np.asarray(classes)[nets.predict_proba(model, items).argmax(axis=1)]
     y = np.asarray(classes)[test["labels"]]
     s = evaluate.scores(y, pred, classes)
-    return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "n", "per_class", "confusion")},
+    return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n", "per_class", "confusion")},
             "excluded_labels": test["excluded"], "per_corpus": evaluate.per_corpus(y, pred, test["corpus"], classes)}  # fmt: skip
 
 
@@ -546,6 +584,7 @@ def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: n
             metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
         )  # fmt: skip
         meta["normalisation"] = settings.normalise
+        meta["inputs"] = "text" if data["kind"] == "text" else "audio"
         (out / "model").mkdir(exist_ok=True)
         nets.save_module(out / "model", model)
         bundle.write_meta(out / "model", meta)
@@ -589,7 +628,7 @@ def run_stage(features_dir: str, out: str, settings: TrainSettings, address: str
     metrics = train_run(features_dir, out, settings, address=address)
     text = [
         format_table(["held out", "n", "test UAR", "epochs", "samples/s", "wall s"],
-                     [[", ".join(f["held_out"]), f["n"], f["uar"], f["epochs"], f["samples_per_s"], f["wall_s"]]
+                     [[held_out(f["held_out"]), f["n"], f["uar"], f["epochs"], f["samples_per_s"], f["wall_s"]]
                       for f in metrics["per_fold"]]),
         "",
         f"{settings.model}: UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "

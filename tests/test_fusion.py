@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
@@ -113,10 +114,24 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     judged = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert judged["n"] + sum(judged["excluded_labels"].values()) == n
     assert judged["uar"] > uar["audio+text"]  # it trained on these rows: better than its nested estimate
-    # score labels audio archives with audio bundles only so far: one line, before any work
+    # score: the fused bundle on the manifest, row by row; every row is a segment, labelled once
+    scored = tmp_path / "scored"
+    assert main(["score", m, "--model", str(tmp_path / "audio+text" / "model"), "--out", str(scored)]) == 0
+    segments = pq.read_table(scored / "segments")
+    assert segments.num_rows == n and sorted(segments.column("utterance_id").to_pylist()) == sorted(
+        table.column("utterance_id").to_pylist())
+    files = pq.read_table(scored / "files.parquet")
+    assert files.num_rows == n and pq.read_table(scored / "errors.parquet").num_rows == 0  # one file per row here
+    # the job's labels are the bundle's own predictions on the same rows
+    labels = dict(zip(segments.column("utterance_id").to_pylist(), segments.column("label").to_pylist(), strict=True))
+    judged_rows = pq.read_table(tmp_path / "eval" / "predictions.parquet")
+    agree = np.mean([labels[u] == p for u, p in zip(judged_rows.column("utterance_id").to_pylist(),
+                                                     judged_rows.column("predicted").to_pylist(), strict=True)])  # fmt: skip
+    assert agree == 1.0
+    # an audio folder has no transcripts: refused in one line, before any work
+    capsys.readouterr()
     assert main(["score", str(iemocap_tree), "--model", str(tmp_path / "audio+text" / "model"),
-                 "--out", str(tmp_path / "scored")]) == 2  # fmt: skip
+                 "--out", str(tmp_path / "folder")]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "takes audio+text" in err, err
-    assert not (tmp_path / "scored").exists()
-
+    assert len(err.splitlines()) == 1 and "scores a manifest's rows" in err, err
+    assert not (tmp_path / "folder").exists()

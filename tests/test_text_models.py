@@ -94,7 +94,8 @@ def test_tfidf_vocabulary_is_fitted_on_training_rows_only(monkeypatch) -> None:
         assert tokens == seen and len(seen) < 6  # the held-out groups' words are not in the vocabulary
 
 
-def test_tune_on_text_reports_the_official_split_and_ships_a_text_bundle(meld_text, tmp_path: Path) -> None:
+def test_tune_on_text_reports_the_official_split_and_ships_a_text_bundle(meld_text, meld_dev_split, tmp_path: Path,
+                                                                        capsys) -> None:  # fmt: skip
     fit_dir, held_dir = meld_text
     settings = tune.settings_from_dict({"outer_folds": 2, "inner_folds": 2, "test": [held_dir],
                                         "models": {"logreg": {"C": [1.0]}, "naive_bayes": {"alpha": [0.3]}}}, "t")  # fmt: skip
@@ -114,6 +115,23 @@ def test_tune_on_text_reports_the_official_split_and_ships_a_text_bundle(meld_te
     predictions = pq.read_table(out / "model_predictions.parquet")
     assert predictions.num_rows == pc.count_distinct(predictions.column("utterance_id")).as_py()
     assert json.loads((out / "metrics.json").read_text())["test"]["held"]["raw"]["weighted_f1"] == held["weighted_f1"]
+    # seremo score: the text bundle on the held-out manifest (text-only rows), row by row, every row accounted for
+    scored = tmp_path / "scored"
+    assert main(["score", meld_dev_split[1], "--model", str(out / "model"), "--out", str(scored)]) == 0
+    segments = pq.read_table(scored / "segments")
+    rows = manifest.read(meld_dev_split[1])
+    assert segments.num_rows == rows.num_rows == pq.read_table(scored / "files.parquet").num_rows
+    by_id = dict(zip(segments.column("utterance_id").to_pylist(), segments.column("label").to_pylist(), strict=True))
+    expected = model.predict(np.asarray([" ".join(t.split()) for t in rows.column("transcript").to_pylist()], object))
+    assert [by_id[u] for u in rows.column("utterance_id").to_pylist()] == expected.tolist()
+    # a manifest without transcripts cannot be read by a text bundle: one line, nothing written
+    no_text = tmp_path / "no_text.parquet"
+    pq.write_table(rows.drop_columns(["transcript"]), no_text)
+    capsys.readouterr()
+    assert main(["score", str(no_text), "--model", str(out / "model"), "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no `transcript` column" in err, err
+    assert not (tmp_path / "none").exists()
 
 
 def test_text_inputs_are_refused_in_one_line_where_they_cannot_be_made(meld_text, emodb_manifest, tmp_path) -> None:
@@ -151,3 +169,57 @@ def test_fusion_pipeline_takes_audio_and_text_and_round_trips_as_a_bundle(tmp_pa
         vectoriser = loaded.model.named_steps["blocks"].named_transformers_["text"].transformer_list[0][1]
         assert vectoriser.vocabulary_ and all(type(i) is int for i in vectoriser.vocabulary_.values())
         assert np.allclose(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
+# --------------------------------------------------------------------------- the text BiLSTM (Ray Train)
+
+
+def test_text_bilstm_learns_each_fold_vocabulary_from_its_training_rows_only(meld_text, monkeypatch, tmp_path):
+    """Every TorchTrainer run (folds and final fit) gets word ids from a vocabulary of its own training rows."""
+    from seremo import nets, train
+    from seremo.settings import TrainSettings
+
+    seen: list[tuple[set, set]] = []
+
+    def recording_fit_one(name, data, data_ref, train_idx, val_idx, settings, ray_storage):
+        fit_words = {w for i in train_idx for w in nets.tokens(texts[i])}
+        seen.append((set(data["vocab"][2:]), fit_words))
+        model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
+        model.vocab = data["vocab"]
+        history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_uar": 0.5, "samples_per_s": 1.0, "restarts": 0}]
+        return {"model": model.eval(), "history": history, "wall_s": 0.0}
+
+    texts = train.load_data(meld_text[0], TrainSettings(model="text_bilstm"))["items"]
+    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    settings = TrainSettings(model="text_bilstm", folds=3, workers=1, text={"min_count": 1})
+    train.train_run(meld_text[0], str(tmp_path / "run"), settings)
+    assert len(seen) == 4  # three folds and the final fit
+    for vocab, fit_words in seen:
+        assert vocab == fit_words  # min_count 1: exactly the training rows' words, none of the held-out rows' only
+    assert len({frozenset(v) for v, _ in seen}) == 4  # each run its own vocabulary
+
+
+def test_text_bilstm_trains_on_ray_train_and_its_bundle_reads_transcripts(meld_text, tmp_path: Path) -> None:
+    from seremo.settings import TrainSettings
+    from seremo.train import train_run
+
+    vectors = tmp_path / "vectors.txt"  # pretrained vectors in GloVe's format, for a few common words
+    vectors.write_text("".join(f"{w} {' '.join(['0.5'] * 8)}\n" for w in ("you", "i", "the", "what", "oh")))
+    settings = TrainSettings(model="text_bilstm", folds=2, epochs=2, batch_size=32, workers=1, test=[meld_text[1]],
+                             arch={"embed": 8, "hidden": 8}, text={"vectors": str(vectors)})  # fmt: skip
+    out = tmp_path / "run"
+    metrics = train_run(meld_text[0], str(out), settings)
+    assert len(metrics["per_fold"]) == 2 and metrics["feature_set"]["name"] == "text"
+    held = metrics["test"]["held"]
+    assert held["n"] > 0 and 0 <= held["weighted_f1"] <= 1 and 0 <= held["uar"] <= 1
+    model = bundle.load(out / "model")
+    assert model.meta.inputs == "text" and "vocab.json" in model.meta.files
+    transcripts = shards.read_features(meld_text[1]).table.column("transcript").to_pylist()
+    proba = model.predict_proba(np.asarray(transcripts, dtype=object))
+    assert proba.shape == (len(transcripts), len(model.classes)) and np.allclose(proba.sum(axis=1), 1, atol=1e-4)
+    oof = pq.read_table(out / "predictions.parquet")
+    assert sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    vocab = out / "model" / "vocab.json"  # the words are part of the bundle: an edit is refused in one line
+    vocab.write_text(vocab.read_text().replace('"you"', '"yoo"'))
+    with pytest.raises(bundle.BundleError, match="vocab.json: does not match its checksum"):
+        bundle.load(out / "model")

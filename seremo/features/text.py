@@ -11,21 +11,13 @@ A row without a transcript is an error row (``no_transcript``), not a skip.
 from __future__ import annotations
 
 import dataclasses
-import re
-import unicodedata
 from typing import ClassVar
 
 import numpy as np
 
 from seremo.errors import TextError
 from seremo.features.base import FeatureSet
-
-_SPACE = re.compile(r"\s+")
-
-
-def clean_transcript(text: str | None) -> str:
-    """NFC, whitespace collapsed and trimmed: the one form every text model sees (training and scoring)."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFC", text or "")).strip()
+from seremo.text import clean_transcript
 
 
 @dataclasses.dataclass(frozen=True)
