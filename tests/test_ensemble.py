@@ -116,9 +116,12 @@ def test_members_that_do_not_share_classes_rows_or_folds_are_refused(runs, tmp_p
     with pytest.raises(SeremoError, match="its outer folds differ") as info:
         ensemble.build([str(runs[0]), str(other_folds)], str(tmp_path / "x"))
     assert len(str(info.value).splitlines()) == 1
+    # another feature set: evaluated all the same (decision-level fusion), but no bundle to score one input with
     other_set = fake_run(tmp_path, "d", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5], fs="lld_stats")
-    with pytest.raises(SeremoError, match="must share the feature set"):
-        ensemble.build([str(runs[0]), str(other_set)], str(tmp_path / "x"))
+    mixed = ensemble.build([str(runs[0]), str(other_set)], str(tmp_path / "mixed"))
+    assert mixed["bundle"] is None and "members take different inputs" in mixed["no_bundle"]
+    assert set(mixed["rules"]) == set(vote.RULES) and not (tmp_path / "mixed" / "model").exists()
+    assert "members take different inputs" in (tmp_path / "mixed" / "report.md").read_text()
     fewer = tmp_path / "e"
     fake_run(tmp_path, "e", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5])
     table = pq.read_table(fewer / evaluate.PREDICTIONS)

@@ -100,6 +100,10 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     uar = {inputs: _tune(feats, tmp_path / inputs, inputs, logreg)["uar"] for inputs in ("audio", "text", "audio+text")}
     assert uar["text"] < 0.6  # words tell valence only: angry/sad and happy/neutral stay confused
     assert uar["audio+text"] > max(uar["audio"], uar["text"]) + 0.05, uar
+    # decision-level fusion of the audio run and the text run: the same folds, evaluated without refitting
+    assert main(["ensemble", str(tmp_path / "audio"), str(tmp_path / "text"), "--out", str(tmp_path / "late")]) == 0
+    late = json.loads((tmp_path / "late" / "metrics.json").read_text())
+    assert late["rules"]["weighted"]["uar"] > max(uar["audio"], uar["text"]) and late["bundle"] is None
     fused = bundle.load(tmp_path / "audio+text" / "model")
     assert fused.meta.inputs == "audio+text" and fused.meta.feature_set.name == "seremo"
     # a second fused run, another family, on the same folds: a decision-level ensemble of the two
