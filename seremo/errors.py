@@ -21,39 +21,43 @@ class CorpusError(SeremoError):
         super().__init__(f"{path}: {message}")
 
 
-class AudioError(SeremoError):
+class InputError(SeremoError):
+    """An input a stage cannot use, for a reason of its own: ``kind`` (one of the class's ``KINDS``)
+    becomes the ``error`` column of ``errors.parquet``, ``reason`` its ``message``."""
+
+    KINDS: tuple[str, ...] = ()
+
+    def __init__(self, path: str | Path | None, kind: str, message: str):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown {type(self).__name__} kind {kind!r}")
+        self.path = str(path)
+        self.kind = kind
+        self.reason = message
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class AudioError(InputError):
     """An audio input that cannot be decoded.
 
     ``kind`` is one of ``missing``, ``empty``, ``corrupt``, ``unsupported``,
     ``too_short`` or ``truncated`` (a WAV whose header promises more sample bytes
     than the file holds: cut short in a copy, which libsndfile would otherwise
-    read as a shorter file without a word); it becomes the ``error`` column of
-    ``errors.parquet``.
+    read as a shorter file without a word).
     """
 
     KINDS = ("missing", "empty", "corrupt", "unsupported", "too_short", "truncated")
 
-    def __init__(self, path: str | Path, kind: str, message: str):
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown AudioError kind {kind!r}")
-        self.path = str(path)
-        self.kind = kind
-        self.reason = message
-        super().__init__(f"{path}: {kind} audio: {message}")
+    def describe(self) -> str:
+        return f"{self.path}: {self.kind} audio: {self.reason}"
 
 
-class TextError(SeremoError):
-    """A row a text stage cannot use: ``kind`` ``no_transcript`` (the ``error`` column of errors.parquet)."""
+class TextError(InputError):
+    """A row a text stage cannot use: ``no_transcript``."""
 
     KINDS = ("no_transcript",)
-
-    def __init__(self, where: str | Path | None, kind: str, message: str):
-        if kind not in self.KINDS:
-            raise ValueError(f"unknown TextError kind {kind!r}")
-        self.path = str(where)
-        self.kind = kind
-        self.reason = message
-        super().__init__(f"{where}: {message}")
 
 
 # The error kinds that are the input's own fault (not a bug, not a lost worker).
@@ -74,7 +78,7 @@ def error_record(stage: str, path: str, utterance_id: str | None, exc: BaseExcep
     ``error`` is the AudioError kind where there is one, else the exception's
     class name; ``message`` is its text without the path (that has a column).
     """
-    if isinstance(exc, (AudioError, TextError)):
+    if isinstance(exc, InputError):
         kind, message = exc.kind, exc.reason
     else:
         kind, message = type(exc).__name__, str(exc)

@@ -178,75 +178,19 @@ SEGMENT_TYPE = pa.struct(
 )
 
 
-def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
-    """Stream-decode, segment and extract features for each file of the batch (one row per file)."""
-    from seremo.segment import FileSegmenter, SegmentSettings
-
-    seg_settings = SegmentSettings(**settings["segment"])
+def _per_input(keys: list[str], segments_of: Any) -> pa.Table:
+    """One row per input: ``segments_of(i, key) -> (segments, duration_s, channels)``; an input that fails
+    becomes its error row (decode, or features), so one bad file never sinks an archive."""
     rows: dict[str, list] = {k: [] for k in ("path", "duration_s", "channels", "segments", "error", "message", "stage")}
-    for path in batch.column("path").to_pylist():
-        segs: list[dict] = []
-        duration = channels = None
+    for i, key in enumerate(keys):
         kind = message = stage = None
         try:
-            if not audio.is_audio_path(path):
-                raise AudioError(path, "unsupported", f"not an audio file (extension {Path(path).suffix or 'none'})")
-            segmenter = FileSegmenter(path, seg_settings, sr=feature_set.sample_rate, channels=settings["channels"])
-            for seg in segmenter:
-                x = feature_set.extract(seg.audio, feature_set.sample_rate)
-                segs.append({"channel": seg.channel, "start_s": seg.start_s, "end_s": seg.end_s,
-                             "features": x.ravel(), "shape": list(x.shape)})  # fmt: skip
-            duration, channels = segmenter.duration_s, segmenter.n_channels
+            segs, duration, channels = segments_of(i, key)
         except AudioError as exc:
-            segs, kind, message, stage = [], exc.kind, exc.reason, "decode"
-        except Exception as exc:  # one bad file must not sink an archive: it becomes an error row
-            log.exception("%s: scoring failed", path)
-            segs, kind, message, stage = [], type(exc).__name__, str(exc), "features"
-        for key, value in (("path", path), ("duration_s", duration), ("channels", channels), ("segments", segs),
-                           ("error", kind), ("message", message), ("stage", stage)):  # fmt: skip
-            rows[key].append(value)
-    return pa.table(
-        {
-            "path": pa.array(rows["path"], pa.string()),
-            "duration_s": pa.array(rows["duration_s"], pa.float64()),
-            "channels": pa.array(rows["channels"], pa.int32()),
-            "segments": pa.array(rows["segments"], pa.list_(SEGMENT_TYPE)),
-            "error": pa.array(rows["error"], pa.string()),
-            "message": pa.array(rows["message"], pa.string()),
-            "stage": pa.array(rows["stage"], pa.string()),
-        }
-    )
-
-
-def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
-    """Manifest-row scoring (text and fusion bundles): each row of an input is one segment, with its
-    transcript and, for a set that reads audio, the features of its span (one row per input, as
-    ``featurize_files`` gives)."""
-    import json
-
-    rows: dict[str, list] = {k: [] for k in ("path", "duration_s", "channels", "segments", "error", "message", "stage")}
-    for key, listed in zip(batch.column("path").to_pylist(), batch.column("rows").to_pylist(), strict=True):
-        segs: list[dict] = []
-        duration = channels = None
-        kind = message = stage = None
-        try:
-            for r in json.loads(listed):
-                seg = {"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
-                       "utterance_id": r["utterance_id"], "text": r["transcript"]}  # fmt: skip
-                if feature_set.reads_audio:
-                    y, sr = audio.load(key, sr=feature_set.sample_rate, channel="mix", start_s=r["start_s"],
-                                       end_s=r["end_s"])  # fmt: skip
-                    x = feature_set.extract(y, sr)
-                    start = r["start_s"] or 0.0
-                    seg.update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
-                segs.append(seg)
-            ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
-            duration, channels = (max(ends) if ends else None), (1 if feature_set.reads_audio else None)
-        except AudioError as exc:
-            segs, kind, message, stage = [], exc.kind, exc.reason, "decode"
-        except Exception as exc:  # one bad input must not sink the job: it becomes an error row
+            segs, duration, channels, kind, message, stage = [], None, None, exc.kind, exc.reason, "decode"
+        except Exception as exc:  # a feature bug must not sink the job: it becomes an error row
             log.exception("%s: scoring failed", key)
-            segs, kind, message, stage = [], type(exc).__name__, str(exc), "features"
+            segs, duration, channels, kind, message, stage = [], None, None, type(exc).__name__, str(exc), "features"
         for name, value in (("path", key), ("duration_s", duration), ("channels", channels), ("segments", segs),
                             ("error", kind), ("message", message), ("stage", stage)):  # fmt: skip
             rows[name].append(value)
@@ -256,6 +200,52 @@ def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str,
         "error": pa.array(rows["error"], pa.string()), "message": pa.array(rows["message"], pa.string()),
         "stage": pa.array(rows["stage"], pa.string()),
     })  # fmt: skip
+
+
+def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
+    """Stream-decode, segment and extract features for each file of the batch (one row per file)."""
+    from seremo.segment import FileSegmenter, SegmentSettings
+
+    seg_settings = SegmentSettings(**settings["segment"])
+
+    def segments_of(_: int, path: str) -> tuple[list[dict], float, int]:
+        if not audio.is_audio_path(path):
+            raise AudioError(path, "unsupported", f"not an audio file (extension {Path(path).suffix or 'none'})")
+        segmenter = FileSegmenter(path, seg_settings, sr=feature_set.sample_rate, channels=settings["channels"])
+        segs = []
+        for seg in segmenter:
+            x = feature_set.extract(seg.audio, feature_set.sample_rate)
+            segs.append({"channel": seg.channel, "start_s": seg.start_s, "end_s": seg.end_s,
+                         "features": x.ravel(), "shape": list(x.shape)})  # fmt: skip
+        return segs, segmenter.duration_s, segmenter.n_channels
+
+    return _per_input(batch.column("path").to_pylist(), segments_of)
+
+
+def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
+    """Manifest-row scoring (text and fusion bundles): each row of an input is one segment, with its
+    transcript and, for a set that reads audio, the features of its span (one row per input, as
+    ``featurize_files`` gives)."""
+    import json
+
+    listed = batch.column("rows").to_pylist()
+
+    def segments_of(i: int, key: str) -> tuple[list[dict], float | None, int | None]:
+        segs = []
+        for r in json.loads(listed[i]):
+            seg = {"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
+                   "utterance_id": r["utterance_id"], "text": r["transcript"]}  # fmt: skip
+            if feature_set.reads_audio:
+                y, sr = audio.load(key, sr=feature_set.sample_rate, channel="mix", start_s=r["start_s"],
+                                   end_s=r["end_s"])  # fmt: skip
+                x = feature_set.extract(y, sr)
+                start = r["start_s"] or 0.0
+                seg.update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
+            segs.append(seg)
+        ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
+        return segs, (max(ends) if ends else None), (1 if feature_set.reads_audio else None)
+
+    return _per_input(batch.column("path").to_pylist(), segments_of)
 
 
 # --------------------------------------------------------------------------- stage 2: actors
