@@ -74,7 +74,7 @@ def select_rows(feats: shards.Features, classes: list[str], class_set: str | Non
                           f"{', '.join(sorted(excluded))}; pass --class-set to map them")  # fmt: skip
     col = lambda name: np.asarray(t.column(name).to_pylist(), dtype=object)[keep]  # noqa: E731
     if feats.kind in ("vector", "text"):
-        X = feats.model_input(inputs, where)[keep]
+        X = feats.model_input(inputs, where, keep)
     else:
         X = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
     return {"X": X, "y": np.asarray([m for m, k in zip(mapped, keep, strict=True) if k]), "ids": col("utterance_id"),

@@ -346,6 +346,15 @@ def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: li
     return out
 
 
+def _valid_weights(weights: Any, n: int) -> bool:
+    """One finite, non-negative number per member, summing above zero (else every row would get NaN)."""
+    import math
+
+    return (isinstance(weights, list) and len(weights) == n
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                    for w in weights) and sum(weights) > 0)  # fmt: skip
+
+
 def _load_skops(path: Path) -> Any:
     sio = _skops_io()
 
@@ -460,8 +469,7 @@ def _load_model(root: Path, meta: BundleMeta) -> Any:
         rule, weights = meta.params.get("rule", "average"), meta.params.get("weights")
         from seremo import vote
 
-        if rule not in vote.RULES or (rule == "weighted" and (not isinstance(weights, list) or len(weights) != len(loaded)
-                                                             or not all(isinstance(w, (int, float)) and w >= 0 for w in weights))):  # fmt: skip
+        if rule not in vote.RULES or (rule == "weighted" and not _valid_weights(weights, len(loaded))):
             raise BundleError(f"{root / META}: rule {rule!r} with weights {weights!r} is not a valid ensemble")
         return loaded
     if meta.model_kind == "sklearn":

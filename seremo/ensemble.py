@@ -6,7 +6,9 @@ from the model that did not train on it, and the outer fold that held it out), s
 the ensemble is evaluated under the very folds its members were: members whose
 rows, labels, classes or folds differ are refused in one line. The ``weighted``
 rule's weights for a fold are each member's UAR above chance on the *other*
-folds' rows, i.e. on training folds only; the shipped weights use every row.
+folds' rows: that fold's labels never shape its weights (the other folds'
+predictions come from models that did see it, a small bias for a few scalar
+weights); the shipped weights use every row.
 
 The run dir holds ``metrics.json`` (every rule and every member, nested),
 ``report.md``, ``predictions.parquet`` (the shipped rule's, so an ensemble can be a

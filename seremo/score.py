@@ -99,8 +99,9 @@ def _read_manifest(source: str) -> pa.Table:
     if source.lower().endswith(".parquet"):
         return storage.read_parquet(source)
     fs, inner = storage.filesystem(source)
-    with fs.open_input_stream(inner) as f:
-        return pyarrow.csv.read_csv(f)
+    text = {c: pa.string() for c in ("path", "utterance_id", "transcript", "speaker", "group", "corpus", "label")}
+    with fs.open_input_stream(inner) as f:  # ids like 00123 and numeric transcripts stay text
+        return pyarrow.csv.read_csv(f, convert_options=pyarrow.csv.ConvertOptions(column_types=text))
 
 
 def _resolve(source: str, path: str) -> str:
@@ -224,9 +225,11 @@ def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str
 
 def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
     """Manifest-row scoring (text and fusion bundles): each row of an input is one segment, with its
-    transcript and, for a set that reads audio, the features of its span (one row per input, as
-    ``featurize_files`` gives)."""
+    transcript and, for an ``audio+text`` bundle, the features of its span (one row per input, as
+    ``featurize_files`` gives). A text bundle reads no audio, whatever its feature set."""
     import json
+
+    reads_audio = settings.get("inputs") == "audio+text"
 
     listed = batch.column("rows").to_pylist()
 
@@ -235,7 +238,7 @@ def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str,
         for r in json.loads(listed[i]):
             seg = {"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
                    "utterance_id": r["utterance_id"], "text": r["transcript"]}  # fmt: skip
-            if feature_set.reads_audio:
+            if reads_audio:
                 y, sr = audio.load(key, sr=feature_set.sample_rate, channel="mix", start_s=r["start_s"],
                                    end_s=r["end_s"])  # fmt: skip
                 x = feature_set.extract(y, sr)
@@ -243,7 +246,7 @@ def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str,
                 seg.update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
             segs.append(seg)
         ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
-        return segs, (max(ends) if ends else None), (1 if feature_set.reads_audio else None)
+        return segs, (max(ends) if ends else None), (1 if reads_audio else None)
 
     return _per_input(batch.column("path").to_pylist(), segments_of)
 
@@ -361,7 +364,7 @@ def file_summary(path: str, duration: float, channels: int, segs: list[dict], cl
     A segment without times (a text-only manifest row) weighs 1 in the shares and adds no speech time.
     """
     timed = [s["end_s"] is not None and s["start_s"] is not None for s in segs]
-    speech = sum(s["end_s"] - s["start_s"] for s, t in zip(segs, timed, strict=True) if t)
+    speech = float(sum(s["end_s"] - s["start_s"] for s, t in zip(segs, timed, strict=True) if t))
     share = dict.fromkeys(classes, 0.0)
     for s, t in zip(segs, timed, strict=True):
         share[classes[int(np.argmax(s["proba"]))]] += (s["end_s"] - s["start_s"]) if t else 1.0
@@ -506,6 +509,8 @@ def _check_identity(out: str, before: dict[str, Any], now: dict[str, Any]) -> No
         what = f"another model ({before.get('model')})"
     elif before.get("inputs") != now["inputs"]:
         what = f"another input set ({(before.get('inputs') or {}).get('count')} inputs, not these {now['inputs']['count']})"
+    elif before.get("rows") != now.get("rows"):
+        what = "other manifest rows (transcripts or spans changed)"
     else:
         what = f"other channel/segment settings ({before.get('channels')}, {before.get('segment')})"
     raise SeremoError(f"{out}: holds scores made with {what}; score into a new --out, or delete it to start afresh")
@@ -687,7 +692,7 @@ def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int
     """The scoring stages: fused into the CPU tasks, or an actor pool (GPU, or --actors N)."""
     import ray
 
-    cpu = {"feature_set": b.feature_set, "settings": settings.model_dump()}
+    cpu = {"feature_set": b.feature_set, "settings": {**settings.model_dump(), "inputs": b.meta.inputs}}
     shipped = ShippedBundle.of(b)
     if _fused(settings):
         return ds.map_batches(score_files, fn_kwargs={**cpu, "model": shipped, "by_row": by_row},

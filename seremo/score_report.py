@@ -38,6 +38,7 @@ def summarise(segments: pa.Table, files: pa.Table, errors: pa.Table, classes: li
     """The report's figures from the written tables."""
     seg = {k: np.asarray(segments.column(k).to_pylist()) for k in ("path", "channel", "label", "confidence")}
     dur = np.asarray(segments.column("end_s").to_pylist(), float) - np.asarray(segments.column("start_s").to_pylist(), float)
+    dur = np.where(np.isnan(dur), 1.0, dur)  # a segment without times (a text-only manifest row) weighs 1, as in files.parquet
     channels = sorted({int(c) for c in seg["channel"]}) if len(dur) else []
     shares = {}
     for ch in channels:

@@ -157,25 +157,29 @@ class Features:
         return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
-    def model_input(self, inputs: str, where: str) -> np.ndarray:
-        """The array a classical pipeline takes for ``inputs`` (``classical.INPUTS``, ``classical.inputs_of``).
+    def model_input(self, inputs: str, where: str, keep: np.ndarray | None = None) -> np.ndarray:
+        """The array a classical pipeline takes for ``inputs`` (``classical.INPUTS``, ``classical.inputs_of``),
+        for the rows ``keep`` selects (default: all).
 
         Text comes from the ``transcript`` column (cleaned as the text set cleans it);
-        a row without one is refused in one line, never dropped.
+        a kept row without one is refused in one line, never dropped.
         """
         from seremo import classical
         from seremo.text import clean_transcript
 
+        keep = np.ones(self.table.num_rows, bool) if keep is None else np.asarray(keep, bool)
         if inputs == "audio":
-            return self.matrix().astype(np.float32)
+            return self.matrix().astype(np.float32)[keep]
         text = np.asarray([clean_transcript(t) for t in self.table.column("transcript").to_pylist()], dtype=object)
-        empty = np.flatnonzero(text == "")
+        empty = np.flatnonzero((text == "") & keep)
         if len(empty):
             first = self.table.column("utterance_id")[int(empty[0])].as_py()
-            raise SeremoError(f"{where}: {len(empty)} of {len(text)} rows have no transcript (e.g. {first!r}); "
+            raise SeremoError(f"{where}: {len(empty)} of {int(keep.sum())} rows have no transcript (e.g. {first!r}); "
                               f"inputs {inputs!r} needs one on every row: use a manifest with transcripts, or "
                               "audio inputs")  # fmt: skip
-        return text if inputs == "text" else classical.fusion_input(self.matrix().astype(np.float32), text)
+        if inputs == "text":
+            return text[keep]
+        return classical.fusion_input(self.matrix().astype(np.float32)[keep], text[keep])
 
 
 def read_features(out: str) -> Features:

@@ -232,7 +232,7 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
     if want == "text":  # transcripts: word ids come per fold, from a vocabulary of its training rows
-        arrays = list(feats.model_input("text", features_dir)[keep])
+        arrays = list(feats.model_input("text", features_dir, keep))
     else:
         arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
     y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])

@@ -92,7 +92,7 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
     mapped = [mapping(lab) for lab in labels]
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    X = feats.model_input(inputs, features_dir)[keep]
+    X = feats.model_input(inputs, features_dir, keep)
     y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
     corpus = np.array(table.column("corpus").to_pylist())[keep]
@@ -518,7 +518,7 @@ def summarise(
     metrics["excluded_labels"] = data["excluded"]
     metrics["feature_set"] = data["feature_set"]
     metrics["trials"] = {"ok": sum(t["status"] == "ok" for t in trials), "failed": sum(t["status"] != "ok" for t in trials)}
-    metrics["_predicted"] = predicted
+    metrics["_predicted"] = {"raw": predicted}  # per variant: what predictions.parquet holds for the shipped one
     notes = {
         "speaker_norm": ("speaker_normalised", "each speaker's features z-scored with that speaker's own unlabelled "
                                                "audio; a separate protocol"),
@@ -529,7 +529,7 @@ def summarise(
     for variant in settings.variants[1:]:
         key, note = notes[variant]
         b = block(variant)
-        b.pop("predicted"), b.pop("proba")
+        metrics["_predicted"][variant] = b.pop("predicted"), b.pop("proba")
         metrics[key] = {**b, "note": note}
     return metrics
 
@@ -583,7 +583,8 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
                outer: list) -> None:  # fmt: skip
     from seremo.report import tune_report
 
-    predicted, nested_proba = metrics.pop("_predicted")
+    # the nested predictions of the variant the bundle holds, so `seremo ensemble` judges the model it ships
+    predicted, nested_proba = metrics.pop("_predicted")[final["variant"]]
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     metrics["final_model"] = {**members[0], "variant": final["variant"], "members": members}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

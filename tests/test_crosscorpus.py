@@ -140,7 +140,7 @@ def _trials(outer, inner):
 def test_soft_vote_averages_the_top_k_by_inner_score_only():
     outer, inner = plan_folds(GROUPS, None, 2)
     trials = _trials(outer, inner)
-    pred, chosen = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
+    pred, chosen, _ = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
     for f, (_, te) in enumerate(outer):
         ranked = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:2]
         assert [m["params"] for m in chosen[f]["members"]] == [json.loads(t["params"]) for t in ranked]

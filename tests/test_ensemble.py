@@ -103,6 +103,11 @@ def test_ensemble_bundle_refuses_tampering_in_one_line(runs, tmp_path):
     with pytest.raises(bundle.BundleError, match="does not match its own checksum") as info:
         bundle.load(out / "model")
     assert len(str(info.value).splitlines()) == 1
+    meta["params"]["weights"] = [0.0, 0.0]  # resealed, so only the weights' own check can catch it
+    meta_path.write_text(json.dumps(meta))
+    bundle.write_meta(out / "model", meta)
+    with pytest.raises(bundle.BundleError, match="is not a valid ensemble"):
+        bundle.load(out / "model")
     ensemble.build([str(r) for r in runs], str(out), "weighted")  # rebuilt
     member = out / "model" / "members" / "1" / "model.skops"
     member.write_bytes(member.read_bytes() + b"\0")

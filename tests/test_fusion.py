@@ -132,6 +132,22 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     agree = np.mean([labels[u] == p for u, p in zip(judged_rows.column("utterance_id").to_pylist(),
                                                      judged_rows.column("predicted").to_pylist(), strict=True)])  # fmt: skip
     assert agree == 1.0
+    # the text-only bundle (tuned on the same shards' transcripts) reads no audio: a CSV manifest whose rows point
+    # at no file, with spans on some rows and none on others, an id with leading zeros and a text-only row
+    rows = table.slice(0, 6).to_pylist()
+    csv_rows = [{"utterance_id": f"00{i}", "path": str(tmp_path / "gone.wav") if i < 5 else "",
+                 "start_s": "0.0" if i % 2 else "", "end_s": "1.5" if i % 2 else "", "transcript": r["transcript"]}
+                for i, r in enumerate(rows)]  # fmt: skip
+    csv = tmp_path / "rows.csv"
+    csv.write_text("utterance_id,path,start_s,end_s,transcript\n" + "".join(
+        f"{r['utterance_id']},{r['path']},{r['start_s']},{r['end_s']},\"{r['transcript']}\"\n" for r in csv_rows))
+    text_scored = tmp_path / "text_scored"
+    assert main(["score", str(csv), "--model", str(tmp_path / "text" / "model"), "--out", str(text_scored),
+                 "--files-per-task", "1"]) == 0  # fmt: skip
+    seg = pq.read_table(text_scored / "segments")
+    assert sorted(seg.column("utterance_id").to_pylist()) == [f"00{i}" for i in range(6)]
+    assert pq.read_table(text_scored / "errors.parquet").num_rows == 0  # no audio was opened
+    assert (text_scored / "report.md").exists() and "nan" not in (text_scored / "report.json").read_text().lower()
     # an audio folder has no transcripts: refused in one line, before any work
     capsys.readouterr()
     assert main(["score", str(iemocap_tree), "--model", str(tmp_path / "audio+text" / "model"),
