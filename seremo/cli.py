@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write (metrics, report, predictions, model/)")
     p.add_argument("--rule", default="weighted", choices=("average", "weighted", "max_confidence"),
                    help="the rule the bundle ships (all three are evaluated and reported)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")  # no Ray: nothing is refitted
+    _common(p)  # every verb takes --address (DESIGN.md); an ensemble refits nothing, so it starts no Ray work
     p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
