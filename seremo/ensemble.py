@@ -94,7 +94,8 @@ def check_compatible(members: list[Member]) -> None:
         if _partition(m) != _partition(first):
             raise SeremoError(f"{m.run}: its outer folds differ from {first.run}'s ({len(set(m.folds.tolist()))} vs "
                               f"{len(set(first.folds.tolist()))} folds, or other groups in them); an ensemble is "
-                              "evaluated under its members' folds: run them with the same outer_folds")  # fmt: skip
+                              "evaluated under its members' folds: run them with as many folds (tune: outer_folds, train: "
+                              "folds)")  # fmt: skip
 
 
 def one_input(members: list[Member]) -> str | None:
