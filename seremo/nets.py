@@ -420,14 +420,12 @@ def load_module(root: Path, meta: Any) -> nn.Module:
     if head in state and state[head].ndim == 2 and state[head].shape[0] != n_classes:
         model = build(meta.model_name, int(meta.params["in_dim"]), int(state[head].shape[0]), **arch)
     model.load_state_dict(state)
-    if isinstance(model, TextBiLSTM):
-        from seremo.bundle import BundleError
-
+    if isinstance(model, TextBiLSTM):  # errors become one BundleError line in bundle.load
         if VOCAB not in meta.files:
-            raise BundleError(f"{root}: a {meta.model_name} bundle needs its {VOCAB}, which it does not hold")
+            raise ValueError(f"a {meta.model_name} bundle needs its {VOCAB}, which it does not hold")
         vocab = json.loads((root / VOCAB).read_text())
         if not isinstance(vocab, list) or len(vocab) != model.embed.num_embeddings:
-            raise BundleError(f"{root / VOCAB}: does not fit the model's {model.embed.num_embeddings} embeddings")
+            raise ValueError(f"{VOCAB} does not fit the model's {model.embed.num_embeddings} embeddings")
         model.vocab = vocab
     model.eval()
     return model
