@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seremo import bundle, evaluate, outputs, storage, vote
@@ -58,11 +59,13 @@ def read_member(run: str) -> Member:
     except bundle.BundleError as exc:
         raise SeremoError(f"{run}: has no usable model/ ({exc}); ensemble members are finished tune or train runs "
                           "with a shipped model") from None  # fmt: skip
-    local = storage.local_copy(storage.join(run, evaluate.PREDICTIONS)) if storage.is_uri(run) else \
-        Path(run) / evaluate.PREDICTIONS  # fmt: skip
-    if not Path(local).is_file():
+    path = storage.join(run, evaluate.PREDICTIONS)
+    if not storage.is_file(path):
         raise SeremoError(f"{run}: has no {evaluate.PREDICTIONS}; ensemble members are finished tune or train runs")
-    table = pq.read_table(local)
+    try:
+        table = storage.read_parquet(path)
+    except pa.ArrowInvalid as exc:
+        raise SeremoError(f"{path}: is not a readable Parquet table ({exc}); re-run that run") from None
     need = ["utterance_id", "group", "label", "fold", *(f"p_{c}" for c in model.classes)]
     missing = [c for c in need if c not in table.column_names]
     if missing:

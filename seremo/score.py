@@ -96,12 +96,17 @@ def _is_manifest(source: str) -> bool:
 
 
 def _read_manifest(source: str) -> pa.Table:
-    if source.lower().endswith(".parquet"):
-        return storage.read_parquet(source)
-    fs, inner = storage.filesystem(source)
-    text = {c: pa.string() for c in ("path", "utterance_id", "transcript", "speaker", "group", "corpus", "label")}
-    with fs.open_input_stream(inner) as f:  # ids like 00123 and numeric transcripts stay text
-        return pyarrow.csv.read_csv(f, convert_options=pyarrow.csv.ConvertOptions(column_types=text))
+    """A manifest (.parquet or .csv); one that is not a readable table is one line naming it."""
+    try:
+        if source.lower().endswith(".parquet"):
+            return storage.read_parquet(source)
+        fs, inner = storage.filesystem(source)
+        text = {c: pa.string() for c in ("path", "utterance_id", "transcript", "speaker", "group", "corpus", "label")}
+        with fs.open_input_stream(inner) as f:  # ids like 00123 and numeric transcripts stay text
+            return pyarrow.csv.read_csv(f, convert_options=pyarrow.csv.ConvertOptions(column_types=text))
+    except pa.ArrowInvalid as exc:
+        first = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise SeremoError(f"{source}: is not a readable manifest ({first})") from None
 
 
 def _resolve(source: str, path: str) -> str:

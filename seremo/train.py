@@ -343,10 +343,10 @@ def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             n_classes = len(data["classes"])
-            items = data["items"][:2]
-            if data["kind"] == "text":
-                items = nets.encode(items, nets.fit_vocabulary(items, min_count=1))
-            in_dim = data["in_dim"] or len(nets.fit_vocabulary(data["items"][:2], min_count=1))
+            items, in_dim = data["items"][:2], data["in_dim"]
+            if data["kind"] == "text":  # word ids of a vocabulary of these two rows (folds learn their own)
+                vocab = nets.fit_vocabulary(items, min_count=1)
+                items, in_dim = nets.encode(items, vocab), len(vocab)
             model = nets.build(settings.model, in_dim, n_classes, **settings.arch).eval()
             model(*nets.collate(items, data["kind"]))
     except (TypeError, ValueError, RuntimeError) as exc:
