@@ -73,10 +73,7 @@ def select_rows(feats: shards.Features, classes: list[str], class_set: str | Non
         raise SeremoError(f"no row has a label the bundle predicts ({', '.join(classes)}); labels found: "
                           f"{', '.join(sorted(excluded))}; pass --class-set to map them")  # fmt: skip
     col = lambda name: np.asarray(t.column(name).to_pylist(), dtype=object)[keep]  # noqa: E731
-    if feats.kind in ("vector", "text"):
-        X = feats.model_input(inputs, where, keep)
-    else:
-        X = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    X = feats.model_input(inputs, where, keep)
     return {"X": X, "y": np.asarray([m for m, k in zip(mapped, keep, strict=True) if k]), "ids": col("utterance_id"),
             "groups": col("group").astype(str), "corpus": col("corpus").astype(str), "excluded": dict(excluded)}  # fmt: skip
 
@@ -88,7 +85,8 @@ def predict(b: bundle.Bundle, rows: dict[str, Any]) -> np.ndarray:
     if how != "none" and isinstance(X, np.ndarray):
         X = evaluate.normalise(X, how, rows["groups"], rows["corpus"]).astype(np.float32)
     elif how != "none":
-        X = evaluate.normalise_items(X, b.meta.feature_set.kind, how, rows["groups"], rows["corpus"])
+        kind = b.meta.feature_set.kind + ("+text" if b.meta.inputs == "audio+text" else "")
+        X = evaluate.normalise_audio(X, kind, how, rows["groups"], rows["corpus"])
     return b.predict_proba(X)
 
 

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from seremo import __version__
 from seremo.errors import ConfigError, SeremoError, storage_error
 
+# `seremo train --model` (nets.MODELS; kept here so --help imports no torch; a test keeps them equal)
+TRAIN_MODELS = ("bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn")
+
 log = logging.getLogger("seremo")
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
@@ -268,8 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_ensemble)
 
     p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
-    p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm, logmel for cnn/cnn_lstm")
-    p.add_argument("--model", choices=["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm"], default=None)
+    p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm and fusion_bilstm, logmel for "
+                   "cnn/cnn_lstm/fusion_cnn, a vector set for mlp, text for text_bilstm")  # fmt: skip
+    p.add_argument("--model", choices=TRAIN_MODELS, default=None,
+                   help="fusion_* read the audio and the shards' transcripts (default bilstm)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 2)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16 autocast")

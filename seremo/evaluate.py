@@ -231,6 +231,18 @@ def normalise_items(items: Sequence[np.ndarray], kind: str, how: str, groups: Se
     return out
 
 
+def normalise_audio(items: Sequence[Any], kind: str, how: str, groups: Sequence[str], corpora: Sequence[str],
+                    fitted: np.ndarray | None = None) -> list[Any]:  # fmt: skip
+    """``normalise_items`` for any model's items (``nets`` kinds): a fusion pair's audio part is
+    normalised and its transcript kept; transcripts alone pass through."""
+    if kind == "text" or how == "none":
+        return list(items)
+    if not kind.endswith("+text"):
+        return normalise_items(items, kind, how, groups, corpora, fitted)
+    audio = normalise_items([a for a, _ in items], kind.removesuffix("+text"), how, groups, corpora, fitted)
+    return list(zip(audio, [t for _, t in items], strict=True))
+
+
 def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str, title: str) -> None:
     """Row-normalised confusion matrix (recall per true class) with counts, as PNG."""
     import matplotlib

@@ -1,8 +1,10 @@
-"""Torch models: BiLSTM with attention pooling, CNN, CNN-LSTM, an MLP, and a text BiLSTM.
+"""Torch models: BiLSTM with attention pooling, CNN, CNN-LSTM, an MLP, a text BiLSTM, and audio + text fusion.
 
 Every model takes ``(x, lengths)``: ``x`` is (batch, time, dim) for sequences,
 (batch, bands, time) for images, (batch, dim) for vectors, (batch, words) of word
-ids for text; ``lengths`` are the real frame (word) counts. Padding never reaches a prediction: LSTMs run on packed
+ids for text; ``lengths`` are the real frame (word) counts. A fusion model's kind is
+``<audio kind>+text``: its items are (audio, words) pairs, and ``x`` and ``lengths``
+are each an (audio, text) pair of tensors. Padding never reaches a prediction: LSTMs run on packed
 sequences, CNN activations are re-masked to zero after every block (so a conv
 at the edge sees the same zeros a lone utterance's own padding gives), and
 attention/average/max pooling ignore padded frames.
@@ -25,8 +27,17 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-KINDS = {"bilstm": "sequence", "cnn": "image", "cnn_lstm": "image", "mlp": "vector", "text_bilstm": "text"}
 MIN_FRAMES = 8  # the CNNs halve time three times
+
+
+def audio_kind(kind: str) -> str:
+    """The audio part of a model kind ("sequence+text" -> "sequence"); "" for text alone."""
+    return "" if kind == "text" else kind.removesuffix("+text")
+
+
+def reads_text(kind: str) -> bool:
+    """Whether items of this kind carry words (a text model, or a fusion model)."""
+    return kind == "text" or kind.endswith("+text")
 
 
 def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -90,6 +101,8 @@ def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.
 
 class BiLSTMAttention(nn.Module):
     """2-layer bidirectional LSTM over frame sequences (``stack`` frames per step), attention-pooled."""
+
+    kind = "sequence"
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 96, layers: int = 2, dropout: float = 0.3,
                  stack: int = 3):  # fmt: skip
@@ -157,6 +170,8 @@ class TextBiLSTM(nn.Module):
     self-attention pooling -> classes. ``in_dim`` is the vocabulary size; ``vocab`` (the words,
     by id) travels with the bundle as ``vocab.json``, so the model reads raw transcripts."""
 
+    kind = "text"
+
     def __init__(self, in_dim: int, n_classes: int, embed: int = 100, hidden: int = 96, layers: int = 1,
                  dropout: float = 0.3):  # fmt: skip
         super().__init__()
@@ -198,6 +213,8 @@ class ConvBlock(nn.Module):
 class CNN(nn.Module):
     """Three conv blocks over (bands, time), then masked mean+max pooling over time."""
 
+    kind = "image"
+
     def __init__(self, n_mels: int, n_classes: int, channels: Sequence[int] = (16, 32, 64), dropout: float = 0.3):
         super().__init__()
         self.norm = Standardize(n_mels, axis=1)
@@ -219,6 +236,8 @@ class CNN(nn.Module):
 
 class CNNLSTM(nn.Module):
     """Two conv blocks as a front end, a BiLSTM over the remaining time steps, attention pooling."""
+
+    kind = "image"
 
     def __init__(self, n_mels: int, n_classes: int, channels: Sequence[int] = (16, 32), hidden: int = 96,
                  dropout: float = 0.3):  # fmt: skip
@@ -245,6 +264,8 @@ class CNNLSTM(nn.Module):
 class MLP(nn.Module):
     """Two hidden layers over functional vectors."""
 
+    kind = "vector"
+
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, dropout: float = 0.3):
         super().__init__()
         self.norm = Standardize(in_dim)
@@ -258,25 +279,103 @@ class MLP(nn.Module):
         return self.body(self.norm(x))
 
 
+class AudioText(nn.Module):
+    """Feature-level fusion: an audio branch and a text branch, each pooled over its own time axis, their
+    vectors joined before one classifier. The branches are the single-modality models without their
+    output layers, so each pools exactly as it does alone (padding of either never reaches the other).
+
+    ``in_dim`` is (audio frame dim or mel bands, vocabulary size). ``norm`` (the audio statistics) and
+    ``vocab`` (the text words) are the branches' own, so training and bundles treat a fusion model as
+    they treat its branches.
+    """
+
+    kind = ""
+
+    def _join(self, audio: nn.Module, audio_dim: int, text: TextBiLSTM, n_classes: int, dropout: float) -> None:
+        audio.head, text.head = nn.Identity(), nn.Identity()
+        self.audio, self.text = audio, text
+        text_dim = 2 * text.lstm.hidden_size
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(audio_dim + text_dim, n_classes))
+
+    @property
+    def norm(self) -> Standardize:
+        return self.audio.norm
+
+    @property
+    def vocab(self) -> list[str] | None:
+        return self.text.vocab
+
+    @vocab.setter
+    def vocab(self, words: list[str] | None) -> None:
+        self.text.vocab = words
+
+    def set_vectors(self, vectors: dict[str, np.ndarray]) -> int:
+        return self.text.set_vectors(vectors)
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor], lengths: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.head(torch.cat([self.audio(x[0], lengths[0]), self.text(x[1], lengths[1])], dim=1))
+
+
+class FusionBiLSTM(AudioText):
+    """Frame sequences through the attention BiLSTM, transcripts through the text BiLSTM, one classifier."""
+
+    kind = "sequence+text"
+
+    def __init__(self, in_dim: Sequence[int], n_classes: int, hidden: int = 96, layers: int = 2, stack: int = 3,
+                 embed: int = 100, text_hidden: int = 96, dropout: float = 0.3):  # fmt: skip
+        super().__init__()
+        audio = BiLSTMAttention(int(in_dim[0]), n_classes, hidden=hidden, layers=layers, dropout=dropout, stack=stack)
+        text = TextBiLSTM(int(in_dim[1]), n_classes, embed=embed, hidden=text_hidden, dropout=dropout)
+        self._join(audio, 2 * hidden, text, n_classes, dropout)
+
+
+class FusionCNN(AudioText):
+    """Log-mel images through the CNN, transcripts through the text BiLSTM, one classifier."""
+
+    kind = "image+text"
+
+    def __init__(self, in_dim: Sequence[int], n_classes: int, channels: Sequence[int] = (16, 32, 64),
+                 embed: int = 100, text_hidden: int = 96, dropout: float = 0.3):  # fmt: skip
+        super().__init__()
+        audio = CNN(int(in_dim[0]), n_classes, channels=channels, dropout=dropout)
+        text = TextBiLSTM(int(in_dim[1]), n_classes, embed=embed, hidden=text_hidden, dropout=dropout)
+        self._join(audio, 2 * list(channels)[-1], text, n_classes, dropout)
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP, "text_bilstm": TextBiLSTM,
+    "fusion_bilstm": FusionBiLSTM, "fusion_cnn": FusionCNN,
 }  # fmt: skip
+KINDS = {name: cls.kind for name, cls in MODELS.items()}  # what each model reads: its feature set's kind
 
 
-def build(name: str, in_dim: int, n_classes: int, **arch: Any) -> nn.Module:
-    """A model by name; ``in_dim`` is the frame dim (bilstm, mlp) or the mel bands (cnn, cnn_lstm)."""
+def build(name: str, in_dim: int | Sequence[int], n_classes: int, **arch: Any) -> nn.Module:
+    """A model by name; ``in_dim`` is the frame dim (bilstm, mlp), the mel bands (cnn, cnn_lstm), the
+    vocabulary size (text_bilstm), or (audio dim, vocabulary size) for a fusion model."""
     return MODELS[name](in_dim, n_classes, **arch)
 
 
 # --------------------------------------------------------------------------- data
 
 
-def frames_of(x: np.ndarray, kind: str) -> int:
+def frames_of(x: Any, kind: str) -> int:
+    """An item's length along time (a fusion pair's: its audio's, which dominates a batch's cost)."""
+    if kind.endswith("+text"):
+        return frames_of(x[0], audio_kind(kind))
     return x.shape[0] if kind in ("sequence", "text") else (x.shape[-1] if kind == "image" else 1)
 
 
-def collate(items: Sequence[np.ndarray], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad a list of arrays along time: (x, lengths)."""
+def split_items(items: Sequence[Any], kind: str) -> tuple[list[Any], list[Any]]:
+    """(audio parts, text parts) of fusion pairs."""
+    return [a for a, _ in items], [t for _, t in items]
+
+
+def collate(items: Sequence[Any], kind: str) -> tuple[Any, Any]:
+    """Zero-pad a list of arrays along time: (x, lengths); for fusion pairs, each an (audio, text) pair."""
+    if kind.endswith("+text"):
+        audio, text = split_items(items, kind)
+        (xa, la), (xt, lt) = collate(audio, audio_kind(kind)), collate(text, "text")
+        return (xa, xt), (la, lt)
     if kind == "vector":
         return torch.as_tensor(np.stack(items)), torch.ones(len(items), dtype=torch.long)
     lengths = [frames_of(a, kind) for a in items]
@@ -325,13 +424,23 @@ def shard_batches(batches: list[list[int]], rank: int, world: int) -> list[list[
     return [np.array_split(np.asarray(b), world)[rank].tolist() for b in batches if len(b) >= world]
 
 
-def spec_mask(x: torch.Tensor, lengths: torch.Tensor, kind: str, fill: np.ndarray, rng: np.random.Generator,
-              time_masks: int = 2, time_width: int = 20, freq_masks: int = 2, freq_width: int = 8) -> torch.Tensor:  # fmt: skip
+def to_device(x: Any, device: Any) -> Any:
+    """A batch tensor, or a fusion batch's (audio, text) pair of them, on ``device``."""
+    return tuple(t.to(device) for t in x) if isinstance(x, tuple) else x.to(device)
+
+
+def spec_mask(x: Any, lengths: Any, kind: str, fill: np.ndarray, rng: np.random.Generator,
+              time_masks: int = 2, time_width: int = 20, freq_masks: int = 2, freq_width: int = 8) -> Any:  # fmt: skip
     """SpecAugment-style masking for training batches: random time spans and feature bands of each
     utterance are set to ``fill`` (the training mean, so they read as zero after standardisation).
 
     Spans start inside each utterance's real frames; padding is re-masked by the models anyway.
+    A fusion batch has its audio masked and its words left as they are.
     """
+    if kind.endswith("+text"):
+        masked = spec_mask(x[0], lengths[0], audio_kind(kind), fill, rng, time_masks, time_width, freq_masks,
+                           freq_width)  # fmt: skip
+        return masked, x[1]
     if kind in ("vector", "text"):
         return x
     b = x.shape[0]
@@ -360,27 +469,32 @@ def spec_mask(x: torch.Tensor, lengths: torch.Tensor, kind: str, fill: np.ndarra
 def predict_proba(model: nn.Module, X: Any, batch_size: int = 64, device: str | None = None) -> np.ndarray:
     """Class probabilities for a list of arrays (or a matrix of vectors), in input order."""
     model.eval()
-    kind = _kind_of(model)
-    if kind == "text":  # transcripts (encoded with the model's vocabulary), or word ids
-        texts = [a for a in X]
-        items = encode(texts, model.vocab) if texts and isinstance(texts[0], str) else [np.asarray(a, np.int64)
-                                                                                         for a in texts]  # fmt: skip
-    else:
-        items = [np.asarray(a, np.float32) for a in X]  # a matrix iterates as its rows
+    kind = model.kind
+    items = model_items(model, X)
     dev = torch.device(device) if device else next(model.parameters()).device
     out = np.zeros((len(items), model_classes(model)), np.float32)
     for batch in bucket_batches([frames_of(a, kind) for a in items], batch_size, False, 0):
         x, lengths = collate([items[i] for i in batch], kind)
-        logits = model(x.to(dev), lengths.to(dev))
+        logits = model(to_device(x, dev), to_device(lengths, dev))
         out[batch] = torch.softmax(logits.float(), dim=1).cpu().numpy()
     return out
 
 
-def _kind_of(model: nn.Module) -> str:
-    for name, cls in (("sequence", BiLSTMAttention), ("image", (CNN, CNNLSTM)), ("vector", MLP), ("text", TextBiLSTM)):
-        if isinstance(model, cls):
-            return name
-    raise TypeError(f"not a seremo model: {type(model).__name__}")
+def model_items(model: nn.Module, X: Any) -> list[Any]:
+    """``X`` as the model's items: audio arrays as float32 (a matrix iterates as its rows), transcripts
+    as word ids of the model's vocabulary (ids pass through), fusion pairs each part so."""
+
+    def words(texts: list[Any]) -> list[np.ndarray]:
+        if texts and isinstance(texts[0], str):
+            return encode(texts, model.vocab)
+        return [np.asarray(a, np.int64) for a in texts]
+
+    if model.kind == "text":
+        return words(list(X))
+    if model.kind.endswith("+text"):
+        audio, text = split_items(list(X), model.kind)
+        return list(zip([np.asarray(a, np.float32) for a in audio], words(text), strict=True))
+    return [np.asarray(a, np.float32) for a in X]
 
 
 def model_classes(model: nn.Module) -> int:
@@ -415,17 +529,20 @@ def load_module(root: Path, meta: Any) -> nn.Module:
     arch = dict(meta.params.get("arch", {}))
     state = load_file(str(root / "model.safetensors"))
     n_classes = len(meta.classes)
-    model = build(meta.model_name, int(meta.params["in_dim"]), n_classes, **arch)
+    raw = meta.params["in_dim"]
+    in_dim = [int(d) for d in raw] if isinstance(raw, list) else int(raw)
+    model = build(meta.model_name, in_dim, n_classes, **arch)
     head = f"{_last_linear_name(model)}.weight"
     if head in state and state[head].ndim == 2 and state[head].shape[0] != n_classes:
-        model = build(meta.model_name, int(meta.params["in_dim"]), int(state[head].shape[0]), **arch)
+        model = build(meta.model_name, in_dim, int(state[head].shape[0]), **arch)
     model.load_state_dict(state)
-    if isinstance(model, TextBiLSTM):  # errors become one BundleError line in bundle.load
+    if reads_text(model.kind):  # errors become one BundleError line in bundle.load
         if VOCAB not in meta.files:
             raise ValueError(f"a {meta.model_name} bundle needs its {VOCAB}, which it does not hold")
         vocab = json.loads((root / VOCAB).read_text())
-        if not isinstance(vocab, list) or len(vocab) != model.embed.num_embeddings:
-            raise ValueError(f"{VOCAB} does not fit the model's {model.embed.num_embeddings} embeddings")
+        size = next(m for m in model.modules() if isinstance(m, nn.Embedding)).num_embeddings
+        if not isinstance(vocab, list) or len(vocab) != size:
+            raise ValueError(f"{VOCAB} does not fit the model's {size} embeddings")
         model.vocab = vocab
     model.eval()
     return model

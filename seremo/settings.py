@@ -155,7 +155,7 @@ class TextSettings(BaseModel):
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm"] = "bilstm"
+    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn"] = "bilstm"
     class_set: str | None = None
     folds: int = Field(5, ge=2, le=1000)
     groups: Literal["speaker", "corpus"] = Field(

@@ -157,9 +157,11 @@ class Features:
         return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
-    def model_input(self, inputs: str, where: str, keep: np.ndarray | None = None) -> np.ndarray:
-        """The array a classical pipeline takes for ``inputs`` (``classical.INPUTS``, ``classical.inputs_of``),
-        for the rows ``keep`` selects (default: all).
+    def model_input(self, inputs: str, where: str, keep: np.ndarray | None = None) -> Any:
+        """What a model takes for ``inputs`` (``classical.INPUTS``, ``classical.inputs_of``), for the rows
+        ``keep`` selects (default: all): a vector set's matrix (with the transcripts for a classical
+        fusion pipeline), the transcripts, or for sequences and images the arrays (with their
+        transcripts as (audio, transcript) pairs for a deep fusion model).
 
         Text comes from the ``transcript`` column (cleaned as the text set cleans it);
         a kept row without one is refused in one line, never dropped.
@@ -168,7 +170,10 @@ class Features:
         from seremo.text import clean_transcript
 
         keep = np.ones(self.table.num_rows, bool) if keep is None else np.asarray(keep, bool)
+        vectors = self.kind in ("vector", "text")
         if inputs == "audio":
+            if not vectors:
+                return [a for a, k in zip(self.arrays(), keep, strict=True) if k]
             return self.matrix().astype(np.float32)[keep]
         text = np.asarray([clean_transcript(t) for t in self.table.column("transcript").to_pylist()], dtype=object)
         empty = np.flatnonzero((text == "") & keep)
@@ -179,6 +184,8 @@ class Features:
                               "audio inputs")  # fmt: skip
         if inputs == "text":
             return text[keep]
+        if not vectors:
+            return list(zip(self.model_input("audio", where, keep), text[keep].tolist(), strict=True))
         return classical.fusion_input(self.matrix().astype(np.float32)[keep], text[keep])
 
 

@@ -147,3 +147,64 @@ def telephone_copies(paths: Sequence[str], out_dir: str | Path, *, sr: int = 800
         sf.write(target, y, sr, subtype="ULAW")
         out.append(str(target))
     return out
+
+
+# --------------------------------------------------------------------------- an IEMOCAP-layout corpus
+
+# EmoDB speaker -> (IEMOCAP session, gender letter); EmoDB emotion letter -> IEMOCAP code
+_SESSIONS = {"03": (1, "M"), "08": (1, "F"), "09": (2, "F"), "10": (2, "M"), "11": (3, "M"), "13": (3, "F"),
+             "12": (4, "M"), "14": (4, "F"), "15": (5, "M"), "16": (5, "F")}  # fmt: skip
+_CODES = {"W": "ang", "F": "hap", "T": "sad", "N": "neu"}
+_NEGATIVE = ["I can't stand this any more", "this is terrible", "why does everything go wrong",
+             "I hate how this turned out", "it is awful, all of it", "nothing works and I am done"]  # fmt: skip
+_OTHER = ["that sounds good", "thanks, that is fine", "we can do it tomorrow", "see you then",
+          "okay that works for me", "the meeting is at ten"]  # fmt: skip
+
+
+def _summary_line(start: float, end: float, uid: str, code: str) -> str:
+    return f"[{start:.4f} - {end:.4f}]\t{uid}\t{code}\t[2.5000, 2.5000, 2.5000]\nC-E2:\tNeutral;\t()\n\n"
+
+
+def iemocap_like_tree(emodb_wavs: Sequence[Path], root: Path, per_speaker_and_class: int = 4, seed: int = 7) -> Path:
+    """A corpus in IEMOCAP's layout (sessions, dialog summaries, transcriptions) whose audio is real
+    emotional speech, where each modality alone is informative but incomplete, for fusion.
+
+    EmoDB's angry, happy, sad and neutral takes (symlinked), two speakers per session, five
+    sessions. The transcripts carry valence only (angry and sad say negative things, happy and
+    neutral do not) while the voice carries arousal above all: text alone cannot tell angry from
+    sad, audio alone confuses some of each arousal pair, a fused model sees both.
+    """
+    import os
+
+    rng = np.random.default_rng(seed)
+    taken: dict[tuple[str, str], int] = {}
+    dialogs: dict[int, list[tuple[str, float, str, str, Path]]] = {}
+    for wav in emodb_wavs:
+        spk, emo = wav.stem[:2], wav.stem[5]
+        if emo not in _CODES or taken.get((spk, emo), 0) >= per_speaker_and_class:
+            continue
+        taken[(spk, emo)] = taken.get((spk, emo), 0) + 1
+        session, gender = _SESSIONS[spk]
+        code = _CODES[emo]
+        pool = _NEGATIVE if code in ("ang", "sad") else _OTHER
+        text = pool[int(rng.integers(len(pool)))]
+        dialogs.setdefault(session, []).append((gender, sf.info(str(wav)).duration, code, text, wav))
+    for session, utts in dialogs.items():
+        dialog = f"Ses{session:02d}F_impro01"
+        base = root / f"Session{session}"
+        emo_lines, lines, clock = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"], [], 0.0
+        counters = {"F": 0, "M": 0}
+        for gender, seconds, code, text, wav in utts:
+            uid = f"{dialog}_{gender}{counters[gender]:03d}"
+            counters[gender] += 1
+            emo_lines.append(_summary_line(clock, clock + seconds, uid, code))
+            lines.append(f"{uid} [{clock:08.4f}-{clock + seconds:08.4f}]: {text}")
+            target = base / "sentences" / "wav" / dialog / f"{uid}.wav"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(Path(wav).resolve(), target)
+            clock += seconds + 0.5
+        (base / "dialog" / "EmoEvaluation").mkdir(parents=True)
+        (base / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text("".join(emo_lines))
+        (base / "dialog" / "transcriptions").mkdir(parents=True)
+        (base / "dialog" / "transcriptions" / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
+    return root

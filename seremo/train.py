@@ -55,7 +55,7 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(s["seed"])
     model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
     model.norm.set(*config["norm"])
-    if kind == "text":  # the fold's vocabulary; pretrained vectors, where given, start its embeddings
+    if nets.reads_text(kind):  # the fold's vocabulary; pretrained vectors, where given, start its embeddings
         model.vocab = data["vocab"]
         model.set_vectors(data.get("vectors") or {})
     state = _resumed_state(model, rank)
@@ -77,7 +77,7 @@ def train_loop(config: dict[str, Any]) -> None:
         if state["scheduler"] is not None:
             sched.load_state_dict(state["scheduler"])
     step = {"model": model, "opt": opt, "sched": sched, "loss_fn": loss_fn, "device": device,
-            "masking": TrainSettings.model_validate(s).masking.kwargs(kind), "fill": config["norm"][0],
+            "masking": TrainSettings.model_validate(s).masking.kwargs(nets.audio_kind(kind)), "fill": config["norm"][0],
             "bf16": device.type == "cuda", "items": items, "labels": labels, "kind": kind}  # fmt: skip
 
     for epoch in range(state["epoch"], s["epochs"]):
@@ -147,7 +147,7 @@ def _train_epoch(step: dict[str, Any], train_idx: np.ndarray, batches: list, rng
         x = nets.spec_mask(x, L, kind, step["fill"], rng, **step["masking"])
         y = torch.as_tensor(labels[rows], dtype=torch.long)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=step["bf16"]):
-            logits = model(x.to(step["device"]), L.to(step["device"]))
+            logits = model(nets.to_device(x, step["device"]), nets.to_device(L, step["device"]))
             loss = step["loss_fn"](logits.float(), y.to(step["device"]))
         step["opt"].zero_grad(set_to_none=True)
         loss.backward()
@@ -216,14 +216,21 @@ def training_indices(fit_idx: np.ndarray, aug_src: np.ndarray, n_orig: int) -> n
 
 
 def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | None = None) -> dict[str, Any]:
-    """Items, labels, groups and corpora; ``classes`` (a test set's) keeps the rows the model can predict."""
+    """Items, labels, groups and corpora; ``classes`` (a test set's) keeps the rows the model can predict.
+
+    Items are what the model reads: audio arrays, transcripts (word ids come per fold, from a
+    vocabulary of its training rows), or for a fusion model (audio, transcript) pairs, the
+    transcript from the audio shards' own ``transcript`` column.
+    """
     feats = shards.read_features(features_dir)
     want = nets.KINDS[settings.model]
-    if feats.kind != want:
+    shard_kind = "text" if want == "text" else nets.audio_kind(want)
+    if feats.kind != shard_kind:
         raise SeremoError(
-            f"{features_dir}: model {settings.model!r} needs {want} features, but these are "
+            f"{features_dir}: model {settings.model!r} needs {shard_kind} features, but these are "
             f"{feats.feature_set['name']!r} ({feats.kind}); extract e.g. "
-            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo", "text": "text"}[want]
+            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo", "text": "text"}[shard_kind]
+            + (" from a manifest with transcripts" if want.endswith("+text") else "")
         )
     table = feats.table
     mapping = get_class_set(settings.class_set).map if settings.class_set else (lambda lab: lab)
@@ -231,10 +238,9 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
     mapped = [mapping(lab) for lab in labels]
     keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
     excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    if want == "text":  # transcripts: word ids come per fold, from a vocabulary of its training rows
-        arrays = list(feats.model_input("text", features_dir, keep))
-    else:
-        arrays = [a for a, k in zip(feats.arrays(), keep, strict=True) if k]
+    audio = [a for a, k in zip(feats.arrays(), keep, strict=True) if k] if want != "text" else None
+    texts = list(feats.model_input("text", features_dir, keep)) if nets.reads_text(want) else None
+    arrays = audio if texts is None else texts if audio is None else list(zip(audio, texts, strict=True))
     y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
     groups = np.array(table.column("group").to_pylist())[keep]
     if classes is not None:
@@ -247,30 +253,46 @@ def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | N
         raise SeremoError(f"{features_dir}: needs at least 2 classes, found {classes}")
     if len(set(groups)) < 3:
         raise SeremoError(f"{features_dir}: needs at least 3 groups (train, validation, test speakers)")
-    in_dim = 0 if want == "text" else arrays[0].shape[-1] if want != "image" else arrays[0].shape[0]  # text: per fold
+    audio_dim = 0 if audio is None else int(audio[0].shape[-1] if shard_kind != "image" else audio[0].shape[0])
+    # the vocabulary's size comes per fold: 0 until then
+    in_dim: int | list[int] = [audio_dim, 0] if want.endswith("+text") else audio_dim
     return {
         "items": arrays, "labels": np.searchsorted(classes, y), "classes": classes, "groups": groups,
-        "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": int(in_dim),
+        "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": in_dim,
         "corpus": np.array(table.column("corpus").to_pylist())[keep],
         "feature_set": feats.feature_set, "corpora": sorted(set(table.column("corpus").to_pylist())),
         "table": table.filter(pa.array(keep)),
     }  # fmt: skip
 
 
+def texts_of(items: list[Any], kind: str) -> list[str]:
+    """The transcripts of a text model's or a fusion model's items."""
+    return list(items) if kind == "text" else nets.split_items(items, kind)[1]
+
+
+def with_vocabulary(items: list[Any], kind: str, vocab: list[str]) -> list[Any]:
+    """Items with their transcripts as word ids of ``vocab`` (a fusion pair keeps its audio)."""
+    ids = nets.encode(texts_of(items, kind), vocab)
+    return ids if kind == "text" else list(zip(nets.split_items(items, kind)[0], ids, strict=True))
+
+
 def read_vectors(settings: TrainSettings, data: dict[str, Any]) -> dict[str, np.ndarray] | None:
     """The pretrained vectors (``text.vectors``) of every word the transcripts hold, read once on the driver."""
     if not settings.text.vectors:
         return None
-    words = {w for text in data["items"] for w in nets.tokens(text)}
+    words = {w for text in texts_of(data["items"], data["kind"]) for w in nets.tokens(text)}
     found = nets.read_vectors(settings.text.vectors, words, int(settings.arch.get("embed", 100)))
     print(f"word vectors: {len(found)} of {len(words)} words found in {settings.text.vectors}", flush=True)
     return found
 
 
 def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std over the training items' frames (bands for images); text has none."""
+    """Per-dimension mean/std over the training items' frames (bands for images); text has none.
+    A fusion model's statistics are its audio's."""
     if kind == "text":
         return np.zeros(1), np.ones(1)
+    if kind.endswith("+text"):
+        return norm_stats(nets.split_items(items, kind)[0], idx, nets.audio_kind(kind))
     if kind == "image":
         frames = np.concatenate([items[i].T for i in idx])
     elif kind == "sequence":
@@ -343,19 +365,24 @@ def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             n_classes = len(data["classes"])
-            items, in_dim = data["items"][:2], data["in_dim"]
-            if data["kind"] == "text":  # word ids of a vocabulary of these two rows (folds learn their own)
-                vocab = nets.fit_vocabulary(items, min_count=1)
-                items, in_dim = nets.encode(items, vocab), len(vocab)
+            items, in_dim, kind = data["items"][:2], data["in_dim"], data["kind"]
+            if nets.reads_text(kind):  # word ids of a vocabulary of these two rows (folds learn their own)
+                vocab = nets.fit_vocabulary(texts_of(items, kind), min_count=1)
+                items = with_vocabulary(items, kind, vocab)
+                in_dim = len(vocab) if kind == "text" else [in_dim[0], len(vocab)]
             model = nets.build(settings.model, in_dim, n_classes, **settings.arch).eval()
             model(*nets.collate(items, data["kind"]))
     except (TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         arch = json.dumps(settings.arch, default=str)
         raise ConfigError(
-            f"train.arch: {settings.model} with arch {arch} does not work on {data['in_dim']}-dim "
+            f"train.arch: {settings.model} with arch {arch} does not work on {_dims(data['in_dim'])} "
             f"{data['kind']} features and {len(data['classes'])} classes: {first}"
         ) from None
+
+
+def _dims(in_dim: int | list[int]) -> str:
+    return f"{in_dim}-dim" if isinstance(in_dim, int) else f"{in_dim[0]}-dim audio and text"
 
 
 def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,7 +431,7 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
         state = torch.load(Path(d) / "state.pt", weights_only=True)
     model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
     model.load_state_dict(state["best_model"])
-    if data["kind"] == "text":
+    if nets.reads_text(data["kind"]):
         model.vocab = data["vocab"]
     model.eval()
     return {"model": model, "history": json.loads(state["history"]), "wall_s": wall}
@@ -432,7 +459,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     ensure_ray(address)
     if settings.gpu and not ray.cluster_resources().get("GPU"):
         raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")
-    n_orig = len(data["labels"])
+    n_orig, kind = len(data["labels"]), data["kind"]
     aug_src = np.zeros(0, np.int64)
     if settings.augment.copies:
         from seremo import features
@@ -442,6 +469,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         aug_items, aug_src = augmented_copies(
             data["table"], features.from_description(data["feature_set"]), settings.augment.model_dump(), settings.seed
         )
+        if kind.endswith("+text"):  # a copy says what its source utterance says
+            aug_items = list(zip(aug_items, [data["items"][i][1] for i in aug_src], strict=True))
         data = {**data, "items": data["items"] + aug_items, "labels": np.concatenate([data["labels"], data["labels"][aug_src]])}
 
     def with_copies(idx: np.ndarray) -> np.ndarray:
@@ -450,25 +479,28 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     # every item's speaker and corpus, augmented copies those of their source utterance
     keys = {k: np.concatenate([data[k], data[k][aug_src]]) for k in ("groups", "corpus")}
 
-    vectors = read_vectors(settings, data) if data["kind"] == "text" else None
+    words = nets.reads_text(kind)  # a vocabulary per fold
+    vectors = read_vectors(settings, data) if words else None
 
     def normalised(fitted_rows: np.ndarray) -> tuple[dict, Any]:
         """The data as the net sees it with ``settings.normalise`` fitted on ``fitted_rows``, and its object ref;
-        for text, the word ids of a vocabulary learnt from ``fitted_rows`` alone."""
-        if data["kind"] == "text":
-            vocab = nets.fit_vocabulary([data["items"][i] for i in fitted_rows], settings.text.min_count,
-                                        settings.text.max_words)  # fmt: skip
-            words = set(vocab)
-            view = {**data, "items": nets.encode(data["items"], vocab), "vocab": vocab, "in_dim": len(vocab),
-                    "vectors": {w: v for w, v in (vectors or {}).items() if w in words}}  # fmt: skip
-            return view, ray.put({k: view[k] for k in ("items", "labels", "classes", "kind", "in_dim", "vocab",
-                                                         "vectors")})  # fmt: skip
-        items = evaluate.normalise_items(data["items"], data["kind"], settings.normalise, keys["groups"],
-                                         keys["corpus"], fitted_rows)  # fmt: skip
+        transcripts as the word ids of a vocabulary learnt from ``fitted_rows`` alone."""
+        items = evaluate.normalise_audio(data["items"], kind, settings.normalise, keys["groups"], keys["corpus"], fitted_rows)
         view = {**data, "items": items}
-        return view, ray.put({k: view[k] for k in ("items", "labels", "classes", "kind", "in_dim")})
+        shipped = ["items", "labels", "classes", "kind", "in_dim"]
+        if words:
+            texts = texts_of(data["items"], kind)
+            # original rows only: an augmented copy repeats its source's words, which would halve min_count
+            vocab = nets.fit_vocabulary([texts[i] for i in fitted_rows if i < n_orig], settings.text.min_count,
+                                        settings.text.max_words)  # fmt: skip
+            known = set(vocab)
+            view.update(items=with_vocabulary(items, kind, vocab), vocab=vocab,
+                        in_dim=len(vocab) if kind == "text" else [data["in_dim"][0], len(vocab)],
+                        vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
+            shipped += ["vocab", "vectors"]
+        return view, ray.put({k: view[k] for k in shipped})
 
-    if settings.normalise == "none" and data["kind"] != "text":
+    if settings.normalise == "none" and not words:
         fold_data, data_ref = normalised(np.arange(0))
     predicted = np.full(n_orig, -1)
     oof_proba = np.zeros((n_orig, len(data["classes"])), np.float32)
@@ -478,7 +510,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
         print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
               f"test {len(te)} ({held_out(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
-        if settings.normalise != "none" or data["kind"] == "text":  # statistics / words of its training rows only
+        if settings.normalise != "none" or words:  # statistics / words of its training rows only
             fold_data, data_ref = normalised(with_copies(fit_idx))
         fitted = fit_one(f"fold{k + 1}", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         proba = nets.predict_proba(fitted["model"], [fold_data["items"][i] for i in te])
@@ -519,8 +551,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
         everyone = np.arange(n_orig)
         fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
-        if settings.normalise != "none" or data["kind"] == "text":
-            fold_data, data_ref = normalised(with_copies(fit_idx if data["kind"] == "text" else everyone))
+        if settings.normalise != "none" or words:
+            fold_data, data_ref = normalised(with_copies(fit_idx if words else everyone))
         final = fit_one("final", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
         if tests:
             metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
@@ -546,15 +578,12 @@ def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[
     Normalised like the training data: each speaker by its own frames; a corpus the
     model trained on by its training statistics, any other corpus by its own.
     """
-    n = len(data["groups"])
-    if data["kind"] == "text":  # transcripts, read through the final model's own vocabulary
-        items = list(test["items"])
-    else:
-        items = evaluate.normalise_items(
-            list(data["items"][:n]) + list(test["items"]), data["kind"], how,
-            np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
-            np.arange(n),
-        )[n:]  # fmt: skip
+    n = len(data["groups"])  # transcripts are read through the final model's own vocabulary
+    items = evaluate.normalise_audio(
+        list(data["items"][:n]) + list(test["items"]), data["kind"], how,
+        np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
+        np.arange(n),
+    )[n:]  # fmt: skip
     pred = np.asarray(classes)[nets.predict_proba(model, items).argmax(axis=1)]
     y = np.asarray(classes)[test["labels"]]
     s = evaluate.scores(y, pred, classes)
@@ -584,7 +613,7 @@ def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: n
             metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
         )  # fmt: skip
         meta["normalisation"] = settings.normalise
-        meta["inputs"] = "text" if data["kind"] == "text" else "audio"
+        meta["inputs"] = "text" if data["kind"] == "text" else "audio+text" if nets.reads_text(data["kind"]) else "audio"
         (out / "model").mkdir(exist_ok=True)
         nets.save_module(out / "model", model)
         bundle.write_meta(out / "model", meta)

@@ -1,77 +1,29 @@
 """Audio + text fusion end to end on a corpus in IEMOCAP's layout where each modality alone is informative.
 
-The audio is real emotional speech (EmoDB's angry, happy, sad and neutral takes,
-two speakers per "session"); the transcripts are written so that the words carry
-valence only (angry and sad say negative things, happy and neutral do not), while
-the voice carries arousal above all. So text alone cannot tell angry from sad,
-audio alone confuses some of each arousal pair, and a fused model sees both.
+The tree is ``simulate.iemocap_like_tree``: real emotional speech (EmoDB's angry, happy,
+sad and neutral takes, two speakers per "session") with transcripts that carry valence
+only, so text alone cannot tell angry from sad, audio alone confuses some of each
+arousal pair, and a fused model sees both.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 
 from seremo import bundle, manifest, tune
 from seremo.cli import main
 from seremo.corpora import prepare_corpus
-
-# EmoDB speaker -> (IEMOCAP session, gender letter); EmoDB emotion letter -> IEMOCAP code
-SESSIONS = {"03": (1, "M"), "08": (1, "F"), "09": (2, "F"), "10": (2, "M"), "11": (3, "M"), "13": (3, "F"),
-            "12": (4, "M"), "14": (4, "F"), "15": (5, "M"), "16": (5, "F")}  # fmt: skip
-CODES = {"W": "ang", "F": "hap", "T": "sad", "N": "neu"}
-NEGATIVE = ["I can't stand this any more", "this is terrible", "why does everything go wrong",
-            "I hate how this turned out", "it is awful, all of it", "nothing works and I am done"]  # fmt: skip
-OTHER = ["that sounds good", "thanks, that is fine", "we can do it tomorrow", "see you then",
-         "okay that works for me", "the meeting is at ten"]  # fmt: skip
-PER_SPEAKER_AND_CLASS = 4
-
-
-def _summary(start: float, end: float, uid: str, code: str) -> str:
-    return f"[{start:.4f} - {end:.4f}]\t{uid}\t{code}\t[2.5000, 2.5000, 2.5000]\nC-E2:\tNeutral;\t()\n\n"
+from seremo.simulate import iemocap_like_tree
 
 
 @pytest.fixture(scope="module")
 def iemocap_tree(emodb_wavs, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("iemocap")
-    rng = np.random.default_rng(7)
-    taken: dict[tuple[str, str], int] = {}
-    dialogs: dict[int, list[tuple[str, float, str, str, Path]]] = {}
-    for wav in emodb_wavs:
-        spk, emo = wav.stem[:2], wav.stem[5]
-        if emo not in CODES or taken.get((spk, emo), 0) >= PER_SPEAKER_AND_CLASS:
-            continue
-        taken[(spk, emo)] = taken.get((spk, emo), 0) + 1
-        session, gender = SESSIONS[spk]
-        code = CODES[emo]
-        pool = NEGATIVE if code in ("ang", "sad") else OTHER
-        text = pool[int(rng.integers(len(pool)))]
-        dialogs.setdefault(session, []).append((gender, sf.info(str(wav)).duration, code, text, wav))
-    for session, utts in dialogs.items():
-        dialog = f"Ses{session:02d}F_impro01"
-        base = root / f"Session{session}"
-        emo, lines, clock = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"], [], 0.0
-        counters = {"F": 0, "M": 0}
-        for gender, seconds, code, text, wav in utts:
-            uid = f"{dialog}_{gender}{counters[gender]:03d}"
-            counters[gender] += 1
-            emo.append(_summary(clock, clock + seconds, uid, code))
-            lines.append(f"{uid} [{clock:08.4f}-{clock + seconds:08.4f}]: {text}")
-            target = base / "sentences" / "wav" / dialog / f"{uid}.wav"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(wav, target)
-            clock += seconds + 0.5
-        (base / "dialog" / "EmoEvaluation").mkdir(parents=True)
-        (base / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text("".join(emo))
-        (base / "dialog" / "transcriptions").mkdir(parents=True)
-        (base / "dialog" / "transcriptions" / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return iemocap_like_tree(emodb_wavs, tmp_path_factory.mktemp("iemocap"))
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +107,78 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "scores a manifest's rows" in err, err
     assert not (tmp_path / "folder").exists()
+
+
+# --------------------------------------------------------------------------- deep fusion (Ray Train)
+
+
+@pytest.fixture(scope="module")
+def fusion_sequences(fusion_features, tmp_path_factory) -> str:
+    """The tree's MFCC frame sequences; their shards carry the transcripts, as every audio set's do."""
+    out = tmp_path_factory.mktemp("fusion_seq") / "mfcc_seq"
+    assert main(["extract", fusion_features[0], "--features", "mfcc_seq", "--out", str(out)]) == 0
+    return str(out)
+
+
+def test_deep_fusion_learns_each_fold_vocabulary_from_its_training_rows_only(fusion_sequences, monkeypatch, tmp_path):
+    """Every TorchTrainer run of a fusion model gets word ids from a vocabulary of its own training rows."""
+    from seremo import nets, train
+    from seremo.settings import TrainSettings
+
+    seen: list[tuple[set, set, int]] = []
+
+    def recording_fit_one(name, data, data_ref, train_idx, val_idx, settings, ray_storage):
+        fit_words = {w for i in train_idx for w in nets.tokens(texts[i])}
+        seen.append((set(data["vocab"][2:]), fit_words, data["in_dim"][1]))
+        model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
+        model.vocab = data["vocab"]
+        history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_uar": 0.5, "samples_per_s": 1.0, "restarts": 0}]
+        return {"model": model.eval(), "history": history, "wall_s": 0.0}
+
+    loaded = train.load_data(fusion_sequences, TrainSettings(model="fusion_bilstm"))
+    texts = [t for _, t in loaded["items"]]
+    assert loaded["kind"] == "sequence+text" and loaded["items"][0][0].ndim == 2  # (frames, transcript) pairs
+    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    train.train_run(fusion_sequences, str(tmp_path / "run"), TrainSettings(model="fusion_bilstm", folds=5, workers=1,
+                                                                           text={"min_count": 1}))  # fmt: skip
+    assert len(seen) == 6  # five folds and the final fit
+    for vocab, fit_words, size in seen:
+        assert vocab == fit_words and size == len(vocab) + 2  # exactly the training rows' words (and pad, unknown)
+
+
+def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_features, fusion_sequences, tmp_path,
+                                                                      capsys):  # fmt: skip
+    """fusion_bilstm through train, evaluate and score. Its accuracy on this tree, beside each modality's
+    model, is measured by benchmarks/fusion_tree.py (25 epochs, five folds); here it trains briefly."""
+    from seremo.settings import TrainSettings
+    from seremo.train import train_run
+
+    m, _ = fusion_features
+    n = manifest.read(m).num_rows
+    arch = {"hidden": 16, "layers": 1, "embed": 8, "text_hidden": 8}
+    settings = TrainSettings(model="fusion_bilstm", folds=2, epochs=2, workers=1, batch_size=16,
+                             text={"min_count": 1}, arch=arch)  # fmt: skip
+    out = tmp_path / "deep"
+    metrics = train_run(fusion_sequences, str(out), settings)
+    assert metrics["n"] == n and len(metrics["per_fold"]) == 2 and 0 <= metrics["uar"] <= 1
+    oof = pq.read_table(out / "predictions.parquet")  # out-of-fold probabilities: ensemble-ready
+    assert oof.num_rows == n and sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    fused = bundle.load(out / "model")
+    assert fused.meta.inputs == "audio+text" and fused.meta.feature_set.name == "mfcc_seq"
+    assert fused.meta.params["in_dim"][1] == len(json.loads((out / "model" / "vocab.json").read_text()))
+    # evaluate on the manifest (extracted on the fly) and score its rows: the same labels, every row once
+    assert main(["evaluate", str(out / "model"), m, "--out", str(tmp_path / "eval")]) == 0
+    judged = pq.read_table(tmp_path / "eval" / "predictions.parquet")
+    assert judged.num_rows == n
+    scored = tmp_path / "scored"
+    assert main(["score", m, "--model", str(out / "model"), "--out", str(scored)]) == 0
+    segments = pq.read_table(scored / "segments")
+    assert segments.num_rows == n and pq.read_table(scored / "errors.parquet").num_rows == 0
+    labels = dict(zip(segments.column("utterance_id").to_pylist(), segments.column("label").to_pylist(), strict=True))
+    assert all(labels[u] == p for u, p in zip(judged.column("utterance_id").to_pylist(),
+                                              judged.column("predicted").to_pylist(), strict=True))  # fmt: skip
+    # an audio-only archive (a folder) gives the bundle no transcripts: one line, before any work
+    capsys.readouterr()
+    assert main(["score", str(Path(m).parent), "--model", str(out / "model"), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "scores a manifest's rows" in err, err
