@@ -80,14 +80,17 @@ def select_rows(feats: shards.Features, classes: list[str], class_set: str | Non
 
 def predict(b: bundle.Bundle, rows: dict[str, Any]) -> np.ndarray:
     """The bundle's probabilities, with its normalisation fitted on this data's own (unlabelled) rows."""
-    X = rows["X"]
-    how = b.meta.normalisation
-    if how != "none" and isinstance(X, np.ndarray):
-        X = evaluate.normalise(X, how, rows["groups"], rows["corpus"]).astype(np.float32)
-    elif how != "none":
-        kind = b.meta.feature_set.kind + ("+text" if b.meta.inputs == "audio+text" else "")
-        X = evaluate.normalise_audio(X, kind, how, rows["groups"], rows["corpus"])
-    return b.predict_proba(X)
+    X, how, inputs = rows["X"], b.meta.normalisation, b.meta.inputs
+    if how == "none" or inputs == "text":
+        return b.predict_proba(X)
+    audio = bundle.input_view(X, inputs, "audio")  # transcripts are not normalised: only the audio part is
+    if isinstance(audio, np.ndarray):
+        audio = evaluate.normalise(audio, how, rows["groups"], rows["corpus"]).astype(np.float32)
+    else:
+        audio = evaluate.normalise_items(audio, b.meta.feature_set.kind, how, rows["groups"], rows["corpus"])
+    if inputs == "audio+text":
+        audio = bundle.join_inputs(audio, bundle.input_view(X, inputs, "text"))
+    return b.predict_proba(audio)
 
 
 def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = None,

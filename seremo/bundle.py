@@ -172,7 +172,8 @@ class Bundle:
             from seremo import vote
 
             rule = self.meta.params.get("rule", "average")
-            return vote.combine([m.predict_proba(X) for m in self.model], rule, self.meta.params.get("weights"))
+            return vote.combine([m.predict_proba(input_view(X, self.meta.inputs, m.meta.inputs)) for m in self.model],
+                                rule, self.meta.params.get("weights"))  # fmt: skip
         if kind == "sklearn":
             return np.asarray(self.model.predict_proba(self._input(X)))
         if kind == "xgboost":
@@ -320,29 +321,75 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
     return out
 
 
+def ensemble_input(members: list[BundleMeta]) -> tuple[FeatureSetMeta, str, str]:
+    """The one input (feature set, inputs, normalisation) a ``seremo ensemble`` of these members takes.
+
+    Members that read audio must agree on the feature set and its normalisation (a bundle
+    extracts one feature set per segment); members that read transcripts only take them
+    from any of it. Members of different inputs (audio, text, audio+text) make an
+    ``audio+text`` ensemble, and each member gets its part (``input_view``). A ValueError
+    says which two members disagree.
+    """
+    audio = [m for m in members if m.inputs != "text"]
+    ref = audio[0] if audio else members[0]
+    for m in audio[1:]:
+        if (m.feature_set, m.normalisation) != (ref.feature_set, ref.normalisation):
+            raise ValueError(f"{_describe(m)} and {_describe(ref)}: members that read audio must share the feature "
+                             "set and its normalisation")  # fmt: skip
+    inputs = {m.inputs for m in members}
+    return ref.feature_set, (inputs.pop() if len(inputs) == 1 else "audio+text"), ref.normalisation
+
+
+def _describe(meta: BundleMeta) -> str:
+    fs = meta.feature_set
+    return f"{meta.model_name} takes {fs.name} v{fs.version} ({meta.inputs}, normalisation {meta.normalisation})"
+
+
+def join_inputs(audio: Any, texts: Any) -> Any:
+    """The ``audio+text`` input: a vector matrix gives ``classical.fusion_input``'s rows (what a pipeline
+    takes), a list of sequences or images gives (audio, transcript) pairs (what a deep fusion model takes)."""
+    if isinstance(audio, np.ndarray):
+        from seremo.classical import fusion_input
+
+        return fusion_input(audio, texts)
+    return list(zip(audio, list(texts), strict=True))
+
+
+def input_view(X: Any, have: str, want: str) -> Any:
+    """The part of an ``audio+text`` input (``join_inputs``) a member of ``want`` inputs reads: fusion rows
+    of a vector set (audio dims, transcript last) or (audio, transcript) pairs give their audio, or their
+    transcripts."""
+    if have == want or want == "audio+text":
+        return X
+    if isinstance(X, np.ndarray):  # classical.fusion_input's rows
+        return X[:, :-1].astype(np.float32) if want == "audio" else X[:, -1]
+    pairs = list(X)
+    return [a for a, _ in pairs] if want == "audio" else np.asarray([t for _, t in pairs], dtype=object)
+
+
 def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: list[float] | None,
                   sources: list[str], training: dict[str, Any], metrics: dict[str, Any]) -> Path:  # fmt: skip
     """A ``seremo ensemble`` bundle: each member bundle copied whole into ``members/<i>/`` (its own
     ``bundle.json`` and checksums kept, so it verifies as it did in its run), and the rule and weights
-    in ``params``. Members take one input (feature set, inputs, normalisation), the ensemble's."""
+    in ``params``. The ensemble takes ``ensemble_input`` of its members."""
     import shutil
 
     from seremo import vote
 
     if rule not in vote.RULES:
         raise ValueError(f"unknown rule {rule!r}")
+    feature_set, inputs, normalisation = ensemble_input([m.meta for m in members])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(members):
         shutil.copytree(m.path, out / "members" / str(i))
-    first = members[0].meta
     meta = base_meta(model_kind="ensemble", model_name=f"{rule}_of_{len(members)}",
                      params={"rule": rule, "weights": weights,
                              "members": [{"model": m.meta.model_name, "model_id": m.model_id, "run": src}
                                          for m, src in zip(members, sources, strict=True)]},
-                     feature_set=first.feature_set.model_dump(), classes=first.classes, training=training,
+                     feature_set=feature_set.model_dump(), classes=members[0].meta.classes, training=training,
                      metrics=metrics)  # fmt: skip
-    write_meta(out, {**meta, "normalisation": first.normalisation, "inputs": first.inputs})
+    write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs})
     return out
 
 
@@ -461,10 +508,17 @@ def _load_model(root: Path, meta: BundleMeta) -> Any:
             raise BundleError(f"{root / META}: an ensemble lists no members")
         loaded = [load(root / "members" / str(i)) for i in range(len(members))]
         # tune's soft vote normalises once for all members (theirs is none); a `seremo ensemble` (a rule)
-        # holds whole bundles, each normalising as the ensemble records
-        norm = meta.normalisation if "rule" in meta.params else "none"
-        for i, m in enumerate(loaded):
-            if m.meta.feature_set != meta.feature_set or m.meta.normalisation != norm or m.meta.inputs != meta.inputs:
+        # holds whole bundles, each normalising as the ensemble records, each reading its part of the input
+        if "rule" in meta.params:
+            try:
+                why = "" if ensemble_input([m.meta for m in loaded]) == (meta.feature_set, meta.inputs,
+                                                                          meta.normalisation) else "it records another"  # fmt: skip
+            except ValueError as exc:
+                why = str(exc)
+            if why:
+                raise BundleError(f"{root / META}: its members do not take the ensemble's input ({why})")
+        for i, m in enumerate(loaded if "rule" not in meta.params else []):
+            if (m.meta.feature_set, m.meta.normalisation, m.meta.inputs) != (meta.feature_set, "none", meta.inputs):
                 raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
         rule, weights = meta.params.get("rule", "average"), meta.params.get("weights")
         from seremo import vote

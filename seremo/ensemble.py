@@ -13,10 +13,12 @@ weights); the shipped weights use every row.
 The run dir holds ``metrics.json`` (every rule and every member, nested),
 ``report.md``, ``predictions.parquet`` (the shipped rule's, so an ensemble can be a
 member again) and ``model/``: an ensemble bundle with each member bundle copied
-whole, every file checksummed, loaded without executing code. A bundle scores one
-input, so ``model/`` is written when the members share the feature set, inputs and
-normalisation; members of different inputs (an audio run and a text run: decision-
-level fusion) are evaluated alike, and the run says in one line that it has no bundle.
+whole, every file checksummed, loaded without executing code. Members may take
+different inputs (an audio run and a text run: decision-level fusion); the bundle
+then takes ``audio+text`` and gives each member its part (``bundle.ensemble_input``).
+Members that read audio through different feature sets or normalisations are
+evaluated all the same, but a bundle extracts one feature set per segment, so the
+run says in one line that it writes no ``model/``.
 """
 
 from __future__ import annotations
@@ -101,23 +103,17 @@ def check_compatible(members: list[Member]) -> None:
                               "folds)")  # fmt: skip
 
 
-def one_input(members: list[Member]) -> str | None:
-    """None when every member takes the same input (feature set, inputs, normalisation), else why not."""
-    first = members[0]
-    for m in members[1:]:
-        a, b = m.model.meta, first.model.meta
-        if (a.feature_set, a.inputs, a.normalisation) != (b.feature_set, b.inputs, b.normalisation):
-            return f"{m.run} takes {_input(a)}, {first.run} takes {_input(b)}"
+def no_bundle(members: list[Member]) -> str | None:
+    """None when one bundle can score for all members (``bundle.ensemble_input``), else why not."""
+    try:
+        bundle.ensemble_input([m.model.meta for m in members])
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
 def _partition(m: Member) -> set[frozenset]:
     return {frozenset(m.ids[m.folds == f].tolist()) for f in np.unique(m.folds)}
-
-
-def _input(meta: bundle.BundleMeta) -> str:
-    fs = meta.feature_set
-    return f"{fs.name} v{fs.version} ({meta.inputs}, normalisation {meta.normalisation})"
 
 
 def fold_weights(members: list[Member], n_classes: int) -> dict[int, np.ndarray]:
@@ -176,11 +172,11 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
     metrics["weights"] = weights
     metrics["protocol"] = {"outer": f"the members' {metrics['folds']} outer folds (out-of-fold predictions)",
                            "weights": "per fold, each member's UAR above chance on the other folds' rows"}  # fmt: skip
-    mixed = one_input(members)
-    metrics["bundle"] = None if mixed else "model"
-    if mixed:  # evaluated all the same: the figures need no features, only the members' predictions
-        metrics["no_bundle"] = (f"no model/: the members take different inputs ({mixed}); an ensemble bundle "
-                                "scores one input, and scoring across feature sets is not supported yet")  # fmt: skip
+    why = no_bundle(members)
+    metrics["bundle"] = None if why else "model"
+    if why:  # evaluated all the same: the figures need no features, only the members' predictions
+        metrics["no_bundle"] = (f"no model/: {why}; a bundle extracts one feature set per segment: retrain "
+                                "them on one (the figures above need no features and stand)")  # fmt: skip
         log.warning("%s", metrics["no_bundle"])
     metrics["wall_s"] = time.perf_counter() - started
     with outputs.run_dir(out, "ensemble", {"rule": rule}) as path:

@@ -325,11 +325,8 @@ class Predictor:
         arrays = [np.asarray(s["features"], np.float32).reshape(s["shape"]) for s in file_segs]
         X = np.stack(arrays) if arrays[0].ndim == 1 else arrays
         X = self.normalise(X, [file_segs])
-        if inputs == "audio+text":  # a deep fusion model takes (audio, transcript) pairs, a pipeline one table
-            from seremo.classical import fusion_input
-
-            texts = [s["text"] for s in file_segs]
-            X = list(zip(X, texts, strict=True)) if self.bundle.meta.model_kind == "torch" else fusion_input(X, texts)
+        if inputs == "audio+text":
+            X = bundle.join_inputs(X, [s["text"] for s in file_segs])
         return self.bundle.predict_proba(X)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -166,7 +166,7 @@ class Features:
         Text comes from the ``transcript`` column (cleaned as the text set cleans it);
         a kept row without one is refused in one line, never dropped.
         """
-        from seremo import classical
+        from seremo.bundle import join_inputs
         from seremo.text import clean_transcript
 
         keep = np.ones(self.table.num_rows, bool) if keep is None else np.asarray(keep, bool)
@@ -184,9 +184,7 @@ class Features:
                               "audio inputs")  # fmt: skip
         if inputs == "text":
             return text[keep]
-        if not vectors:
-            return list(zip(self.model_input("audio", where, keep), text[keep].tolist(), strict=True))
-        return classical.fusion_input(self.matrix().astype(np.float32)[keep], text[keep])
+        return join_inputs(self.model_input("audio", where, keep), text[keep])
 
 
 def read_features(out: str) -> Features:

@@ -108,6 +108,12 @@ def test_ensemble_bundle_refuses_tampering_in_one_line(runs, tmp_path):
     bundle.write_meta(out / "model", meta)
     with pytest.raises(bundle.BundleError, match="is not a valid ensemble"):
         bundle.load(out / "model")
+    meta["params"]["weights"] = [0.5, 0.5]
+    meta["normalisation"] = "speaker"  # resealed: the audio members were not evaluated so
+    bundle.write_meta(out / "model", meta)
+    with pytest.raises(bundle.BundleError, match="its members do not take the ensemble's input") as info:
+        bundle.load(out / "model")
+    assert len(str(info.value).splitlines()) == 1
     ensemble.build([str(r) for r in runs], str(out), "weighted")  # rebuilt
     member = out / "model" / "members" / "1" / "model.skops"
     member.write_bytes(member.read_bytes() + b"\0")
@@ -124,9 +130,9 @@ def test_members_that_do_not_share_classes_rows_or_folds_are_refused(runs, tmp_p
     # another feature set: evaluated all the same (decision-level fusion), but no bundle to score one input with
     other_set = fake_run(tmp_path, "d", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5], fs="lld_stats")
     mixed = ensemble.build([str(runs[0]), str(other_set)], str(tmp_path / "mixed"))
-    assert mixed["bundle"] is None and "members take different inputs" in mixed["no_bundle"]
+    assert mixed["bundle"] is None and "must share the feature set" in mixed["no_bundle"]
     assert set(mixed["rules"]) == set(vote.RULES) and not (tmp_path / "mixed" / "model").exists()
-    assert "members take different inputs" in (tmp_path / "mixed" / "report.md").read_text()
+    assert "must share the feature set" in (tmp_path / "mixed" / "report.md").read_text()
     fewer = tmp_path / "e"
     fake_run(tmp_path, "e", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5])
     table = pq.read_table(fewer / evaluate.PREDICTIONS)
@@ -141,3 +147,18 @@ def test_members_that_do_not_share_classes_rows_or_folds_are_refused(runs, tmp_p
     with pytest.raises(SeremoError, match="at least 2 member runs"):
         ensemble.build([str(runs[0])], str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()  # every refusal comes before anything is written
+
+
+def test_an_audio_text_input_gives_each_member_its_part():
+    """``input_view`` undoes ``join_inputs`` for vector rows (pipelines) and (audio, words) pairs (deep models)."""
+    matrix, texts = np.arange(6, dtype=np.float32).reshape(2, 3), ["so good", "awful"]
+    rows = bundle.join_inputs(matrix, texts)
+    assert rows.dtype == object and rows.shape == (2, 4)
+    assert np.array_equal(bundle.input_view(rows, "audio+text", "audio"), matrix)
+    assert bundle.input_view(rows, "audio+text", "text").tolist() == texts
+    frames = [np.zeros((5, 2), np.float32), np.ones((9, 2), np.float32)]
+    pairs = bundle.join_inputs(frames, texts)
+    audio = bundle.input_view(pairs, "audio+text", "audio")
+    assert all(a is b for a, b in zip(audio, frames, strict=True))
+    assert bundle.input_view(pairs, "audio+text", "text").tolist() == texts
+    assert bundle.input_view(pairs, "audio+text", "audio+text") is pairs

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from seremo import bundle, manifest, tune
+from seremo import bundle, manifest, shards, tune, vote
 from seremo.cli import main
 from seremo.corpora import prepare_corpus
 from seremo.simulate import iemocap_like_tree
@@ -55,7 +55,23 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     # decision-level fusion of the audio run and the text run: the same folds, evaluated without refitting
     assert main(["ensemble", str(tmp_path / "audio"), str(tmp_path / "text"), "--out", str(tmp_path / "late")]) == 0
     late = json.loads((tmp_path / "late" / "metrics.json").read_text())
-    assert late["rules"]["weighted"]["uar"] > max(uar["audio"], uar["text"]) and late["bundle"] is None
+    assert late["rules"]["weighted"]["uar"] > max(uar["audio"], uar["text"]) and late["bundle"] == "model"
+    # its bundle takes audio+text and gives each member its part: the audio run's vectors, the text run's words
+    late_bundle = bundle.load(tmp_path / "late" / "model")
+    assert late_bundle.meta.inputs == "audio+text" and [m.meta.inputs for m in late_bundle.model] == ["audio", "text"]
+    feats_table = shards.read_features(feats)
+    rows = feats_table.model_input("audio+text", feats)
+    alone = [bundle.load(tmp_path / name / "model").predict_proba(feats_table.model_input(name, feats))
+             for name in ("audio", "text")]  # fmt: skip
+    expected = vote.combine(alone, "weighted", late_bundle.meta.params["weights"])
+    assert np.allclose(late_bundle.predict_proba(rows), expected, atol=1e-6)
+    assert main(["score", m, "--model", str(tmp_path / "late" / "model"), "--out", str(tmp_path / "late_scored")]) == 0
+    late_segments = pq.read_table(tmp_path / "late_scored" / "segments")
+    assert late_segments.num_rows == n and pq.read_table(tmp_path / "late_scored" / "errors.parquet").num_rows == 0
+    by_id = dict(zip(feats_table.table.column("utterance_id").to_pylist(),
+                     np.asarray(late_bundle.classes)[expected.argmax(axis=1)], strict=True))  # fmt: skip
+    assert all(by_id[u] == lab for u, lab in zip(late_segments.column("utterance_id").to_pylist(),
+                                                 late_segments.column("label").to_pylist(), strict=True))  # fmt: skip
     fused = bundle.load(tmp_path / "audio+text" / "model")
     assert fused.meta.inputs == "audio+text" and fused.meta.feature_set.name == "seremo"
     # a second fused run, another family, on the same folds: a decision-level ensemble of the two

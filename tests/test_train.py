@@ -17,19 +17,25 @@ from seremo import bundle, nets
 from seremo.train import TrainSettings, train_run
 
 
-def _items(kind: str, lengths: list[int], dim: int, seed: int = 0) -> list[np.ndarray]:
+def _items(kind: str, lengths: list[int], dim: int, seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
+    if kind.endswith("+text"):  # fusion pairs: word counts that do not follow the frame counts
+        audio = _items(nets.audio_kind(kind), lengths, dim, seed)
+        return [(a, rng.integers(1, 40, size=int(rng.integers(1, 30)))) for a in audio]
     if kind == "sequence":
         return [rng.normal(size=(n, dim)).astype(np.float32) for n in lengths]
     return [rng.normal(size=(dim, n)).astype(np.float32) for n in lengths]
 
 
 @pytest.mark.parametrize(
-    "name, kind, dim", [("bilstm", "sequence", 32), ("cnn", "image", 64), ("cnn_lstm", "image", 64)]
-)
+    "name, kind, dim",
+    [("bilstm", "sequence", 32), ("cnn", "image", 64), ("cnn_lstm", "image", 64),
+     ("fusion_bilstm", "sequence+text", 32), ("fusion_cnn", "image+text", 64)],
+)  # fmt: skip
 def test_padding_never_changes_a_prediction(name, kind, dim):
     torch.manual_seed(0)
-    model = nets.build(name, dim, 5).eval()
+    model = nets.build(name, [dim, 40] if kind.endswith("+text") else dim, 5).eval()
+    assert model.kind == kind
     model.norm.set(np.full(dim, 0.3), np.full(dim, 1.7))  # non-trivial normalisation: pads must stay masked
     items = _items(kind, [37, 120, 9, 64, 121], dim)
     with torch.no_grad():
@@ -237,3 +243,11 @@ def test_gpu_training_with_bf16(request, tmp_path):
     features = os.environ.get("SEREMO_TEST_SEQ_FEATURES") or request.getfixturevalue("seq_features")
     metrics = train_run(features, str(tmp_path / "gpu"), _small(workers=1, gpu=True, final_fit=False))
     assert metrics["gpu"] and metrics["samples_per_s"] > 0
+
+
+def test_every_model_is_offered_by_the_cli_and_the_settings():
+    from typing import get_args
+
+    from seremo.cli import TRAIN_MODELS
+
+    assert set(TRAIN_MODELS) == set(nets.MODELS) == set(get_args(TrainSettings.model_fields["model"].annotation))
