@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -476,6 +476,52 @@ def stream(
         tail = resampler.resample_chunk(np.zeros((0, channels), np.float32), last=True)
         if len(tail):
             yield n_out / sr, np.ascontiguousarray(tail.T, dtype=np.float32)
+
+
+def spans(
+    source: Source,
+    bounds: Sequence[tuple[float | None, float | None]],
+    *,
+    sr: int,
+    block_s: float = 60.0,
+    name: str | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The channel mix of each ``(start_s, end_s)`` span of one file at ``sr``, decoding the file once.
+
+    Yields ``(index into bounds, samples)`` as the stream passes each span's end (spans
+    may overlap, and come in any order). Only the stretch from the earliest unfinished
+    span's start is held, so a long call with many short rows (an ASR transcript's turns)
+    is decoded once and never whole, where ``load`` per row would decode it once per row.
+    A null bound is the file's start or end. A span that ends before it starts, or starts
+    past the file's end, is ``AudioError`` ``too_short``, as ``load`` has it.
+    """
+    name = _name(source, name)
+    todo: list[tuple[int, int, float]] = []  # (index, first sample, end sample or inf)
+    for i, (start_s, end_s) in enumerate(bounds):
+        start_s = 0.0 if start_s is None or np.isnan(start_s) else max(float(start_s), 0.0)
+        end = np.inf if end_s is None or np.isnan(end_s) else round(float(end_s) * sr)
+        if end <= round(start_s * sr):
+            raise AudioError(name, "too_short", f"segment {start_s}-{end_s} s is empty")
+        todo.append((i, round(start_s * sr), end))
+    todo.sort(key=lambda t: (t[2], t[1]))  # by end: the order the stream finishes them
+    held, held_from, seen = np.zeros(0, np.float32), 0, 0  # samples [held_from, seen) of the mix
+
+    def cut(a: int, b: int) -> np.ndarray:
+        return held[a - held_from : b - held_from].copy()
+
+    for _, block in stream(source, block_s=block_s, sr=sr, name=name):
+        mono = block[0] if block.shape[0] == 1 else block.mean(axis=0)
+        held, seen = np.concatenate([held, mono]), seen + len(mono)
+        while todo and todo[0][2] <= seen:
+            i, a, b = todo.pop(0)
+            yield i, cut(a, int(b))
+        keep_from = min([a for _, a, _ in todo] + [seen])
+        if keep_from > held_from:
+            held, held_from = held[keep_from - held_from :], keep_from
+    for i, a, _ in todo:  # open-ended, or ending past the file: up to its end
+        if a >= seen:
+            raise AudioError(name, "too_short", f"segment from {a / sr:.3f} s lies outside the file's {seen / sr:.2f} s")
+        yield i, cut(a, seen)
 
 
 def read_source(source: Source, name: str | None = None) -> bytes:

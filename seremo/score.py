@@ -239,17 +239,15 @@ def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str,
     listed = batch.column("rows").to_pylist()
 
     def segments_of(i: int, key: str) -> tuple[list[dict], float | None, int | None]:
-        segs = []
-        for r in json.loads(listed[i]):
-            seg = {"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
-                   "utterance_id": r["utterance_id"], "text": r["transcript"]}  # fmt: skip
-            if reads_audio:
-                y, sr = audio.load(key, sr=feature_set.sample_rate, channel="mix", start_s=r["start_s"],
-                                   end_s=r["end_s"])  # fmt: skip
+        rows = json.loads(listed[i])
+        segs = [{"channel": 0, "start_s": r["start_s"], "end_s": r["end_s"], "features": [], "shape": [0],
+                 "utterance_id": r["utterance_id"], "text": r["transcript"]} for r in rows]  # fmt: skip
+        if reads_audio:  # the file decoded once, each row's span cut from the stream as it passes
+            sr = feature_set.sample_rate
+            for j, y in audio.spans(key, [(r["start_s"], r["end_s"]) for r in rows], sr=sr):
                 x = feature_set.extract(y, sr)
-                start = r["start_s"] or 0.0
-                seg.update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
-            segs.append(seg)
+                start = rows[j]["start_s"] or 0.0
+                segs[j].update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
         ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
         return segs, (max(ends) if ends else None), (1 if reads_audio else None)
 

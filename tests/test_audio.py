@@ -808,3 +808,26 @@ def test_truncated_wav_is_an_error_row_when_scoring_and_extracting(tmp_path, emo
     assert out["features"] is None and out["shape"] is None
     assert (out[shards.ERROR_KIND], out[shards.ERROR_STAGE]) == ("truncated", "decode")
     assert "cut short" in out[shards.ERROR_MESSAGE]
+
+
+# --------------------------------------------------------------------------- spans of one file
+
+
+def test_spans_of_a_file_are_loads_spans_decoded_once(emodb_wavs, tmp_path, monkeypatch):
+    """Each row's span of a long file (rows in any order, overlapping, open-ended) equals ``load``'s
+    span, and the file is streamed once for all of them (not decoded once per row)."""
+    long = np.concatenate([audio.load(w)[0] for w in emodb_wavs[:6]])
+    path = write_sf(tmp_path / "call.flac", long[None, :], 16000, "PCM_16")
+    total = len(long) / 16000
+    bounds = [(3.0, 4.5), (None, 1.0), (0.5, 2.0), (total - 1.0, None), (None, None), (3.2, 3.3)]
+    opened = []
+    real_stream = audio.stream
+    monkeypatch.setattr(audio, "stream", lambda *a, **k: (opened.append(a[0]), real_stream(*a, **k))[1])
+    got = dict(audio.spans(path, bounds, sr=16000, block_s=0.7))
+    assert opened == [path] and sorted(got) == list(range(len(bounds)))
+    for i, (start, end) in enumerate(bounds):
+        ref, _ = audio.load(path, sr=16000, start_s=start, end_s=end)
+        assert np.array_equal(got[i], ref), i
+    with pytest.raises(AudioError, match="outside the file") as info:
+        list(audio.spans(path, [(0.0, 1.0), (total + 5, None)], sr=16000))
+    assert info.value.kind == "too_short"
