@@ -85,7 +85,7 @@ def main() -> None:
         out = work / f"late_{kind}"
         wall = run(["ensemble", str(work / audio), str(work / text), "--out", str(out)])
         for rule, figures in metrics(out)["rules"].items():
-            rows.append((f"{kind}, decision-level ({rule})", "audio | text", figures, wall))
+            rows.append((f"{kind}, decision-level ({rule})", "audio, text", figures, wall))
 
     print(f"\n{manifest.read(m).num_rows} utterances, leave-one-session-out (5 folds)\n")
     print(f"| {'model':<40} | {'inputs':<12} | UAR   | WA    | macro-F1 | wall s |")

@@ -74,6 +74,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    if args.model:  # a deep model: Ray Tune over Ray Train runs
+        from seremo.deep_search import run_stage as search_stage
+        from seremo.settings import load_deep_search
+
+        if args.inputs:
+            raise ConfigError("--inputs is for the classical search; a deep model reads what --model takes")
+        deep = load_deep_search(args.config, args.model, class_set=args.class_set)
+        print(search_stage(args.features_dir, args.out, deep, args.address).text)
+        return 0
     from seremo.settings import load_tune
     from seremo.tune import run_stage
 
@@ -251,8 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_extract)
 
-    p = sub.add_parser("tune", help="nested speaker-independent search over classical models (Ray Tune)")
-    p.add_argument("features_dir", help="features directory (from `seremo extract`), a vector or text set")
+    p = sub.add_parser("tune", help="nested speaker-independent search over classical models, or with --model "
+                       "a deep model's (Ray Tune; each deep trial a Ray Train run)")  # fmt: skip
+    p.add_argument("features_dir", help="features directory (from `seremo extract`): a vector or text set; with "
+                   "--model, the set the model reads (as `seremo train`)")  # fmt: skip
+    p.add_argument("--model", choices=TRAIN_MODELS, default=None,
+                   help="search this deep model's space (nested, ASHA) instead of the classical grids")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, help="YAML with tune settings (flat or under `tune:`)")
     p.add_argument("--class-set", default=None, help="class set to train on (overrides the config)")

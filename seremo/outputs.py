@@ -242,7 +242,7 @@ def check_apart(out: str, folders: Iterable[str], files: Iterable[str] = (), wha
 
 # --------------------------------------------------------------------------- run directories (tune, train)
 
-RUN_WRITES = ("metrics.json", "report.md", "confusion_matrix.png", "curves.png", "trials.parquet",
+RUN_WRITES = ("metrics.json", "report.md", "confusion_matrix.png", "curves.png", "hyperparameters.png", "trials.parquet",
               "predictions.parquet", "model_predictions.parquet", "model", "ray")  # fmt: skip
 
 

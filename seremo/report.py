@@ -264,3 +264,65 @@ def variants_lines(metrics: dict[str, Any]) -> list[str]:
             if isinstance(t, dict) and "uar" in t:
                 lines.append(f"test {name} [{variant}]: UAR {t['uar']:.3f}  WA {t['wa']:.3f}  macro-F1 {t['macro_f1']:.3f} (n={t['n']})")
     return lines
+
+
+def search_report(metrics: dict[str, Any]) -> str:
+    """``seremo tune --model``: the nested (or labelled optimistic) figures, the chosen configurations, ASHA."""
+    s, fs, t = metrics["search"], metrics["feature_set"], metrics["trials"]
+    nested = metrics["protocol"]["search"] == "nested"
+    protocol = (f"Nested: outer {metrics['protocol']['outer']} of speakers; inside each outer training set "
+                "the search saw only training speakers, validation speakers drove ASHA and early stopping, and the "
+                "best trial's model was scored on the held-out speakers." if nested else
+                "**Optimistic**: one search over all speakers chose the configuration, then grouped folds evaluated "
+                "it on the same speakers that chose it (`protocol: search_once`); prefer the nested protocol for a "
+                "figure to report.")  # fmt: skip
+    stopped = t["asha_stopped_at_epochs"]
+    parts = [
+        f"# seremo tune report: {metrics['model']} (deep search)",
+        "",
+        f"Features: `{fs['name']}` v{fs['version']}; classes: {', '.join(metrics['classes'])}.",
+        protocol,
+        f"Search: {s['search']}, {s['num_samples']} trials per search, scheduler {s['scheduler']} (grace "
+        f"{s['grace_period']} epochs, reduction {s['reduction_factor']}), at most {s['train']['epochs']} epochs "
+        f"per trial; {metrics['wall_s']:.0f} s in all.",
+        f"Trials: {t['total']} ({t['ok']} finished without error); {t['asha_stopped']} stopped by ASHA"
+        + (f" (after {min(stopped)}-{max(stopped)} epochs)" if stopped else "") + ".",
+        "",
+        "## Held-out speakers (pooled over folds)",
+        "",
+        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
+        "",
+        _per_class(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    if metrics["per_fold"]:
+        parts += [
+            "## Chosen configuration per outer fold",
+            "",
+            md_table(["fold", "held out", "test UAR", "validation UAR", "configuration", "trials", "ASHA stopped"],
+                     [[f["fold"], ", ".join(f["held_out"]), f["uar"], f["best_val_uar"],
+                       "`" + _config_json(f["best_config"]) + "`", f["trials"], f["asha_stopped"]]
+                      for f in metrics["per_fold"]]),  # fmt: skip
+            "",
+        ]
+    parts += [
+        f"`model/`: `{_config_json(metrics['final_config'])}` (the best trial by validation UAR), "
+        "trained on all speakers less the validation speakers it stops on.",
+        "",
+        "Every trial: `trials.parquet`; each hyperparameter against validation UAR:",
+        "",
+        "![hyperparameters](hyperparameters.png)",
+        "",
+        "Search space:",
+        "",
+        md_table(["setting", "domain"], [[k, "`" + json.dumps(v) + "`"] for k, v in sorted(metrics["space"].items())]),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _config_json(config: dict[str, Any]) -> str:
+    """A trial's configuration, floats to 3 significant digits (the full values are in metrics.json)."""
+    return json.dumps({k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in sorted(config.items())})

@@ -256,6 +256,65 @@ def arch_args(name: str) -> tuple[list[str], list[str] | None]:
     return args[:2], args[2:] + [a.arg for a in init.args.kwonlyargs]
 
 
+# --------------------------------------------------------------------------- deep search (tune --model)
+
+
+class DeepSearchSettings(BaseModel):
+    """``seremo tune FEATURES --model NAME``: the search's own settings, and ``train``, every trial's fixed
+    values (any ``seremo train`` setting, given flat beside the search's in the YAML)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    protocol: Literal["nested", "search_once"] = Field(
+        "nested", description="nested: a search per outer fold on its training speakers; search_once: one search "
+        "over all speakers, then grouped folds (optimistic, labelled so)")  # fmt: skip
+    outer_folds: int = Field(5, ge=2, le=1000)
+    num_samples: int = Field(16, ge=1, description="trials per search (random/optuna); grid: repeats of the grid")
+    search: Literal["random", "grid", "optuna"] = "random"
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early on validation UAR")
+    grace_period: int = Field(3, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: int = Field(3, ge=2)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="default: what the cluster's CPUs (or GPU "
+                                              "shares) hold")  # fmt: skip
+    time_budget_s: float | None = Field(None, gt=0, description="per search: no new trials after this long")
+    gpu_fraction: float = Field(0.0, ge=0, le=1, description="GPU share per trial worker (0.25: four trials per GPU); "
+                                "0 trains on CPUs")  # fmt: skip
+    space: dict[str, Any] = Field(default_factory=dict, description="per path (lr, arch.hidden, masking.time_width): "
+                                  "{choice: [...]}, {uniform: [a, b]}, {loguniform: [a, b]}, {randint: [a, b]}, "
+                                  "a fixed value, or null to leave the default space's path out")  # fmt: skip
+    seed: int = 0
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @model_validator(mode="after")
+    def _gpu_workers(self) -> DeepSearchSettings:
+        if self.gpu_fraction and not self.train.gpu:
+            self.train = self.train.model_copy(update={"gpu": True})
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of everything that shapes the search: a re-run with another resumes nothing of this one."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_deep_search(path: str | None, model: str, **overrides: Any) -> DeepSearchSettings:
+    """The YAML's ``tune:`` section: the search's keys, and every other key a fixed ``seremo train`` setting."""
+    raw = config.read_section(path, "tune", pipeline_keys=("features",))
+    own = set(DeepSearchSettings.model_fields) - {"train"}
+    search = {k: v for k, v in raw.items() if k in own}
+    fixed = {k: v for k, v in raw.items() if k not in own}
+    fixed.update({k: v for k, v in overrides.items() if v is not None})
+    source = path or "settings"
+    if isinstance(fixed.get("arch"), dict):
+        problem = arch_problem(model, fixed["arch"])
+        if problem:
+            raise ConfigError(f"{source}: tune.arch.{problem[0]}: {problem[1]}")
+    train = config.validate(TrainSettings, {**fixed, "model": model}, source, "tune.")
+    return config.validate(DeepSearchSettings, {**search, "train": train}, source, "tune.")
+
+
 # --------------------------------------------------------------------------- score
 
 

@@ -105,12 +105,22 @@ def train_loop(config: dict[str, Any]) -> None:
             "rank_id_checksums": [float(t[2]) for t in per_rank],
             "rank_param_checksums": [float(c) for c in checksums],
             "restarts": state["restarts"],
+            "placement_group": _placement_group(),
         }
         state["history"].append(record)
         stop = (state["stale"] >= s["patience"] and epoch + 1 >= s["min_epochs"]) or epoch + 1 == s["epochs"]
         _checkpoint_and_report(state, record, epoch, stop, core, opt, sched, rank)
         if stop:
             break
+
+
+def _placement_group() -> str | None:
+    """This worker group's placement group (hex id): a search removes it once its trial ends (see
+    ``deep_search.ReleaseTrialResources``)."""
+    from ray.util import get_current_placement_group
+
+    pg = get_current_placement_group()
+    return pg.id.hex() if pg is not None else None
 
 
 def _resumed_state(model: Any, rank: int) -> dict[str, Any]:
@@ -203,7 +213,8 @@ def _checkpoint_and_report(state: dict[str, Any], record: dict[str, Any], epoch:
                 Path(d) / "state.pt",
             )  # fmt: skip
             ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report({**record, "done": stop, "history": json.dumps(state["history"])}, checkpoint=ckpt)
+        # "finished": the loop stopped by itself (patience or the last epoch); not Tune's reserved "done"
+        ray.train.report({**record, "finished": stop, "history": json.dumps(state["history"])}, checkpoint=ckpt)
 
 
 # --------------------------------------------------------------------------- driver
@@ -395,10 +406,45 @@ def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed:
     return idx[~is_val], idx[is_val]
 
 
+def model_view(data: dict[str, Any], settings: TrainSettings, fitted_rows: np.ndarray,
+               keys: dict[str, np.ndarray] | None = None, vectors: dict[str, np.ndarray] | None = None,
+               n_orig: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The data as the net sees it: ``settings.normalise`` fitted on ``fitted_rows``, and transcripts as
+    word ids of a vocabulary learnt from ``fitted_rows`` alone (original rows: an augmented copy repeats
+    its source's words, which would halve ``min_count``). ``keys``: every item's group and corpus."""
+    kind = data["kind"]
+    keys = keys or {"groups": data["groups"], "corpus": data["corpus"]}
+    n_orig = len(data["items"]) if n_orig is None else n_orig
+    items = evaluate.normalise_audio(data["items"], kind, settings.normalise, keys["groups"], keys["corpus"],
+                                     fitted_rows)  # fmt: skip
+    view = {**data, "items": items}
+    if nets.reads_text(kind):
+        texts = texts_of(data["items"], kind)
+        vocab = nets.fit_vocabulary([texts[i] for i in fitted_rows if i < n_orig], settings.text.min_count,
+                                    settings.text.max_words)  # fmt: skip
+        known = set(vocab)
+        view.update(items=with_vocabulary(items, kind, vocab), vocab=vocab,
+                    in_dim=len(vocab) if kind == "text" else [data["in_dim"][0], len(vocab)],
+                    vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
+    return view
+
+
+def shipped(view: dict[str, Any]) -> dict[str, Any]:
+    """What every Ray Train worker reads of a model view (sent once through the object store)."""
+    names = ["items", "labels", "classes", "kind", "in_dim"] + (["vocab", "vectors"] if "vocab" in view else [])
+    return {k: view[k] for k in names}
+
+
 def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
-            settings: TrainSettings, ray_storage: str) -> dict[str, Any]:  # fmt: skip
-    """One TorchTrainer run; returns the best model (by validation UAR) and the curves."""
-    import torch
+            settings: TrainSettings, ray_storage: str, callbacks: list | None = None,
+            resources_per_worker: dict[str, float] | None = None, norm: tuple | None = None,
+            keep_model: bool = True) -> dict[str, Any] | None:  # fmt: skip
+    """One TorchTrainer run; returns the best model (by validation UAR) and the curves.
+
+    ``callbacks`` go to the run (a Tune trial passes ``TuneReportCallback``, so every epoch's
+    report reaches its scheduler); ``resources_per_worker`` can ask for a fraction of a GPU; ``norm``
+    the input statistics when ``data`` holds no items; ``keep_model=False`` returns None (a trial's model
+    stays in its checkpoint)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -412,14 +458,16 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
             "settings": settings.model_dump(),
             "train_idx": train_idx.tolist(),
             "val_idx": val_idx.tolist(),
-            "norm": norm_stats(data["items"], train_idx, data["kind"]),
+            "norm": norm if norm is not None else norm_stats(data["items"], train_idx, data["kind"]),
         },
-        scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu),
+        scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu,
+                                     resources_per_worker=resources_per_worker),  # fmt: skip
         run_config=RunConfig(
             storage_path=ray_storage,
             name=name,
             failure_config=FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
     started = time.perf_counter()
@@ -427,14 +475,22 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
     wall = time.perf_counter() - started
     if result.checkpoint is None:
         raise SeremoError(f"training {name} produced no checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as d:
+    if not keep_model:
+        return None
+    return {**best_model(result.checkpoint, settings, data), "wall_s": wall}
+
+
+def best_model(checkpoint: Any, settings: TrainSettings, data: dict[str, Any]) -> dict[str, Any]:
+    """The best model (by validation UAR) a training checkpoint holds, and the curves up to it."""
+    import torch
+
+    with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=True)
     model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
     model.load_state_dict(state["best_model"])
     if nets.reads_text(data["kind"]):
         model.vocab = data["vocab"]
-    model.eval()
-    return {"model": model, "history": json.loads(state["history"]), "wall_s": wall}
+    return {"model": model.eval(), "history": json.loads(state["history"])}
 
 
 def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
@@ -483,22 +539,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     vectors = read_vectors(settings, data) if words else None
 
     def normalised(fitted_rows: np.ndarray) -> tuple[dict, Any]:
-        """The data as the net sees it with ``settings.normalise`` fitted on ``fitted_rows``, and its object ref;
-        transcripts as the word ids of a vocabulary learnt from ``fitted_rows`` alone."""
-        items = evaluate.normalise_audio(data["items"], kind, settings.normalise, keys["groups"], keys["corpus"], fitted_rows)
-        view = {**data, "items": items}
-        shipped = ["items", "labels", "classes", "kind", "in_dim"]
-        if words:
-            texts = texts_of(data["items"], kind)
-            # original rows only: an augmented copy repeats its source's words, which would halve min_count
-            vocab = nets.fit_vocabulary([texts[i] for i in fitted_rows if i < n_orig], settings.text.min_count,
-                                        settings.text.max_words)  # fmt: skip
-            known = set(vocab)
-            view.update(items=with_vocabulary(items, kind, vocab), vocab=vocab,
-                        in_dim=len(vocab) if kind == "text" else [data["in_dim"][0], len(vocab)],
-                        vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
-            shipped += ["vocab", "vectors"]
-        return view, ray.put({k: view[k] for k in shipped})
+        view = model_view(data, settings, fitted_rows, keys, vectors, n_orig)
+        return view, ray.put(shipped(view))
 
     if settings.normalise == "none" and not words:
         fold_data, data_ref = normalised(np.arange(0))
@@ -592,16 +634,20 @@ def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[
 
 
 def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: np.ndarray,
-               settings: TrainSettings, final: dict | None, folds: list, oof_proba: np.ndarray) -> None:  # fmt: skip
+               settings: TrainSettings, final: dict | None, folds: list, oof_proba: np.ndarray,
+               report: bool = True) -> None:  # fmt: skip
+    """The run dir's files; ``report=False`` leaves metrics.json and report.md to the caller (a search)."""
     from seremo.report import train_report
 
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if report:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     pq.write_table(evaluate.oof_table(data["ids"], data["groups"], np.asarray(data["classes"])[data["labels"]],
                                       pred_names, folds, oof_proba, data["classes"], corpus=data["corpus"]),
                    out / evaluate.PREDICTIONS)  # fmt: skip
     evaluate.plot_confusion(metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
                             f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}")  # fmt: skip
-    plot_curves(curves, str(out / "curves.png"), settings.model)
+    if curves:
+        plot_curves(curves, str(out / "curves.png"), settings.model)
     if final is not None:
         model = final["model"]
         meta = bundle.base_meta(
@@ -622,7 +668,8 @@ def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: n
             pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),
             out / "model_predictions.parquet",
         )
-    (out / "report.md").write_text(train_report(metrics))
+    if report:
+        (out / "report.md").write_text(train_report(metrics))
 
 
 def plot_curves(curves: list[list[dict]], path: str, title: str) -> None:

@@ -1,0 +1,523 @@
+"""``seremo tune FEATURES_DIR --model NAME``: deep models searched on Ray Tune, each trial a Ray Train run.
+
+The protocol is the classical search's, nested: outer grouped folds hold out whole
+speakers; inside each outer training set the search sees the training speakers only.
+Those are split once more: the *fit* speakers train every trial, the *validation*
+speakers score it every epoch, and that score drives both the ASHA scheduler and each
+trial's early stopping. The outer test speakers never reach the search: the trials get
+a view of the outer training rows alone (``search_inputs``), normalisation statistics
+and vocabularies fitted on the fit rows. The best trial's own best model (by validation
+UAR) is then scored on the outer test speakers: it already is the chosen configuration
+trained on the outer training speakers without a look at the test ones, so it is not
+trained again. The headline pools the outer folds' predictions.
+
+Each trial is a function trainable that starts a ``TorchTrainer`` (Ray Train v2: a
+Trainer inside a Tune function) with its own ``ScalingConfig``; ``TuneReportCallback``
+forwards every epoch's report to Tune. Each outer fold's search is one Tune experiment
+under ``RUN_DIR/search/fold<k>``: re-running the same command after the driver died
+restores it, so finished trials are not run again. ``model/`` is the configuration of
+the best trial over all folds (by validation UAR), trained on all speakers as
+``seremo train``'s final fit is.
+
+``protocol: search_once`` searches once over all speakers and then evaluates the chosen
+configuration by grouped folds (``seremo train``): cheaper, and optimistic, since the
+speakers it is evaluated on took part in choosing it; its report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seremo import evaluate, nets, outputs, storage, train
+from seremo.errors import ConfigError, SeremoError
+from seremo.runtime import ensure_ray
+from seremo.settings import DeepSearchSettings, TrainSettings
+from seremo.summary import Outcome, format_table, held_out
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- search spaces
+
+_COMMON = {
+    "lr": {"loguniform": [5e-4, 5e-3]},
+    "weight_decay": {"loguniform": [1e-5, 1e-3]},
+    "batch_size": {"choice": [16, 32]},
+    "arch.dropout": {"uniform": [0.1, 0.5]},
+}
+_MASKING = {"masking.time_width": {"choice": [10, 20, 30]}}
+# Each model's default search space, in one place: settings paths (``arch.*``, ``masking.*`` or a
+# train setting) to a domain (``choice``, ``uniform``, ``loguniform``, ``randint``). ``space:`` in the
+# YAML replaces a path's domain, adds a path, or fixes one with a plain value.
+SPACES: dict[str, dict[str, Any]] = {
+    "bilstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96, 128]},
+               "masking.freq_width": {"choice": [2, 3, 4]}},
+    "cnn": {**_COMMON, **_MASKING, "arch.channels": {"choice": [[16, 32, 64], [32, 64, 128]]},
+            "masking.freq_width": {"choice": [4, 8, 12]}},
+    "cnn_lstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96, 128]},
+                 "masking.freq_width": {"choice": [4, 8, 12]}},
+    "mlp": {**_COMMON, "arch.hidden": {"choice": [128, 256, 512]}},
+    "text_bilstm": {**_COMMON, "arch.embed": {"choice": [50, 100]}, "arch.hidden": {"choice": [64, 96, 128]}},
+    "fusion_bilstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96]},
+                      "arch.text_hidden": {"choice": [32, 64, 96]}},
+    "fusion_cnn": {**_COMMON, **_MASKING, "arch.text_hidden": {"choice": [32, 64, 96]}},
+}  # fmt: skip
+DOMAINS = ("choice", "uniform", "loguniform", "randint")
+# A trial's function only starts its TorchTrainer and waits: it holds a sliver of a CPU, and each Ray Train
+# worker the rest of one, so that N one-worker trials run at once on N CPUs (1 + 1 per trial would halve it).
+TRIAL_CPU, WORKER_CPU = 0.01, 0.99
+
+
+def search_space(settings: DeepSearchSettings) -> dict[str, Any]:
+    """The model's space with the YAML's ``space:`` applied (a path set to null leaves the space)."""
+    space = {**SPACES[settings.train.model], **settings.space}
+    return {k: v for k, v in space.items() if v is not None}
+
+
+def _domain(path: str, spec: Any, grid: bool) -> Any:
+    from ray import tune
+
+    if not isinstance(spec, dict):
+        return spec  # a fixed value
+    if len(spec) != 1 or next(iter(spec)) not in DOMAINS:
+        raise ConfigError(f"tune.space.{path}: give one of {', '.join(DOMAINS)} (e.g. {{choice: [64, 128]}}), "
+                          f"or a plain value; not {spec!r}")  # fmt: skip
+    (kind, args), = spec.items()
+    if grid:
+        if kind != "choice":
+            raise ConfigError(f"tune.space.{path}: search: grid takes choice lists only, not {kind}")
+        return tune.grid_search(list(args))
+    if kind == "choice":
+        return tune.choice(list(args))
+    if not (isinstance(args, list) and len(args) == 2):
+        raise ConfigError(f"tune.space.{path}: {kind} takes [low, high], not {args!r}")
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
+
+
+def param_space(settings: DeepSearchSettings) -> dict[str, Any]:
+    """Tune's ``param_space``: flat keys (``arch.hidden``) so trial tables and plots read them as named."""
+    grid = settings.search == "grid"
+    return {path: _domain(path, spec, grid) for path, spec in search_space(settings).items()}
+
+
+def trial_settings(base: TrainSettings, config: dict[str, Any]) -> TrainSettings:
+    """``base`` with a trial's values set at their paths (``arch.hidden`` -> ``arch: {hidden: ...}``)."""
+    raw = base.model_dump()
+    for path, value in config.items():
+        node = raw
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return TrainSettings.model_validate(raw)
+
+
+def check_space(settings: DeepSearchSettings) -> None:
+    """Every path of the space names a setting the model takes, checked with a sample of each domain,
+    so a typo is one line before any trial starts."""
+    from pydantic import ValidationError
+
+    for path, spec in search_space(settings).items():
+        _domain(path, spec, settings.search == "grid")
+        value = spec
+        if isinstance(spec, dict):
+            (kind, args), = spec.items()
+            value = args[0]
+        try:
+            trial_settings(settings.train, {path: value})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"tune.space.{path}: {err['msg']}") from None
+
+
+# --------------------------------------------------------------------------- the trial
+
+
+def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
+    """A Tune trial: one TorchTrainer run of the trial's settings on the search's fit/validation rows."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    settings = trial_settings(TrainSettings.model_validate(shared["base"]), config)
+    view = {"classes": shared["classes"], "kind": shared["kind"], "in_dim": shared["in_dim"]}
+    trial_id = tune.get_context().get_trial_id()
+    resources = {"CPU": WORKER_CPU, **({"GPU": shared["gpu_fraction"]} if shared["gpu_fraction"] else {})}
+    train.fit_one(f"trial_{trial_id}", view, shared["data_ref"], np.asarray(shared["fit"]), np.asarray(shared["val"]),
+                  settings.model_copy(update={"final_fit": False}), shared["storage"],
+                  callbacks=[TuneReportCallback()], resources_per_worker=resources, norm=shared["norm"],
+                  keep_model=False)  # fmt: skip
+
+
+def search_inputs(data: dict[str, Any], rows: np.ndarray, fit: np.ndarray, val: np.ndarray,
+                  settings: DeepSearchSettings) -> dict[str, Any]:  # fmt: skip
+    """What every trial of a search receives: the ``rows`` (an outer training set) alone, as the net sees
+    them with normalisation and vocabulary fitted on ``fit``; ``fit``/``val`` as positions in ``rows``."""
+    import ray
+
+    view = train.model_view(data, settings.train, fit)
+    local = {**train.shipped(view), "items": [view["items"][i] for i in rows], "labels": view["labels"][rows]}
+    at = {int(r): j for j, r in enumerate(rows)}
+    fit_l, val_l = [at[int(i)] for i in fit], [at[int(i)] for i in val]
+    return {
+        "data_ref": ray.put(local), "fit": fit_l, "val": val_l, "ids": data["ids"][rows].tolist(),
+        "classes": data["classes"], "kind": data["kind"], "in_dim": view["in_dim"],
+        "norm": train.norm_stats(local["items"], np.asarray(fit_l), data["kind"]),
+        "base": settings.train.model_dump(), "gpu_fraction": settings.gpu_fraction, "view": view,
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- one search
+
+
+def _progress(label: str, total: int):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.done, self.started = 0, time.perf_counter()
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            r = trial.last_result or {}
+            stopped = "" if r.get("finished") else ", stopped by ASHA"
+            print(f"[{label}] [{self.done}/{total}] {_config_text(trial.config)}: best validation UAR "
+                  f"{r.get('best_val_uar', float('nan')):.3f} ({r.get('epoch', 0)} epochs{stopped}; "
+                  f"{time.perf_counter() - self.started:.0f} s)", flush=True)  # fmt: skip
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            print(f"[{label}] [{self.done}/{total}] trial {trial.trial_id} failed: see {trial.local_path}", flush=True)
+
+    return Progress()
+
+
+def _release_resources():
+    """A Tune callback that removes an ended trial's Ray Train placement group.
+
+    A trial's TorchTrainer reserves its workers' CPUs (GPU shares) in a placement group of its
+    own. When the trial function ends, or ASHA stops it, Tune ends the trial's actor, but that
+    placement group outlived it here (Ray 2.60, a local cluster without the dashboard, whose
+    state API Ray Train's own cleaner needs) and kept its CPUs, so the next trials waited for
+    ever. The workers report their placement group; once Tune has ended the trial, nothing
+    of it still runs in there, and the driver removes it.
+    """
+    from ray.tune import Callback
+
+    class ReleaseTrialResources(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            _remove_placement_group((trial.last_result or {}).get("placement_group"))
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            _remove_placement_group((trial.last_result or {}).get("placement_group"))
+
+    return ReleaseTrialResources()
+
+
+def _remove_placement_group(pg_hex: str | None) -> None:
+    if not pg_hex:
+        return
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
+    try:
+        if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+            remove_placement_group(pg)
+            log.debug("removed the placement group %s of an ended trial", pg_hex)
+    except Exception as exc:  # it went in the meantime: nothing to release
+        log.debug("placement group %s: %s", pg_hex, exc)
+
+
+def _config_text(config: dict[str, Any] | None) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in sorted((config or {}).items()))
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else str(v)
+
+
+def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings, where: str) -> list[dict[str, Any]]:
+    """One Tune experiment (``where``), resumed when an earlier run of it was cut off; its trials."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    shared = {k: v for k, v in inputs.items() if k not in ("view", "ids")}
+    parent, name = where.rsplit("/", 1)
+    trainable = tune.with_resources(tune.with_parameters(_trial, shared={**shared, "storage": f"{where}_train"}),
+                                    {"cpu": TRIAL_CPU})  # fmt: skip
+    total = settings.num_samples * (_grid_size(settings) if settings.search == "grid" else 1)
+    callbacks = [_release_resources(), _progress(label, total)]
+    if tune.Tuner.can_restore(where):
+        print(f"[{label}] resuming the search in {where}: finished trials are kept", flush=True)
+        # the experiment keeps its run config: the callbacks (progress, releasing trials' resources) come back too
+        tuner = tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=settings.train.epochs,
+                                   grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+                     if settings.scheduler == "asha" else FIFOScheduler())  # fmt: skip
+        search_alg = None
+        if settings.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(seed=settings.seed)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(settings),
+            tune_config=tune.TuneConfig(metric="val_uar", mode="max", scheduler=scheduler, search_alg=search_alg,
+                                        num_samples=settings.num_samples, max_concurrent_trials=concurrency(settings),
+                                        time_budget_s=settings.time_budget_s),  # fmt: skip
+            run_config=tune.RunConfig(storage_path=parent, name=name, verbose=0, callbacks=callbacks),
+        )
+    grid = tuner.fit()
+    return _trials(grid, label, settings)
+
+
+def _grid_size(settings: DeepSearchSettings) -> int:
+    n = 1
+    for spec in search_space(settings).values():
+        if isinstance(spec, dict):
+            n *= len(next(iter(spec.values())))
+    return n
+
+
+def concurrency(settings: DeepSearchSettings) -> int:
+    """Trials at once: ``max_concurrent_trials``, else as many as the cluster's CPUs (or GPU shares) hold."""
+    import ray
+
+    if settings.max_concurrent_trials:
+        return settings.max_concurrent_trials
+    res = ray.cluster_resources()
+    if settings.gpu_fraction:
+        per_trial = settings.gpu_fraction * settings.train.workers
+        return max(1, int(res.get("GPU", 0) / per_trial))
+    return max(1, int(res.get("CPU", 1) // settings.train.workers))
+
+
+def _trials(grid: Any, label: str, settings: DeepSearchSettings) -> list[dict[str, Any]]:
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        history = json.loads(m.get("history", "[]") or "[]")
+        rows.append({
+            "search": label, "trial_id": m.get("trial_id") or r.path.rsplit("/", 1)[-1], "config": dict(r.config or {}),
+            "status": "error" if r.error else "ok", "error": str(r.error).splitlines()[0] if r.error else None,
+            "best_val_uar": float(m.get("best_val_uar", np.nan)), "last_val_uar": float(m.get("val_uar", np.nan)),
+            "epochs": int(m.get("epoch", 0)), "early_stopped": bool(m.get("finished")) and int(m.get("epoch", 0)) < settings.train.epochs,
+            "asha_stopped": r.error is None and not m.get("finished", False),
+            "wall_s": float(m.get("time_total_s", np.nan)), "checkpoint_path": m.get("checkpoint_path"),
+            "val_curve": [h["val_uar"] for h in history],
+        })  # fmt: skip
+    return rows
+
+
+def best_trial(trials: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    ok = [t for t in trials if t["status"] == "ok" and t["checkpoint_path"] and np.isfinite(t["best_val_uar"])]
+    if not ok:
+        first = next((t["error"] for t in trials if t["error"]), "no trial reported a validation score")
+        raise SeremoError(f"{label}: every trial failed; the first error: {first}")
+    return max(ok, key=lambda t: (t["best_val_uar"], -t["epochs"]))
+
+
+def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any]) -> Any:
+    """The best model (by validation UAR) of a finished trial, from its last Ray Train checkpoint."""
+    from ray.train import Checkpoint
+
+    settings = trial_settings(base, t["config"])
+    return train.best_model(Checkpoint(t["checkpoint_path"]), settings, view)["model"]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def search_run(features_dir: str, out: str, settings: DeepSearchSettings, address: str | None = None) -> dict[str, Any]:
+    identity = {"model": settings.train.model, "search": settings.fingerprint()}
+    with outputs.run_dir(out, "tune", identity) as out_path:
+        where = storage.join(out, "search") if storage.is_uri(out) else str(out_path / "search")
+        return _search_run(features_dir, out_path, where, storage.ray_storage(out, out_path), settings, address)
+
+
+def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str, settings: DeepSearchSettings,
+                address: str | None) -> dict[str, Any]:  # fmt: skip
+    started = time.perf_counter()
+    base = settings.train
+    if base.augment.copies:
+        raise ConfigError("tune: augment is not searched yet; train the chosen configuration with `seremo train`")
+    check_space(settings)
+    data = train.load_data(features_dir, base)
+    train.check_model(base, data)
+    outer = train.plan_folds(data["groups"], base.model_copy(update={"folds": settings.outer_folds,
+                                                                      "final_fit": True}))  # fmt: skip
+    ensure_ray(address)
+    if settings.gpu_fraction:
+        import ray
+
+        if not ray.cluster_resources().get("GPU"):
+            raise SeremoError("tune: gpu_fraction asks for GPUs, but the Ray cluster has none")
+    print(f"tune {base.model}: {len(outer)} outer folds, {settings.num_samples} trials each "
+          f"({settings.search} search, {settings.scheduler}), {concurrency(settings)} at once", flush=True)  # fmt: skip
+    if settings.protocol == "search_once":
+        return _search_once(features_dir, out_path, where, ray_storage, settings, data, started)
+    n = len(data["labels"])
+    proba = np.zeros((n, len(data["classes"])), np.float32)
+    trials: list[dict[str, Any]] = []
+    per_fold = []
+    for k, (tr, te) in enumerate(outer):
+        label = f"fold {k + 1}/{len(outer)}"
+        fit, val = train.split_validation(data["groups"], tr, base.val_fraction, base.seed + k)
+        inputs = search_inputs(data, tr, fit, val, settings)
+        print(f"[{label}] search on {len(fit)} rows, validated on {len(val)}; test {len(te)} "
+              f"({held_out(sorted(set(data['groups'][te].tolist())))}) kept out", flush=True)  # fmt: skip
+        fold_trials = run_search(label, inputs, settings, f"{where}/fold{k + 1}")
+        trials += [{**t, "fold": k + 1} for t in fold_trials]
+        best = best_trial(fold_trials, label)
+        model = load_trial_model(best, base, inputs["view"])
+        proba[te] = nets.predict_proba(model, [inputs["view"]["items"][i] for i in te])
+        fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
+        per_fold.append({"fold": k + 1, "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)),
+                         "uar": fold_uar, "best_config": best["config"], "best_val_uar": best["best_val_uar"],
+                         "trials": len(fold_trials), "asha_stopped": sum(t["asha_stopped"] for t in fold_trials)})  # fmt: skip
+        print(f"[{label}] chosen {_config_text(best['config'])} (validation UAR {best['best_val_uar']:.3f}): "
+              f"test UAR {fold_uar:.3f}", flush=True)  # fmt: skip
+    classes = data["classes"]
+    pred_names = np.asarray(classes)[proba.argmax(axis=1)]
+    metrics = evaluate.scores(np.asarray(classes)[data["labels"]], pred_names, classes)
+    chosen = max((t for t in trials if t["status"] == "ok"), key=lambda t: t["best_val_uar"])
+    final_settings = trial_settings(base, chosen["config"])
+    metrics.update(_search_metrics(settings, data, outer, per_fold, trials, started))
+    metrics["final_config"] = chosen["config"]
+    final = _final_fit(data, final_settings, ray_storage)
+    metrics["wall_s"] = time.perf_counter() - started
+    folds = [(tr, te) for tr, te in outer]
+    view = train.model_view(data, final_settings, final["fit_idx"])
+    train._write_run(out_path, metrics, [], {**view, "labels": data["labels"]}, pred_names, final_settings,
+                     final, folds, proba, report=False)  # fmt: skip
+    _write_search(out_path, metrics, trials)
+    return metrics
+
+
+def _final_fit(data: dict[str, Any], settings: TrainSettings, ray_storage: str) -> dict[str, Any]:
+    """The chosen configuration trained on all speakers (less the validation speakers it stops on)."""
+    import ray
+
+    everyone = np.arange(len(data["labels"]))
+    fit, val = train.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
+    print(f"final fit of the chosen configuration: train {len(fit)}, validate {len(val)}", flush=True)
+    view = train.model_view(data, settings, fit)
+    final = train.fit_one("final", view, ray.put(train.shipped(view)), fit, val, settings, ray_storage)
+    return {**final, "fit_idx": fit}
+
+
+def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str, settings: DeepSearchSettings,
+                 data: dict[str, Any], started: float) -> dict[str, Any]:  # fmt: skip
+    """One search over all speakers, then the chosen configuration by grouped folds: optimistic."""
+    base = settings.train
+    everyone = np.arange(len(data["labels"]))
+    fit, val = train.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
+    inputs = search_inputs(data, everyone, fit, val, settings)
+    trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all")]
+    best = best_trial(trials, "search")
+    chosen = trial_settings(base, best["config"]).model_copy(update={"folds": settings.outer_folds})
+    print(f"[search] chosen {_config_text(best['config'])}; evaluating it by {settings.outer_folds} grouped folds "
+          "(optimistic: these speakers chose it)", flush=True)  # fmt: skip
+    metrics = train._train_run(features_dir, out_path, ray_storage, chosen, None)
+    metrics.update(_search_metrics(settings, data, None, [], trials, started))
+    metrics["final_config"] = best["config"]
+    metrics["wall_s"] = time.perf_counter() - started
+    _write_search(out_path, metrics, trials)
+    return metrics
+
+
+def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: Any, per_fold: list, trials: list,
+                    started: float) -> dict[str, Any]:  # fmt: skip
+    nested = settings.protocol == "nested"
+    stopped = [t["epochs"] for t in trials if t["asha_stopped"]]
+    return {
+        "model": settings.train.model, "settings": settings.train.model_dump(), "search": settings.model_dump(),
+        "space": search_space(settings), "per_fold": per_fold if nested else [],
+        "protocol": {
+            "outer": (evaluate.describe_folds(outer, data["groups"]) if nested else
+                      f"{settings.outer_folds} grouped folds after one search over all speakers (optimistic)"),
+            "outer_folds": settings.outer_folds, "groups": "speaker", "search": settings.protocol,
+            "early_stopping": "validation speakers split from each search's training speakers",
+            "normalise": settings.train.normalise,
+        },  # fmt: skip
+        "trials": {"total": len(trials), "ok": sum(t["status"] == "ok" for t in trials),
+                   "asha_stopped": len(stopped), "asha_stopped_at_epochs": sorted(stopped)},  # fmt: skip
+        "feature_set": data["feature_set"], "classes": data["classes"], "workers": settings.train.workers,
+        "gpu": bool(settings.gpu_fraction), "samples_per_s": float("nan"),
+        "search_wall_s": time.perf_counter() - started,
+    }  # fmt: skip
+
+
+def _write_search(out: Path, metrics: dict[str, Any], trials: list[dict[str, Any]]) -> None:
+    """trials.parquet, the hyperparameter plot and the search report, beside the training outputs."""
+    from seremo.report import search_report
+
+    keys = sorted({k for t in trials for k in t["config"]})
+    table = pa.table({
+        "fold": [t["fold"] for t in trials], "trial_id": [t["trial_id"] for t in trials],
+        **{k: [json.dumps(t["config"].get(k)) for t in trials] for k in keys},
+        **{c: [t[c] for t in trials] for c in ("status", "error", "best_val_uar", "last_val_uar", "epochs",
+                                                "early_stopped", "asha_stopped", "wall_s")},
+        "val_curve": [t["val_curve"] for t in trials],
+    })  # fmt: skip
+    pq.write_table(table, out / "trials.parquet")
+    plot_hyperparameters(trials, keys, str(out / "hyperparameters.png"), metrics["model"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    (out / "report.md").write_text(search_report(metrics))
+
+
+def plot_hyperparameters(trials: list[dict[str, Any]], keys: list[str], path: str, title: str) -> None:
+    """Each hyperparameter against the trial's best validation UAR (one colour per outer fold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [t for t in trials if t["status"] == "ok" and np.isfinite(t["best_val_uar"])]
+    cols = min(3, max(1, len(keys)))
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.ravel(), keys, strict=False):
+        values = [t["config"].get(key) for t in ok]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        labels = sorted({json.dumps(v) for v in values}) if not numeric else []
+        xs = values if numeric else [labels.index(json.dumps(v)) for v in values]
+        ax.scatter(xs, [t["best_val_uar"] for t in ok], c=[f"C{t['fold'] % 10}" for t in ok], s=18)
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        elif values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=key, ylabel="best validation UAR")
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: hyperparameters against validation UAR (colour: outer fold)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_stage(features_dir: str, out: str, settings: DeepSearchSettings, address: str | None) -> Outcome:
+    """``seremo tune --model``: the nested figures per outer fold and where the report is."""
+    m = search_run(features_dir, out, settings, address)
+    text = []
+    if m["per_fold"]:
+        text += [format_table(["held out", "n", "test UAR", "chosen (validation UAR)", "trials", "ASHA stopped"],
+                              [[held_out(f["held_out"]), f["n"], f["uar"], f"{f['best_val_uar']:.3f}", f["trials"],
+                                f["asha_stopped"]] for f in m["per_fold"]]), ""]  # fmt: skip
+    text += [f"{m['model']}: UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+             f"({m['protocol']['outer']}; {m['trials']['total']} trials, {m['trials']['asha_stopped']} stopped by "
+             f"ASHA; {m['wall_s']:.0f} s)", f"report: {out}/report.md"]  # fmt: skip
+    return Outcome({"uar": m["uar"], "wa": m["wa"], "macro_f1": m["macro_f1"]}, "\n".join(text))
+
