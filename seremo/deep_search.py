@@ -268,9 +268,9 @@ def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings,
                      if settings.scheduler == "asha" else FIFOScheduler())  # fmt: skip
         search_alg = None
         if settings.search == "optuna":
-            from ray.tune.search.optuna import OptunaSearch
+            from seremo.tune import optuna_search
 
-            search_alg = OptunaSearch(seed=settings.seed)
+            search_alg = optuna_search(settings.seed)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(settings),
@@ -354,6 +354,10 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     if base.augment.copies:
         raise ConfigError("tune: augment is not searched yet; train the chosen configuration with `seremo train`")
     check_space(settings)
+    if settings.search == "optuna":  # the extra is there, before any work
+        from seremo.tune import optuna_search
+
+        optuna_search(settings.seed)
     data = train.load_data(features_dir, base)
     train.check_model(base, data)
     outer = train.plan_folds(data["groups"], base.model_copy(update={"folds": settings.outer_folds,

@@ -351,11 +351,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         space["variant"]["grid_search"]
     )
     print(f"tune: {n_trials} trials, each {n_fits} model fits", flush=True)
-    search_alg = None
-    if settings.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(seed=settings.seed)
+    search_alg = optuna_search(settings.seed) if settings.search == "optuna" else None
     tuner = tune.Tuner(
         tune.with_parameters(_trial, data=shared),
         param_space=space,
@@ -385,6 +381,18 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     metrics["wall_s"] = time.perf_counter() - started
     _write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
     return metrics
+
+
+def optuna_search(seed: int) -> Any:
+    """Ray Tune's Optuna searcher; without the optional extra, one line saying how to get it."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("search: optuna needs the optuna package: pip install -e '.[optuna]' "
+                          "(or use search: random)") from None  # fmt: skip
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=seed)
 
 
 def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:

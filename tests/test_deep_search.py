@@ -58,6 +58,13 @@ def test_the_search_space_reads_in_one_place_and_a_typo_is_one_line(tmp_path):
     bad.write_text("tune:\n  epoch: 3\n")  # not a search key, so a train setting: which it is not either
     with pytest.raises(ConfigError, match="tune.epoch"):
         load_deep_search(str(bad), "mlp")
+    try:
+        import optuna  # noqa: F401
+    except ImportError:  # the optional extra is missing: one line that says how to get it
+        from seremo.tune import optuna_search
+
+        with pytest.raises(ConfigError, match=r"pip install -e '.\[optuna\]'"):
+            optuna_search(0)
 
 
 def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb_features, ray_session, tmp_path,
