@@ -329,12 +329,14 @@ def best_trial(trials: list[dict[str, Any]], label: str) -> dict[str, Any]:
     return max(ok, key=lambda t: (t["best_val_uar"], -t["epochs"]))
 
 
-def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any]) -> Any:
-    """The best model (by validation UAR) of a finished trial, from its last Ray Train checkpoint."""
+def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any], where: str) -> Any:
+    """The best model (by validation UAR) of a finished trial, from its last Ray Train checkpoint (a path
+    inside the search storage ``where``'s filesystem: local, or a bucket)."""
     from ray.train import Checkpoint
 
     settings = trial_settings(base, t["config"])
-    return train.best_model(Checkpoint(t["checkpoint_path"]), settings, view)["model"]
+    checkpoint = Checkpoint(t["checkpoint_path"], filesystem=storage.filesystem(where)[0])
+    return train.best_model(checkpoint, settings, view)["model"]
 
 
 # --------------------------------------------------------------------------- the run
@@ -385,7 +387,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         fold_trials = run_search(label, inputs, settings, f"{where}/fold{k + 1}")
         trials += [{**t, "fold": k + 1} for t in fold_trials]
         best = best_trial(fold_trials, label)
-        model = load_trial_model(best, base, inputs["view"])
+        model = load_trial_model(best, base, inputs["view"], where)
         proba[te] = nets.predict_proba(model, [inputs["view"]["items"][i] for i in te])
         fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
         per_fold.append({"fold": k + 1, "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)),
@@ -459,7 +461,7 @@ def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: A
         "trials": {"total": len(trials), "ok": sum(t["status"] == "ok" for t in trials),
                    "asha_stopped": len(stopped), "asha_stopped_at_epochs": sorted(stopped)},  # fmt: skip
         "feature_set": data["feature_set"], "classes": data["classes"], "workers": settings.train.workers,
-        "gpu": bool(settings.gpu_fraction), "samples_per_s": float("nan"),
+        "gpu": bool(settings.gpu_fraction), "samples_per_s": None,
         "search_wall_s": time.perf_counter() - started,
     }  # fmt: skip
 
