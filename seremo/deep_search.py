@@ -330,13 +330,22 @@ def best_trial(trials: list[dict[str, Any]], label: str) -> dict[str, Any]:
 
 
 def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any], where: str) -> Any:
-    """The best model (by validation UAR) of a finished trial, from its last Ray Train checkpoint (a path
-    inside the search storage ``where``'s filesystem: local, or a bucket)."""
+    """The best model (by validation UAR) of a finished trial of the search ``where``: its newest Ray Train
+    checkpoint holds the best model so far. Read from the trial's run folder, not from the path its last
+    report named: a trial restarted by a resumed search continues its Train run, whose older checkpoints
+    are rotated away."""
+    from pyarrow import fs as pafs
     from ray.train import Checkpoint
 
+    filesystem, base_dir = storage.filesystem(f"{where}_train")
+    run = f"{base_dir}/trial_{t['trial_id']}"
+    infos = filesystem.get_file_info(pafs.FileSelector(run, allow_not_found=True))
+    found = sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    found = [d for d in found if filesystem.get_file_info(f"{d}/state.pt").type == pafs.FileType.File]
+    if not found:
+        raise SeremoError(f"{run}: trial {t['trial_id']} left no checkpoint; run the search again to redo it")
     settings = trial_settings(base, t["config"])
-    checkpoint = Checkpoint(t["checkpoint_path"], filesystem=storage.filesystem(where)[0])
-    return train.best_model(checkpoint, settings, view)["model"]
+    return train.best_model(Checkpoint(found[-1], filesystem=filesystem), settings, view)["model"]
 
 
 # --------------------------------------------------------------------------- the run
@@ -384,10 +393,11 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         inputs = search_inputs(data, tr, fit, val, settings)
         print(f"[{label}] search on {len(fit)} rows, validated on {len(val)}; test {len(te)} "
               f"({held_out(sorted(set(data['groups'][te].tolist())))}) kept out", flush=True)  # fmt: skip
-        fold_trials = run_search(label, inputs, settings, f"{where}/fold{k + 1}")
+        search_dir = f"{where}/fold{k + 1}"
+        fold_trials = run_search(label, inputs, settings, search_dir)
         trials += [{**t, "fold": k + 1} for t in fold_trials]
         best = best_trial(fold_trials, label)
-        model = load_trial_model(best, base, inputs["view"], where)
+        model = load_trial_model(best, base, inputs["view"], search_dir)
         proba[te] = nets.predict_proba(model, [inputs["view"]["items"][i] for i in te])
         fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
         per_fold.append({"fold": k + 1, "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)),

@@ -69,7 +69,7 @@ def test_the_search_space_reads_in_one_place_and_a_typo_is_one_line(tmp_path):
 
 def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb_features, ray_session, tmp_path,
                                                                           monkeypatch, capsys):  # fmt: skip
-    """The driver is killed mid-search; the same command resumes: finished trials keep their results (their
+    """The driver is killed mid-search (SIGKILL); the same command resumes: finished trials keep their results (their
     files are untouched) and the final table holds every trial once. The resumed run's trials receive the
     outer training rows only (spied on the driver, where the one object every trial reads is built), and
     the run writes the nested figures, the trials and the bundle."""
@@ -77,16 +77,19 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     config = _config(tmp_path, 2)
     cmd = [sys.executable, "-m", "seremo.cli", "tune", emodb_features, "--model", "mlp", "--out", str(out),
            "--config", config]  # fmt: skip
-    env = {**os.environ, "SEREMO_LEASE_TTL_S": "5"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # the driver joins the session's Ray (as on a cluster, where a driver dies and the cluster stays)
+    env = {**os.environ, "SEREMO_LEASE_TTL_S": "5", "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    log = tmp_path / "killed.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     fold1 = out / "search" / "fold1"
     deadline = time.time() + 400
     finished: dict[str, float] = {}
     while time.time() < deadline and not finished and proc.poll() is None:
         time.sleep(2)
-        finished = {name: (fold1 / name / "result.json").stat().st_mtime for name in _terminated(fold1)}
-    assert finished and proc.poll() is None, "no trial finished before the run did"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+        finished = {name: _trial_evidence(fold1, name) for name in _terminated(fold1)}
+    assert finished and proc.poll() is None, "no trial finished before the run ended: " + log.read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver; Ray ends what it started
     proc.wait()
     time.sleep(6)  # its lease expires
 
@@ -105,8 +108,8 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     capsys.readouterr()
     assert main(["tune", emodb_features, "--model", "mlp", "--out", str(out), "--config", config]) == 0
     printed = capsys.readouterr().out
-    for name, mtime in finished.items():
-        assert (fold1 / name / "result.json").stat().st_mtime == mtime, name  # not run again
+    for name, evidence in finished.items():  # not run again: no new epoch reported, no new Train checkpoint
+        assert _trial_evidence(fold1, name) == evidence, name
     assert "resuming the search" in printed and "[fold 2/2] [1/2]" in printed and "best validation UAR" in printed
     assert len(received) == 2
     for ids, held in received:
@@ -124,6 +127,15 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     assert model.meta.model_name == "mlp" and model.meta.params["arch"]["hidden"] in (16, 32)
     oof = pq.read_table(out / "predictions.parquet")
     assert oof.num_rows == metrics["n"] and sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+
+
+def _trial_evidence(experiment: Path, name: str) -> tuple[int, list[str]]:
+    """(results the trial reported, its Ray Train run's checkpoints): both grow if the trial runs again.
+    (Tune rewrites every result file on a restore, so their times say nothing.)"""
+    trial_id = "_".join(name.split("_")[2:4])  # _trial_<experiment>_<number>_...
+    results = (experiment / name / "result.json").read_text().splitlines()
+    train_run = experiment.parent / f"{experiment.name}_train" / f"trial_{trial_id}"
+    return len(results), sorted(p.name for p in train_run.glob("checkpoint_*"))
 
 
 def _terminated(experiment: Path) -> list[str]:
