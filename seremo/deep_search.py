@@ -280,6 +280,10 @@ def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings,
             run_config=tune.RunConfig(storage_path=parent, name=name, verbose=0, callbacks=callbacks),
         )
     grid = tuner.fit()
+    if len(grid) < total:  # seen once: a search killed as it began came back with the trials it had made
+        log.warning("%s: the search holds %d of %d trials (a search killed right after it started resumes with "
+                    "the trials it had made); run it again to a new --out for all of them", label, len(grid), total)
+        print(f"[{label}] warning: {len(grid)} of {total} trials (see the log)", flush=True)
     return _trials(grid, label, settings)
 
 

@@ -75,6 +75,8 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     the run writes the nested figures, the trials and the bundle."""
     out = tmp_path / "resumed"
     config = _config(tmp_path, 2)
+    # one trial at a time: when the first has ended the second is running, so the kill lands inside fold 1
+    Path(config).write_text(Path(config).read_text() + "  max_concurrent_trials: 1\n")
     cmd = [sys.executable, "-m", "seremo.cli", "tune", emodb_features, "--model", "mlp", "--out", str(out),
            "--config", config]  # fmt: skip
     # the driver joins the session's Ray (as on a cluster, where a driver dies and the cluster stays)
@@ -86,7 +88,7 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     deadline = time.time() + 400
     finished: dict[str, float] = {}
     while time.time() < deadline and not finished and proc.poll() is None:
-        time.sleep(2)
+        time.sleep(0.5)
         finished = {name: _trial_evidence(fold1, name) for name in _terminated(fold1)}
     assert finished and proc.poll() is None, "no trial finished before the run ended: " + log.read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)  # the driver; Ray ends what it started
