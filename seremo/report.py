@@ -195,6 +195,22 @@ def evaluate_report(metrics: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _held_out_lines(metrics: dict[str, Any]) -> list[str]:
+    """The pooled held-out figures of a grouped-fold run (train, deep search): overall, per corpus, per class."""
+    return [
+        "## Held-out speakers (pooled over folds)" if metrics["protocol"].get("groups", "speaker") == "speaker"
+        else "## Held-out corpora (each fold holds out whole corpora)",
+        "",
+        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
+        "",
+        *_per_corpus_lines(metrics, "Per corpus"),
+        _per_class(metrics),
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+    ]  # fmt: skip
+
+
 def train_report(metrics: dict[str, Any]) -> str:
     fs = metrics["feature_set"]
     s = metrics["settings"]
@@ -213,16 +229,7 @@ def train_report(metrics: dict[str, Any]) -> str:
         f"batch {s['batch_size']}, peak lr {s['lr']} ({s.get('schedule', 'constant')}), "
         f"masking {json.dumps(s.get('masking'))}, arch {json.dumps(s['arch'])}.",
         "",
-        "## Held-out speakers (pooled over folds)" if metrics["protocol"].get("groups", "speaker") == "speaker"
-        else "## Held-out corpora (each fold holds out whole corpora)",
-        "",
-        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
-        "",
-        *_per_corpus_lines(metrics, "Per corpus"),
-        _per_class(metrics),
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
+        *_held_out_lines(metrics),
         "## Per fold",
         "",
         md_table(
@@ -288,14 +295,7 @@ def search_report(metrics: dict[str, Any]) -> str:
         f"Trials: {t['total']} ({t['ok']} finished without error); {t['asha_stopped']} stopped by ASHA"
         + (f" (after {min(stopped)}-{max(stopped)} epochs)" if stopped else "") + ".",
         "",
-        "## Held-out speakers (pooled over folds)",
-        "",
-        md_table(["UAR", "WA", "macro-F1"], [[metrics["uar"], metrics["wa"], metrics["macro_f1"]]]),
-        "",
-        _per_class(metrics),
-        "",
-        "![confusion matrix](confusion_matrix.png)",
-        "",
+        *_held_out_lines(metrics),
     ]
     if metrics["per_fold"]:
         parts += [
