@@ -145,7 +145,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    settings = trial_settings(TrainSettings.model_validate(shared["base"]), config)
+    settings = trial_settings(TrainSettings.model_validate(shared["base"]), _config_of(config, shared["configs"]))
     view = {"classes": shared["classes"], "kind": shared["kind"], "in_dim": shared["in_dim"]}
     trial_id = tune.get_context().get_trial_id()
     resources = {"CPU": WORKER_CPU, **({"GPU": shared["gpu_fraction"]} if shared["gpu_fraction"] else {})}
@@ -153,6 +153,12 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
                   settings.model_copy(update={"final_fit": False}), shared["storage"],
                   callbacks=[TuneReportCallback()], resources_per_worker=resources, norm=shared["norm"],
                   keep_model=False)  # fmt: skip
+
+
+def _config_of(config: dict[str, Any] | None, configs: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A trial's configuration: Tune's ``{"sample": i}`` read in the drawn list (Optuna's is its own)."""
+    config = dict(config or {})
+    return dict(configs[config["sample"]]) if configs is not None and "sample" in config else config
 
 
 def search_inputs(data: dict[str, Any], rows: np.ndarray, fit: np.ndarray, val: np.ndarray,
@@ -176,7 +182,7 @@ def search_inputs(data: dict[str, Any], rows: np.ndarray, fit: np.ndarray, val: 
 # --------------------------------------------------------------------------- one search
 
 
-def _progress(label: str, total: int):
+def _progress(label: str, total: int, configs: list[dict[str, Any]] | None, marks: str):
     from ray.tune import Callback
 
     class Progress(Callback):
@@ -186,8 +192,9 @@ def _progress(label: str, total: int):
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self.done += 1
             r = trial.last_result or {}
-            stopped = "" if r.get("finished") else ", stopped by ASHA"
-            print(f"[{label}] [{self.done}/{total}] {_config_text(trial.config)}: best validation UAR "
+            stopped = ("" if r.get("finished") else ", stopped by ASHA"
+                       if storage.exists(storage.join(marks, trial.trial_id)) else ", stopped by the time budget")  # fmt: skip
+            print(f"[{label}] [{self.done}/{total}] {_config_text(_config_of(trial.config, configs))}: best validation UAR "
                   f"{r.get('best_val_uar', float('nan')):.3f} ({r.get('epoch', 0)} epochs{stopped}; "
                   f"{time.perf_counter() - self.started:.0f} s)", flush=True)  # fmt: skip
 
@@ -247,52 +254,103 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else str(v)
 
 
-def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings, where: str) -> list[dict[str, Any]]:
-    """One Tune experiment (``where``), resumed when an earlier run of it was cut off; its trials."""
+def sample_configs(settings: DeepSearchSettings, seed: int) -> list[dict[str, Any]] | None:
+    """The search's trials, drawn before any runs: grid, every combination (``num_samples`` times);
+    random, ``num_samples`` draws, one configuration after another from ``seed`` (so the first k of n
+    draws are the k draws of a smaller search). Drawn up front, the list is what a resumed search
+    must hold, whatever Tune had made of it before it was cut off. Optuna proposes as it learns,
+    so it draws nothing here (``None``)."""
+    import itertools
+
+    space = search_space(settings)
+    if settings.search == "optuna":
+        return None
+    fixed = {p: v for p, v in space.items() if not isinstance(v, dict)}
+    domains = {p: next(iter(v.items())) for p, v in sorted(space.items()) if isinstance(v, dict)}
+    if settings.search == "grid":
+        combos = itertools.product(*(args for _, args in domains.values()))
+        grid = [{**fixed, **dict(zip(domains, combo, strict=True))} for combo in combos]
+        return [dict(c) for _ in range(settings.num_samples) for c in grid]
+    rng = np.random.default_rng(seed)
+
+    def draw(kind: str, args: list) -> Any:
+        if kind == "choice":
+            return args[int(rng.integers(len(args)))]
+        if kind == "randint":
+            return int(rng.integers(args[0], args[1]))
+        if kind == "loguniform":
+            return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
+        return float(rng.uniform(args[0], args[1]))
+
+    return [{**fixed, **{p: draw(kind, args) for p, (kind, args) in domains.items()}}
+            for _ in range(settings.num_samples)]  # fmt: skip
+
+
+def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings, where: str,
+               seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """One search: a Tune experiment (``where``), resumed when an earlier run of it was cut off; its trials.
+
+    Grid and random searches run the configurations ``sample_configs`` drew; a restored experiment that
+    holds fewer (Tune's restore of a search killed as it began brings back the trials it had made, not
+    the ones it had not) is topped up by one more experiment (``where_rest1``, ...) over the missing
+    ones, itself resumable. A search ended by ``time_budget_s`` is not topped up."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     shared = {k: v for k, v in inputs.items() if k not in ("view", "ids")}
-    parent, name = where.rsplit("/", 1)
+    configs = sample_configs(settings, seed)
+    shared["configs"] = configs
     trainable = tune.with_resources(tune.with_parameters(_trial, shared={**shared, "storage": f"{where}_train"}),
                                     {"cpu": TRIAL_CPU})  # fmt: skip
-    total = settings.num_samples * (_grid_size(settings) if settings.search == "grid" else 1)
-    callbacks = [_release_resources(), _progress(label, total)]
-    if tune.Tuner.can_restore(where):
+    total = len(configs) if configs is not None else settings.num_samples
+    rows: list[dict[str, Any]] = []
+    for part in range(8):
+        name = where if part == 0 else f"{where}_rest{part}"
+        missing = list(range(total)) if configs is None else sorted(set(range(total)) - {t["sample"] for t in rows})
+        restoring = tune.Tuner.can_restore(name)
+        if not restoring and (not missing or part and (configs is None or settings.time_budget_s)):
+            break
+        if part and not restoring:
+            print(f"[{label}] {len(missing)} of {total} trials were never made before the search was cut off: "
+                  f"running them in {name}", flush=True)  # fmt: skip
+        grid = _experiment(name, trainable, f"{where}_train", settings, missing, configs, label, total, restoring)
+        rows += [{**t, "fit_rows": len(inputs["fit"])}
+                 for t in _trials(grid, label, settings, configs, _asha_marks(f"{where}_train"))]
+    if len(rows) < total:
+        log.warning("%s: the search holds %d of %d trials (a time budget ends a search early)", label, len(rows), total)
+        print(f"[{label}] warning: {len(rows)} of {total} trials (see the log)", flush=True)
+    return rows
+
+
+def _experiment(where: str, trainable: Any, trainable_storage: str, settings: DeepSearchSettings, samples: list[int],
+                configs: list[dict[str, Any]] | None, label: str, total: int, restore: bool) -> Any:  # fmt: skip
+    """A Tune experiment over the configurations ``samples`` (indices into ``configs``; with Optuna, which
+    proposes as it goes, ``len(samples)`` trials of the space), or the one cut off at ``where``, restored."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    if restore:
         print(f"[{label}] resuming the search in {where}: finished trials are kept", flush=True)
         # the experiment keeps its run config: the callbacks (progress, releasing trials' resources) come back too
-        tuner = tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=settings.train.epochs,
-                                   grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
-                     if settings.scheduler == "asha" else FIFOScheduler())  # fmt: skip
-        search_alg = None
-        if settings.search == "optuna":
-            from seremo.tune import optuna_search
+        return tune.Tuner.restore(where, trainable=trainable, resume_unfinished=True, resume_errored=True).fit()
+    scheduler = _asha(settings, _asha_marks(trainable_storage)) if settings.scheduler == "asha" else FIFOScheduler()
+    search_alg = None
+    if configs is None:
+        from seremo.tune import optuna_search
 
-            search_alg = optuna_search(settings.seed)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(settings),
-            tune_config=tune.TuneConfig(metric="val_uar", mode="max", scheduler=scheduler, search_alg=search_alg,
-                                        num_samples=settings.num_samples, max_concurrent_trials=concurrency(settings),
-                                        time_budget_s=settings.time_budget_s),  # fmt: skip
-            run_config=tune.RunConfig(storage_path=parent, name=name, verbose=0, callbacks=callbacks),
-        )
-    grid = tuner.fit()
-    if len(grid) < total:  # seen once: a search killed as it began came back with the trials it had made
-        log.warning("%s: the search holds %d of %d trials (a search killed right after it started resumes with "
-                    "the trials it had made); run it again to a new --out for all of them", label, len(grid), total)
-        print(f"[{label}] warning: {len(grid)} of {total} trials (see the log)", flush=True)
-    return _trials(grid, label, settings)
-
-
-def _grid_size(settings: DeepSearchSettings) -> int:
-    n = 1
-    for spec in search_space(settings).values():
-        if isinstance(spec, dict):
-            n *= len(next(iter(spec.values())))
-    return n
+        search_alg, space, n = optuna_search(settings.seed), param_space(settings), len(samples)
+    else:  # the drawn configurations, by index: Tune runs each once
+        space, n = {"sample": tune.grid_search(list(samples))}, 1
+    parent, name = where.rsplit("/", 1)
+    callbacks = [_release_resources(), _progress(label, total, configs, _asha_marks(trainable_storage))]
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(metric="val_uar", mode="max", scheduler=scheduler, search_alg=search_alg,
+                                    num_samples=n, max_concurrent_trials=concurrency(settings),
+                                    time_budget_s=settings.time_budget_s),  # fmt: skip
+        run_config=tune.RunConfig(storage_path=parent, name=name, verbose=0, callbacks=callbacks),
+    )
+    return tuner.fit()
 
 
 def concurrency(settings: DeepSearchSettings) -> int:
@@ -308,17 +366,46 @@ def concurrency(settings: DeepSearchSettings) -> int:
     return max(1, int(res.get("CPU", 1) // settings.train.workers))
 
 
-def _trials(grid: Any, label: str, settings: DeepSearchSettings) -> list[dict[str, Any]]:
+def _asha(settings: DeepSearchSettings, marks: str) -> Any:
+    """ASHA on validation UAR, which leaves a mark (``marks/<trial id>``) on every trial it stops: a trial
+    that neither finished nor failed may also have been ended by the time budget, and only the scheduler
+    knows which it was."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class MarkingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP and not result.get("finished"):
+                storage.write_bytes(storage.join(marks, trial.trial_id), b"")
+            return decision
+
+    return MarkingASHA(time_attr="training_iteration", max_t=settings.train.epochs,
+                       grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)  # fmt: skip
+
+
+def _asha_marks(trial_storage: str) -> str:
+    return storage.join(trial_storage, "asha_stopped")
+
+
+def _trials(grid: Any, label: str, settings: DeepSearchSettings, configs: list[dict[str, Any]] | None,
+            marks: str) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per trial; ``stopped``: finished (all epochs), early (patience), asha, budget (the time
+    budget ended the search while it ran) or error."""
+    stopped_by_asha = {Path(p).name for p in storage.list_files(marks)} if storage.is_dir(marks) else set()
     rows = []
     for r in grid:
         m = r.metrics or {}
         history = json.loads(m.get("history", "[]") or "[]")
+        trial_id = m.get("trial_id") or r.path.rsplit("/", 1)[-1]
+        epochs = int(m.get("epoch", 0))
+        stopped = ("error" if r.error else ("finished" if epochs >= settings.train.epochs else "early")
+                   if m.get("finished") else "asha" if trial_id in stopped_by_asha else "budget")  # fmt: skip
         rows.append({
-            "search": label, "trial_id": m.get("trial_id") or r.path.rsplit("/", 1)[-1], "config": dict(r.config or {}),
-            "status": "error" if r.error else "ok", "error": str(r.error).splitlines()[0] if r.error else None,
+            "search": label, "trial_id": trial_id, "sample": (r.config or {}).get("sample"),
+            "config": _config_of(r.config, configs), "status": "error" if r.error else "ok",
+            "error": str(r.error).splitlines()[0] if r.error else None,
             "best_val_uar": float(m.get("best_val_uar", np.nan)), "last_val_uar": float(m.get("val_uar", np.nan)),
-            "epochs": int(m.get("epoch", 0)), "early_stopped": bool(m.get("finished")) and int(m.get("epoch", 0)) < settings.train.epochs,
-            "asha_stopped": r.error is None and not m.get("finished", False),
+            "epochs": epochs, "stopped": stopped, "early_stopped": stopped == "early", "asha_stopped": stopped == "asha",
             "wall_s": float(m.get("time_total_s", np.nan)), "checkpoint_path": m.get("checkpoint_path"),
             "val_curve": [h["val_uar"] for h in history],
         })  # fmt: skip
@@ -398,7 +485,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         print(f"[{label}] search on {len(fit)} rows, validated on {len(val)}; test {len(te)} "
               f"({held_out(sorted(set(data['groups'][te].tolist())))}) kept out", flush=True)  # fmt: skip
         search_dir = f"{where}/fold{k + 1}"
-        fold_trials = run_search(label, inputs, settings, search_dir)
+        fold_trials = run_search(label, inputs, settings, search_dir, seed=settings.seed + k)
         trials += [{**t, "fold": k + 1} for t in fold_trials]
         best = best_trial(fold_trials, label)
         model = load_trial_model(best, base, inputs["view"], search_dir)
@@ -445,7 +532,7 @@ def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str
     everyone = np.arange(len(data["labels"]))
     fit, val = train.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
     inputs = search_inputs(data, everyone, fit, val, settings)
-    trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all")]
+    trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all", seed=settings.seed)]
     best = best_trial(trials, "search")
     chosen = trial_settings(base, best["config"]).model_copy(update={"folds": settings.outer_folds})
     print(f"[search] chosen {_config_text(best['config'])}; evaluating it by {settings.outer_folds} grouped folds "
@@ -462,6 +549,7 @@ def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: A
                     started: float) -> dict[str, Any]:  # fmt: skip
     nested = settings.protocol == "nested"
     stopped = [t["epochs"] for t in trials if t["asha_stopped"]]
+    wall = time.perf_counter() - started
     return {
         "model": settings.train.model, "settings": settings.train.model_dump(), "search": settings.model_dump(),
         "space": search_space(settings), "per_fold": per_fold if nested else [],
@@ -473,10 +561,14 @@ def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: A
             "normalise": settings.train.normalise,
         },  # fmt: skip
         "trials": {"total": len(trials), "ok": sum(t["status"] == "ok" for t in trials),
-                   "asha_stopped": len(stopped), "asha_stopped_at_epochs": sorted(stopped)},  # fmt: skip
+                   "asha_stopped": len(stopped), "asha_stopped_at_epochs": sorted(stopped),
+                   "budget_stopped": sum(t["stopped"] == "budget" for t in trials),
+                   "epochs": sum(t["epochs"] for t in trials)},  # fmt: skip
         "feature_set": data["feature_set"], "classes": data["classes"], "workers": settings.train.workers,
-        "gpu": bool(settings.gpu_fraction), "samples_per_s": None,
-        "search_wall_s": time.perf_counter() - started,
+        "gpu": bool(settings.gpu_fraction),
+        # throughput of the searches as a whole (trial start-up included): what a cluster buys
+        "trials_per_hour": len(trials) / wall * 3600, "samples_per_s": sum(t["epochs"] * t["fit_rows"] for t in trials) / wall,
+        "search_wall_s": wall,
     }  # fmt: skip
 
 
@@ -488,8 +580,8 @@ def _write_search(out: Path, metrics: dict[str, Any], trials: list[dict[str, Any
     table = pa.table({
         "fold": [t["fold"] for t in trials], "trial_id": [t["trial_id"] for t in trials],
         **{k: [json.dumps(t["config"].get(k)) for t in trials] for k in keys},
-        **{c: [t[c] for t in trials] for c in ("status", "error", "best_val_uar", "last_val_uar", "epochs",
-                                                "early_stopped", "asha_stopped", "wall_s")},
+        **{c: [t[c] for t in trials] for c in ("sample", "status", "error", "best_val_uar", "last_val_uar",
+                                                "epochs", "stopped", "early_stopped", "asha_stopped", "wall_s")},
         "val_curve": [t["val_curve"] for t in trials],
     })  # fmt: skip
     pq.write_table(table, out / "trials.parquet")

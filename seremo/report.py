@@ -293,7 +293,10 @@ def search_report(metrics: dict[str, Any]) -> str:
         f"{s['grace_period']} epochs, reduction {s['reduction_factor']}), at most {s['train']['epochs']} epochs "
         f"per trial; {metrics['wall_s']:.0f} s in all.",
         f"Trials: {t['total']} ({t['ok']} finished without error); {t['asha_stopped']} stopped by ASHA"
-        + (f" (after {min(stopped)}-{max(stopped)} epochs)" if stopped else "") + ".",
+        + (f" (after {min(stopped)}-{max(stopped)} epochs)" if stopped else "")
+        + (f"; {t['budget_stopped']} ended by the time budget" if t.get("budget_stopped") else "")
+        + f". Throughput: {metrics['trials_per_hour']:.0f} trials per hour, {metrics['samples_per_s']:.0f} "
+        "training samples per second (trial start-up included).",
         "",
         *_held_out_lines(metrics),
     ]
