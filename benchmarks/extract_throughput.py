@@ -116,7 +116,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=4, help="copies of the EmoDB manifest for the pipeline")
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None, help="utterances per Ray task (default: seremo's own)")
-    p.add_argument("--sets", nargs="*", default=list(features.FEATURE_SETS))
+    p.add_argument("--sets", nargs="*", default=[n for n, c in features.FEATURE_SETS.items() if not c.batched])
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table

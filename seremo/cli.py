@@ -66,7 +66,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from seremo.extract import run_stage
 
     print(run_stage(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
-                    args.address, args.overwrite, args.failure_budget, args.out_is_shared).text)  # fmt: skip
+                    args.address, args.overwrite, args.failure_budget, args.out_is_shared,
+                    gpus_per_actor=args.gpus_per_actor, actors=args.actors).text)  # fmt: skip
     return 0
 
 
@@ -254,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=None,
                    help="utterances per Ray task (default: about 8 tasks per CPU, at most 64 each)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="SHARE",
+                   help="model-backed sets (ssl): GPU share of each actor, bf16 (0.5: two actors per GPU); "
+                   "default 0: CPU actors")  # fmt: skip
+    p.add_argument("--actors", type=int, default=None,
+                   help="model-backed sets (ssl): actors that each load the model once (default: one per CPU, "
+                   "or per GPU share)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
     _out_is_shared(p)
     _failure_budget(p)

@@ -38,47 +38,73 @@ def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float 
     if not fs.reads_audio:
         row["transcript"] = fs.transcript(row)
         return np.zeros(0, np.float32), row.get("duration_s")
-    y, sr = audio.load(
-        row["path"],
-        sr=fs.sample_rate,
-        channel="mix",
-        start_s=row.get("start_s"),
-        end_s=row.get("end_s"),
-    )
+    y, sr = decode(fs, row)
     return fs.extract(y, sr), len(y) / sr
 
 
-def extract_batch(batch: pa.Table, feature_set: FeatureSet) -> pa.Table:
-    """Stateless Ray Data UDF: features for every row, or the reason it failed."""
+def decode(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """One manifest row's audio (its span, mixed to mono) at the feature set's rate."""
+    return audio.load(row["path"], sr=fs.sample_rate, channel="mix", start_s=row.get("start_s"), end_s=row.get("end_s"))
+
+
+def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None) -> pa.Table:
+    """Ray Data UDF: features for every row, or the reason it failed. Stateless for the per-signal sets;
+    a batched set (``ssl``) decodes every row first and runs ``runner`` (its model, which
+    :class:`ModelExtractor` loads once per actor) on the batch's signals together."""
     rows = batch.to_pylist()
-    feats, shapes, secs, kinds, messages, stages = [], [], [], [], [], []
-    for row in rows:
+    n = len(rows)
+    feats: list[np.ndarray | None] = [None] * n
+    secs: list[float | None] = [row.get("duration_s") for row in rows]
+    errors: list[tuple[str, str, str] | None] = [None] * n
+    signals: dict[int, np.ndarray] = {}
+    for i, row in enumerate(rows):
         try:
-            x, seconds = extract_one(feature_set, row)
+            if feature_set.batched:
+                signals[i], sr = decode(feature_set, row)
+                secs[i] = len(signals[i]) / sr
+            else:
+                feats[i], seconds = extract_one(feature_set, row)
+                secs[i] = seconds if seconds is not None else secs[i]
         except AudioError as exc:
-            x, seconds, kind, msg, stage = None, None, exc.kind, exc.reason, "decode"
+            errors[i] = (exc.kind, exc.reason, "decode")
         except TextError as exc:
-            x, seconds, kind, msg, stage = None, None, exc.kind, exc.reason, "extract"
+            errors[i] = (exc.kind, exc.reason, "extract")
         except Exception as exc:  # a feature bug must not sink the job: it becomes an error row
             log.exception("%s: feature extraction failed", row["path"])
-            x, seconds, kind, msg, stage = None, None, type(exc).__name__, str(exc), "extract"
-        else:
-            kind = msg = stage = None
-        feats.append(None if x is None else x.ravel())
-        shapes.append(None if x is None else list(x.shape))
-        secs.append(seconds if seconds is not None else row.get("duration_s"))
-        kinds.append(kind)
-        messages.append(msg)
-        stages.append(stage)
+            errors[i] = (type(exc).__name__, str(exc), "extract")
+    if signals:
+        done = feature_set.extract_many(list(signals.values()), feature_set.sample_rate, runner)
+        for i, x in zip(signals, done, strict=True):
+            if isinstance(x, Exception):
+                log.error("%s: feature extraction failed: %s", rows[i]["path"], x)
+                errors[i] = (type(x).__name__, str(x), "extract")
+            else:
+                feats[i] = x
     out = manifest.conform(pa.Table.from_pylist(rows, schema=batch.schema) if not feature_set.reads_audio else batch)
     out = out.set_column(out.column_names.index("duration_s"), "duration_s", pa.array(secs, pa.float64()))
+    err = [e or (None, None, None) for e in errors]
     return (
-        out.append_column("features", pa.array(feats, pa.list_(pa.float32())))
-        .append_column("shape", pa.array(shapes, pa.list_(pa.int32())))
-        .append_column(shards.ERROR_KIND, pa.array(kinds, pa.string()))
-        .append_column(shards.ERROR_MESSAGE, pa.array(messages, pa.string()))
-        .append_column(shards.ERROR_STAGE, pa.array(stages, pa.string()))
+        out.append_column("features", pa.array([None if x is None else x.ravel() for x in feats], pa.list_(pa.float32())))
+        .append_column("shape", pa.array([None if x is None else list(x.shape) for x in feats], pa.list_(pa.int32())))
+        .append_column(shards.ERROR_KIND, pa.array([e[0] for e in err], pa.string()))
+        .append_column(shards.ERROR_MESSAGE, pa.array([e[1] for e in err], pa.string()))
+        .append_column(shards.ERROR_STAGE, pa.array([e[2] for e in err], pa.string()))
     )
+
+
+class ModelExtractor:
+    """``extract_batch`` on an actor that loads the feature set's model once (a GPU share, or CPUs)."""
+
+    def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None):
+        if threads and device == "cpu":
+            import torch
+
+            torch.set_num_threads(threads)
+        self.feature_set = feature_set
+        self.runner = feature_set.load(device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return extract_batch(batch, self.feature_set, self.runner)
 
 
 @dataclass
@@ -127,11 +153,15 @@ def extract(
     source: str | None = None,
     failure_budget: float = 0.05,
     out_is_shared: bool = False,
+    gpus_per_actor: float = 0.0,
+    actors: int | None = None,
 ) -> ExtractResult:
     """Extract ``feature_set`` for every manifest row into ``out`` (a local path or a URI) with Ray Data.
 
     On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
     ``batch_size``: utterances per task (default: about 8 tasks per CPU, at most 64 each).
+    Model-backed sets (``ssl``) run on an actor pool: ``actors`` actors of ``gpus_per_actor`` GPU each
+    (0: CPU actors, one per CPU by default).
     """
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
@@ -156,7 +186,7 @@ def extract(
         _clear_own(out)
         outputs.record_owner(out, "extract", identity)
         batch_size = batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
-        result = _extract(table, feature_set, out, batch_size, source, lease.token)
+        result = _extract(table, feature_set, out, batch_size, source, lease.token, gpus_per_actor, actors)
     result.summary["manifest_sha256"] = identity["manifest_sha256"]
     shards.write_summary(out, result.summary)
     s = result.summary
@@ -165,25 +195,43 @@ def extract(
     return result
 
 
+def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None) -> dict[str, Any]:
+    """``map_batches`` arguments of a model-backed set's actor pool: ``actors`` actors (default: one per
+    ``gpus_per_actor`` share of the cluster's GPUs, else one per CPU), each loading the model once."""
+    import ray
+
+    res = ray.cluster_resources()
+    if gpus_per_actor:
+        if not res.get("GPU"):
+            raise SeremoError("--gpus-per-actor asks for GPUs, but the Ray cluster has none; leave it out to "
+                              "extract on CPU actors")  # fmt: skip
+        n = actors or max(1, int(res["GPU"] / gpus_per_actor))
+        return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": gpus_per_actor, "num_cpus": 1,
+                "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda"}}  # fmt: skip
+    n = actors or max(1, int(res.get("CPU", 1)))
+    return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": 1,
+            "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cpu", "threads": 1}}  # fmt: skip
+
+
 def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int, source: str | None,
-             token: str) -> ExtractResult:  # fmt: skip
+             token: str, gpus_per_actor: float = 0.0, actors: int | None = None) -> ExtractResult:  # fmt: skip
     import ray
 
     storage.makedirs(storage.join(out, shards.SHARDS))
     started = time.perf_counter()
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
     sink = shards.FeatureShardSink(out, feature_set.describe(), token)
-    with data_context(single_stage=True):  # a Dataset snapshots the context when it is created
-        ds = dataset_of(blocks).map_batches(
-            extract_batch,
-            fn_kwargs={"feature_set": feature_set},
-            batch_format="pyarrow",
-            batch_size=batch_size,
-            compute=ray.data.TaskPoolStrategy(),
-            num_cpus=1,
-        )
+    with data_context(single_stage=not feature_set.batched):  # a Dataset snapshots the context when it is created
+        stage = model_stage(feature_set, gpus_per_actor, actors) if feature_set.batched else {}
+        if feature_set.batched:
+            ds, writer = dataset_of(blocks).map_batches(ModelExtractor, **stage,
+                                                        batch_format="pyarrow", batch_size=batch_size), {"num_cpus": 0}  # fmt: skip
+        else:
+            ds, writer = dataset_of(blocks).map_batches(extract_batch, fn_kwargs={"feature_set": feature_set},
+                                                        batch_format="pyarrow", batch_size=batch_size,
+                                                        compute=ray.data.TaskPoolStrategy(), num_cpus=1), None  # fmt: skip
         with Progress("extract", table.num_rows, _written_rows(out), "rows"):
-            ds.write_datasink(sink)
+            ds.write_datasink(sink, ray_remote_args=writer)
     wall = time.perf_counter() - started
     shards.write_errors(out, sink.errors)
     n_in, n_out, n_err = table.num_rows, sink.rows, len(sink.errors)
@@ -199,6 +247,7 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
         "wall_s": wall,
         "x_realtime": sink.seconds / wall if wall > 0 else None,
         "cpus": ray.cluster_resources().get("CPU"),
+        **({"actors": stage["compute"].max_size, "gpus_per_actor": gpus_per_actor} if feature_set.batched else {}),
     }
     if sink.fenced:
         raise SeremoError(f"{out}: another run took this output over while it was written; nothing was committed")
@@ -239,13 +288,14 @@ def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kw
 
 def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int | None,
               address: str | None, overwrite: bool, failure_budget: float = 0.05,
-              out_is_shared: bool = False) -> Outcome:  # fmt: skip
+              out_is_shared: bool = False, gpus_per_actor: float = 0.0, actors: int | None = None) -> Outcome:  # fmt: skip
     """``seremo extract``: a feature set by name for a manifest, with the printed summary."""
     from seremo import features
 
     fs = features.get(feature_set, **params)
     result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
-                              failure_budget=failure_budget, out_is_shared=out_is_shared)  # fmt: skip
+                              failure_budget=failure_budget, out_is_shared=out_is_shared,
+                              gpus_per_actor=gpus_per_actor, actors=actors)  # fmt: skip
     text = []
     if result.summary.get("skipped"):
         text.append(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")

@@ -208,6 +208,12 @@ def _per_input(keys: list[str], segments_of: Any) -> pa.Table:
     })  # fmt: skip
 
 
+def _features(feature_set: FeatureSet, y: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """A segment's features, or (``defer``: a model-backed set scored on an actor pool) its audio, which
+    the :class:`Predictor` actor runs through the model it loaded, in batches."""
+    return np.asarray(y, np.float32) if settings.get("defer") else feature_set.extract(y, feature_set.sample_rate)
+
+
 def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str, Any]) -> pa.Table:
     """Stream-decode, segment and extract features for each file of the batch (one row per file)."""
     from seremo.segment import FileSegmenter, SegmentSettings
@@ -220,7 +226,7 @@ def featurize_files(batch: pa.Table, feature_set: FeatureSet, settings: dict[str
         segmenter = FileSegmenter(path, seg_settings, sr=feature_set.sample_rate, channels=settings["channels"])
         segs = []
         for seg in segmenter:
-            x = feature_set.extract(seg.audio, feature_set.sample_rate)
+            x = _features(feature_set, seg.audio, settings)
             segs.append({"channel": seg.channel, "start_s": seg.start_s, "end_s": seg.end_s,
                          "features": x.ravel(), "shape": list(x.shape)})  # fmt: skip
         return segs, segmenter.duration_s, segmenter.n_channels
@@ -245,7 +251,7 @@ def featurize_rows(batch: pa.Table, feature_set: FeatureSet, settings: dict[str,
         if reads_audio:  # the file decoded once, each row's span cut from the stream as it passes
             sr = feature_set.sample_rate
             for j, y in audio.spans(key, [(r["start_s"], r["end_s"]) for r in rows], sr=sr):
-                x = feature_set.extract(y, sr)
+                x = _features(feature_set, y, settings)
                 start = rows[j]["start_s"] or 0.0
                 segs[j].update(features=x.ravel(), shape=list(x.shape), start_s=start, end_s=start + len(y) / sr)
         ends = [sg["end_s"] for sg in segs if sg["end_s"] is not None]
@@ -291,13 +297,38 @@ class Predictor:
     or a :class:`ShippedBundle` (what the job passes).
     """
 
-    def __init__(self, model: str | bundle.Bundle | ShippedBundle, device: str | None = None):
+    def __init__(self, model: str | bundle.Bundle | ShippedBundle, device: str | None = None, defer: bool = False):
         if isinstance(model, ShippedBundle):
             model = model.load()
         self.bundle = model if isinstance(model, bundle.Bundle) else bundle.load(model)
         self.classes = self.bundle.classes
         if device and self.bundle.meta.model_kind == "torch":
             self.bundle.model.to(device)
+        # ``defer``: segments arrive as audio, and the bundle's model-backed feature set (ssl) runs here,
+        # its model loaded once per actor, on the actor's device
+        self.runner = self.bundle.feature_set.load(device or "cpu") if defer else None
+
+    def featurize(self, batch: pa.Table) -> pa.Table:
+        """The deferred features of every segment of the batch, the segments of all its files run together
+        (sorted by length inside the set); a file with a segment that fails becomes an error row."""
+        files = batch.column("segments").to_pylist()
+        fs = self.bundle.feature_set
+        where = [(f, j) for f, segs in enumerate(files) for j in range(len(segs))]
+        done = fs.extract_many([np.asarray(files[f][j]["features"], np.float32) for f, j in where],
+                               fs.sample_rate, self.runner)  # fmt: skip
+        errors = batch.column("error").to_pylist()
+        messages, stages = batch.column("message").to_pylist(), batch.column("stage").to_pylist()
+        for (f, j), x in zip(where, done, strict=True):
+            if isinstance(x, Exception):
+                errors[f], messages[f], stages[f] = type(x).__name__, str(x), "features"
+            else:
+                files[f][j].update(features=x.ravel().tolist(), shape=list(x.shape))
+        files = [[] if errors[f] else segs for f, segs in enumerate(files)]
+        columns = {"segments": pa.array(files, batch.schema.field("segments").type), "error": pa.array(errors, pa.string()),
+                   "message": pa.array(messages, pa.string()), "stage": pa.array(stages, pa.string())}  # fmt: skip
+        for name, column in columns.items():
+            batch = batch.set_column(batch.column_names.index(name), name, column)
+        return batch
 
     def normalise(self, X: Any, segments: list[list[dict]]) -> Any:
         """As the bundle was evaluated: with a per-speaker or per-corpus variant, each channel of each
@@ -328,6 +359,8 @@ class Predictor:
         return self.bundle.predict_proba(X)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.runner is not None:
+            batch = self.featurize(batch)
         out_segments = []
         for file_segs in batch.column("segments").to_pylist():
             proba = self.predict(file_segs)
@@ -693,7 +726,9 @@ def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int
     """The scoring stages: fused into the CPU tasks, or an actor pool (GPU, or --actors N)."""
     import ray
 
-    cpu = {"feature_set": b.feature_set, "settings": {**settings.model_dump(), "inputs": b.meta.inputs}}
+    # a model-backed feature set (ssl) runs on the actors, beside the bundle: the CPU tasks cut segments
+    defer = b.feature_set.batched and not _fused(settings)
+    cpu = {"feature_set": b.feature_set, "settings": {**settings.model_dump(), "inputs": b.meta.inputs, "defer": defer}}
     shipped = ShippedBundle.of(b)
     if _fused(settings):
         return ds.map_batches(score_files, fn_kwargs={**cpu, "model": shipped, "by_row": by_row},
@@ -703,11 +738,11 @@ def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int
         featurize_rows if by_row else featurize_files, fn_kwargs=cpu, batch_format="pyarrow", batch_size=per_task, num_cpus=1,
     ).map_batches(
         Predictor,
-        fn_constructor_kwargs={"model": shipped, "device": "cuda" if settings.gpu else None},
+        fn_constructor_kwargs={"model": shipped, "device": "cuda" if settings.gpu else None, "defer": defer},
         batch_format="pyarrow",
         batch_size=None,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
-        num_cpus=0 if settings.gpu else 0.5,
+        num_cpus=0 if settings.gpu else 1 if defer else 0.5,
         num_gpus=1 if settings.gpu else 0,
     )
 

@@ -24,8 +24,9 @@ from seremo.features.base import functionals
 from seremo.features.dsp import Analysis
 
 SR = 16000
-NAMES = [n for n, cls in features.FEATURE_SETS.items() if cls.reads_audio]  # text: tests/test_text_models.py
-VECTOR_SETS = [n for n, cls in features.FEATURE_SETS.items() if cls.kind == "vector"]
+# text: tests/test_text_models.py; the model-backed sets (ssl, ssl_seq): tests/test_ssl.py
+NAMES = [n for n, cls in features.FEATURE_SETS.items() if cls.reads_audio and not cls.batched]
+VECTOR_SETS = [n for n, cls in features.FEATURE_SETS.items() if cls.kind == "vector" and not cls.batched]
 
 # speaker, sex, emotion: W anger, N neutral, L boredom, F happiness, T sadness, A fear
 CLIPS = ["03a01Wa", "08a01Na", "10a02Lb", "13a02Fa", "15a02Ta", "16a04Ab"]
@@ -212,7 +213,8 @@ def test_empty_signal_is_padded_not_an_error(name):
 def test_default_is_registered():
     assert features.DEFAULT == "seremo" and features.DEFAULT in features.FEATURE_SETS
     assert set(NAMES) == {"seremo", "compact8", "lld_stats", "mfcc_seq", "logmel", "egemaps"}
-    assert set(features.FEATURE_SETS) == set(NAMES) | {"text"} and not features.FEATURE_SETS["text"].reads_audio
+    assert set(features.FEATURE_SETS) == set(NAMES) | {"text", "ssl", "ssl_seq"}
+    assert not features.FEATURE_SETS["text"].reads_audio and features.FEATURE_SETS["ssl"].batched
     for name, cls in features.FEATURE_SETS.items():
         assert cls.name == name and cls.kind in ("vector", "sequence", "image", "text")
 

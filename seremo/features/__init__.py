@@ -9,6 +9,8 @@
 | logmel    | image    | log-mel spectrogram (bands x frames)                               |
 | egemaps   | vector   | openSMILE eGeMAPSv02 functionals (optional extra; research licence) |
 | text      | text     | the transcript (cleaned), for TF-IDF, text networks and fusion; reads no audio |
+| ssl       | vector   | a self-supervised model's layer (wav2vec 2.0, HuBERT, WavLM): mean and std over time (extra `ssl`) |
+| ssl_seq   | sequence | the same layer's frame embeddings                                  |
 
 A set's ``version`` changes whenever its numbers would; older versions stay
 registered so that shards and bundles made with them still load and score.
@@ -29,12 +31,13 @@ from seremo.features.functionals_v1 import SeremoFunctionalsV1
 from seremo.features.lld_stats import LLDStats
 from seremo.features.logmel import LogMel
 from seremo.features.mfcc_seq import MFCCSeq
+from seremo.features.ssl import SSLFeatures, SSLSequence
 from seremo.features.text import Text
 
 DEFAULT = "seremo"
 # the newest version of each set, by name: what `--features NAME` gives
 FEATURE_SETS: dict[str, type[FeatureSet]] = {
-    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS, Text)
+    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS, Text, SSLFeatures, SSLSequence)
 }
 # every version still readable, by (name, version)
 VERSIONS: dict[tuple[str, str], type[FeatureSet]] = {

@@ -43,23 +43,61 @@ class FeatureSet(ABC):
         Always finite float32: vectors are (dim,), sequences (frames, dim),
         images (bands, frames).
         """
+        return _finite(self.compute(self.prepare(y, sr), sr))
+
+    def prepare(self, y: np.ndarray, sr: int) -> np.ndarray:
+        """The signal as ``compute`` takes it: mono float32 at ``sample_rate``, padded to ``min_samples_s``."""
         if sr != self.sample_rate:
             raise ValueError(f"{self.name} expects {self.sample_rate} Hz audio, got {sr} Hz")
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 1:
             raise ValueError(f"{self.name} expects mono audio, got shape {y.shape}")
         n_min = int(self.min_samples_s * sr)
-        if len(y) < n_min:
-            y = np.pad(y, (0, n_min - len(y)))
-        out = np.asarray(self.compute(y, sr), dtype=np.float32)
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.pad(y, (0, n_min - len(y))) if len(y) < n_min else y
 
     @abstractmethod
     def compute(self, y: np.ndarray, sr: int) -> np.ndarray: ...
 
+    # Sets that run a network (``ssl``) load it once per process or actor (``load``) and take batches
+    # of signals (``compute_many``); the others compute one signal at a time.
+    batched: ClassVar[bool] = False
+
+    def load(self, device: str = "cpu") -> Any:
+        """What ``compute_many`` runs on (a model on ``device``); nothing for the per-signal sets."""
+        return None
+
+    def compute_many(self, ys: list[np.ndarray], runner: Any) -> list[np.ndarray]:
+        return [self.compute(y, self.sample_rate) for y in ys]
+
+    def extract_many(self, ys: list[np.ndarray], sr: int, runner: Any = None) -> list[np.ndarray | Exception]:
+        """``extract`` of each signal, batched where the set is; a signal that fails is its exception (the
+        batch is retried one signal at a time, so one bad signal never fails the others)."""
+        prepared: list[np.ndarray | Exception] = []
+        for y in ys:
+            try:
+                prepared.append(self.prepare(y, sr))
+            except Exception as exc:
+                prepared.append(exc)
+        ok = [j for j, y in enumerate(prepared) if not isinstance(y, Exception)]
+        out: list[np.ndarray | Exception] = list(prepared)
+        try:
+            for j, x in zip(ok, self.compute_many([prepared[j] for j in ok], runner), strict=True):
+                out[j] = _finite(x)
+        except Exception:
+            for j in ok:
+                try:
+                    out[j] = _finite(self.compute_many([prepared[j]], runner)[0])
+                except Exception as exc:
+                    out[j] = exc
+        return out
+
     def feature_names(self) -> list[str] | None:
         """Names of the vector's dimensions, where the set has them."""
         return None
+
+
+def _finite(x: Any) -> np.ndarray:
+    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 FUNCTIONALS = ("mean", "std", "min", "max", "p10", "p50", "p90", "range", "skew", "slope")
