@@ -182,3 +182,46 @@ def test_extract_train_and_score_with_an_ssl_bundle(tiny, emodb_manifest, emodb_
 def test_unknown_params_are_refused_in_one_line(tiny):
     with pytest.raises(ConfigError, match="no parameter"):
         features.get("ssl", model=str(tiny["wavlm"]), layers="1")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
+def test_extract_and_score_on_gpu_actors(tiny, emodb_manifest, emodb_wavs, ray_session, tmp_path):
+    """Two actors share one GPU (bf16): the same rows as on CPU, embeddings that agree with the CPU's to bf16
+    precision; a bundle on them scores on GPU actors."""
+    t = manifest.read(emodb_manifest)
+    subset = tmp_path / "subset.parquet"
+    manifest.write(t.slice(0, 24), str(subset))
+    model = str(tiny["wav2vec2"])
+    outs = {}
+    for name, argv in (("cpu", []), ("gpu", ["--gpus-per-actor", "0.5"])):
+        outs[name] = tmp_path / name
+        assert main(["extract", str(subset), "--features", "ssl", "--param", f"model={model}", "--out",
+                     str(outs[name]), *argv]) == 0  # fmt: skip
+    gpu_summary = json.loads((outs["gpu"] / "extract.json").read_text())
+    assert gpu_summary["gpus_per_actor"] == 0.5 and gpu_summary["rows"] == 24
+    cpu, gpu = (read_features(str(outs[n])) for n in ("cpu", "gpu"))
+    by_id = {u: i for i, u in enumerate(cpu.table.column("utterance_id").to_pylist())}
+    order = [by_id[u] for u in gpu.table.column("utterance_id").to_pylist()]
+    a, b = cpu.matrix()[order], gpu.matrix()
+    for x, y in zip(a, b, strict=True):
+        assert np.corrcoef(x, y)[0, 1] > 0.99
+    labels = np.asarray(gpu.table.column("label").to_pylist())
+    fitted = classical.fit("logreg", {"C": 1.0}, gpu.matrix(), labels)
+    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0}, feature_set=gpu.feature_set,
+                            classes=list(fitted.classes_), training={"corpora": ["emodb"], "utterances": len(labels),
+                                                                     "groups": 10}, metrics={})  # fmt: skip
+    saved = bundle.save_classical(tmp_path / "model", fitted, meta)
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for p in emodb_wavs[:4]:
+        shutil.copy(p, calls / p.name)
+    scored = tmp_path / "scored"
+    assert main(["score", str(calls), "--model", str(saved), "--out", str(scored), "--segment", "fixed", "--gpu"]) == 0
+    assert pq.read_table(scored / "segments").num_rows > 0 and pq.read_table(scored / "errors.parquet").num_rows == 0
