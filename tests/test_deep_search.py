@@ -134,27 +134,28 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
 def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features, ray_session, tmp_path, capsys):
     """The trials are drawn before the search runs (seeded, one after another): a restored experiment that
     holds fewer than were drawn (Tune's restore of a search killed as it began) gets the missing ones in one
-    more experiment, and the ones it holds are not run again. Here the experiment of the first two of four
-    draws stands for the cut-off search. Every trial ASHA stopped carries its mark; none is put down to a
+    more experiment, and the ones it holds are not run again. Here the experiment of the first of two draws
+    stands for the cut-off search. Every trial ASHA stopped carries its mark; none is put down to a
     time budget, since there is none."""
-    two, four = (load_deep_search(_config(tmp_path, n), "mlp") for n in (2, 4))
+    one, two, four = (load_deep_search(_config(tmp_path, n), "mlp") for n in (1, 2, 4))
     drawn = deep_search.sample_configs(four, 7)
     assert drawn == deep_search.sample_configs(four, 7) and drawn[:2] == deep_search.sample_configs(two, 7)
     assert drawn != deep_search.sample_configs(four, 8) and all(c["batch_size"] == 32 for c in drawn)
+    drawn = drawn[:2]
     assert all(c["arch.hidden"] in (16, 32) and 0.001 <= c["lr"] <= 0.01 and len(c) == 4 for c in drawn)
     data = train.load_data(emodb_features, two.train)
     rows = np.arange(len(data["labels"]))
     fit, val = train.split_validation(data["groups"], rows, 0.25, 0)
-    inputs = deep_search.search_inputs(data, rows, fit, val, two)
+    inputs = deep_search.search_inputs(data, rows, fit, val, one)
     where = tmp_path / "search" / "fold1"
-    first = deep_search.run_search("fold 1/1", inputs, two, str(where), seed=7)
-    assert [t["sample"] for t in first] == [0, 1] and [t["config"] for t in first] == drawn[:2]
+    first = deep_search.run_search("fold 1/1", inputs, one, str(where), seed=7)
+    assert [t["sample"] for t in first] == [0] and [t["config"] for t in first] == drawn[:1]
     evidence = {name: _trial_evidence(where, name) for name in _terminated(where)}
     capsys.readouterr()
-    again = deep_search.run_search("fold 1/1", inputs, four, str(where), seed=7)
+    again = deep_search.run_search("fold 1/1", inputs, two, str(where), seed=7)
     printed = capsys.readouterr().out
-    assert "2 of 4 trials were never made" in printed and "fold1_rest1" in printed
-    assert sorted(t["sample"] for t in again) == [0, 1, 2, 3]
+    assert "1 of 2 trials were never made" in printed and "fold1_rest1" in printed
+    assert sorted(t["sample"] for t in again) == [0, 1]
     assert {t["sample"]: t["config"] for t in again} == dict(enumerate(drawn))
     assert {t["trial_id"] for t in first} < {t["trial_id"] for t in again}
     for name, before in evidence.items():
