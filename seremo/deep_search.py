@@ -307,9 +307,9 @@ def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings,
         name = where if part == 0 else f"{where}_rest{part}"
         missing = list(range(total)) if configs is None else sorted(set(range(total)) - {t["sample"] for t in rows})
         restoring = tune.Tuner.can_restore(name)
-        if not restoring and (not missing or part and (configs is None or settings.time_budget_s)):
-            break
-        if part and not restoring:
+        if part and not restoring:  # top up only what a cut-off random or grid search never made
+            if not missing or configs is None or settings.time_budget_s:
+                break
             print(f"[{label}] {len(missing)} of {total} trials were never made before the search was cut off: "
                   f"running them in {name}", flush=True)  # fmt: skip
         grid = _experiment(name, trainable, f"{where}_train", settings, missing, configs, label, total, restoring)
@@ -398,14 +398,18 @@ def _trials(grid: Any, label: str, settings: DeepSearchSettings, configs: list[d
         history = json.loads(m.get("history", "[]") or "[]")
         trial_id = m.get("trial_id") or r.path.rsplit("/", 1)[-1]
         epochs = int(m.get("epoch", 0))
-        stopped = ("error" if r.error else ("finished" if epochs >= settings.train.epochs else "early")
-                   if m.get("finished") else "asha" if trial_id in stopped_by_asha else "budget")  # fmt: skip
+        if r.error:
+            stopped = "error"
+        elif m.get("finished"):  # the trial's own loop ended it: the last epoch, or patience
+            stopped = "finished" if epochs >= settings.train.epochs else "early"
+        else:
+            stopped = "asha" if trial_id in stopped_by_asha else "budget"
         rows.append({
             "search": label, "trial_id": trial_id, "sample": (r.config or {}).get("sample"),
             "config": _config_of(r.config, configs), "status": "error" if r.error else "ok",
             "error": str(r.error).splitlines()[0] if r.error else None,
             "best_val_uar": float(m.get("best_val_uar", np.nan)), "last_val_uar": float(m.get("val_uar", np.nan)),
-            "epochs": epochs, "stopped": stopped, "early_stopped": stopped == "early", "asha_stopped": stopped == "asha",
+            "epochs": epochs, "stopped": stopped,
             "wall_s": float(m.get("time_total_s", np.nan)), "checkpoint_path": m.get("checkpoint_path"),
             "val_curve": [h["val_uar"] for h in history],
         })  # fmt: skip
@@ -493,7 +497,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
         per_fold.append({"fold": k + 1, "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)),
                          "uar": fold_uar, "best_config": best["config"], "best_val_uar": best["best_val_uar"],
-                         "trials": len(fold_trials), "asha_stopped": sum(t["asha_stopped"] for t in fold_trials)})  # fmt: skip
+                         "trials": len(fold_trials), "asha_stopped": sum(t["stopped"] == "asha" for t in fold_trials)})  # fmt: skip
         print(f"[{label}] chosen {_config_text(best['config'])} (validation UAR {best['best_val_uar']:.3f}): "
               f"test UAR {fold_uar:.3f}", flush=True)  # fmt: skip
     classes = data["classes"]
@@ -548,7 +552,7 @@ def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str
 def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: Any, per_fold: list, trials: list,
                     started: float) -> dict[str, Any]:  # fmt: skip
     nested = settings.protocol == "nested"
-    stopped = [t["epochs"] for t in trials if t["asha_stopped"]]
+    stopped = [t["epochs"] for t in trials if t["stopped"] == "asha"]
     wall = time.perf_counter() - started
     return {
         "model": settings.train.model, "settings": settings.train.model_dump(), "search": settings.model_dump(),
@@ -581,7 +585,9 @@ def _write_search(out: Path, metrics: dict[str, Any], trials: list[dict[str, Any
         "fold": [t["fold"] for t in trials], "trial_id": [t["trial_id"] for t in trials],
         **{k: [json.dumps(t["config"].get(k)) for t in trials] for k in keys},
         **{c: [t[c] for t in trials] for c in ("sample", "status", "error", "best_val_uar", "last_val_uar",
-                                                "epochs", "stopped", "early_stopped", "asha_stopped", "wall_s")},
+                                                "epochs", "stopped", "wall_s")},
+        # kept beside `stopped` for readers of earlier tables
+        "early_stopped": [t["stopped"] == "early" for t in trials], "asha_stopped": [t["stopped"] == "asha" for t in trials],
         "val_curve": [t["val_curve"] for t in trials],
     })  # fmt: skip
     pq.write_table(table, out / "trials.parquet")

@@ -177,6 +177,8 @@ def test_extract_train_and_score_with_an_ssl_bundle(tiny, emodb_manifest, emodb_
     swapped = loaded.meta.feature_set.params | {"model": str(tiny["hubert"])}  # other weights: refused
     with pytest.raises(ConfigError, match="not the ones"):
         features.get("ssl", **swapped).load()
+    with pytest.raises(ConfigError, match="not the ones"):
+        features.get("ssl", **swapped).describe()  # before any work: extract, evaluate and score describe first
 
 
 def test_unknown_params_are_refused_in_one_line(tiny):

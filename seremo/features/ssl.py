@@ -116,11 +116,7 @@ class Encoder:
             raise ConfigError(f"feature set ssl needs transformers: {INSTALL}") from None
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        folder, _ = resolve(fs.model, fs.revision)
-        if fs.weights_sha256 and weights_sha256(folder) != fs.weights_sha256:
-            raise ConfigError(f"ssl: the weights in {folder} (sha256 {weights_sha256(folder)[:12]}) are not the ones "
-                              f"these features were made with ({fs.weights_sha256[:12]}); fetch that model (revision "
-                              f"{fs.revision or 'main'}) or re-extract with these weights")  # fmt: skip
+        folder = fs.pinned()[0]
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         if config.model_type not in MODEL_TYPES:
             raise ConfigError(f"ssl: {fs.model} is a {config.model_type} model; the ssl set takes "
@@ -219,10 +215,20 @@ class SSLFeatures(FeatureSet):
         if self.chunk_s < 1:
             raise ConfigError(f"ssl: chunk_s={self.chunk_s}: give at least 1 second")
 
-    def describe(self) -> dict[str, Any]:
-        """With the model pinned: the weights' SHA-256 and, for a cached id, the snapshot's commit."""
+    def pinned(self) -> tuple[Path, SSLFeatures]:
+        """(local folder, this set with the weights' SHA-256 and, for a cached id, the snapshot's commit).
+        A set that names weights (from shards or a bundle) and finds others is one line, before any work."""
         folder, revision = resolve(self.model, self.revision)
-        pinned = dataclasses.replace(self, revision=revision, weights_sha256=weights_sha256(folder))
+        found = weights_sha256(folder)
+        if self.weights_sha256 and found != self.weights_sha256:
+            raise ConfigError(f"ssl: the weights in {folder} (sha256 {found[:12]}) are not the ones these features "
+                              f"were made with ({self.weights_sha256[:12]}); fetch that model (revision "
+                              f"{self.revision or 'main'}) or re-extract with these weights")  # fmt: skip
+        return folder, dataclasses.replace(self, revision=revision, weights_sha256=found)
+
+    def describe(self) -> dict[str, Any]:
+        """With the model pinned (``pinned``)."""
+        pinned = self.pinned()[1]
         return {"name": self.name, "kind": self.kind, "version": self.version, "params": pinned.params}
 
     def load(self, device: str = "cpu") -> Encoder:
