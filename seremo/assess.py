@@ -39,7 +39,7 @@ def _is_manifest(data: str) -> bool:
 
 
 def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> shards.Features:
-    """The features to judge ``b`` on: ``data`` itself, or ``data`` (a manifest) extracted into OUT/features."""
+    """The features to judge ``b`` on: ``data`` itself, or ``data`` (a manifest) extracted into ``out``/features."""
     if _is_manifest(data):
         from seremo.extract import extract_manifest
 
@@ -100,8 +100,10 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
     b = bundle.load(model)
     class_set = class_set or b.meta.training.get("class_set")
     identity = {"model_id": b.model_id}
-    with outputs.run_dir(out, "evaluate", identity) as out_path:
-        feats = features_for(b, data, out, address)
+    outputs.check_out(out, [str(model)] + ([] if _is_manifest(data) else [data]), [data] if _is_manifest(data) else [],
+                      what="bundle or data")  # fmt: skip
+    with outputs.run_dir(out, "evaluate", identity, writes=(*outputs.RUN_WRITES, "features")) as run:
+        feats = features_for(b, data, run.remote, address)
         rows = select_rows(feats, b.classes, class_set, b.meta.inputs, data)
         proba = predict(b, rows)
         classes = b.classes
@@ -114,7 +116,7 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
             "feature_set": b.meta.feature_set.model_dump(), "trained_on": b.meta.training,
             "wall_s": time.perf_counter() - started,
         })  # fmt: skip
-        _write(out_path, metrics, rows, pred, proba, classes)
+        _write(run.local, metrics, rows, pred, proba, classes)
     return metrics
 
 

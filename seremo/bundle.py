@@ -115,12 +115,31 @@ class BundleMeta(BaseModel):
             raise ValueError(f"format {v} is not {FORMAT_VERSION}; re-export it with this seremo")
         return v
 
+    @field_validator("files")
+    @classmethod
+    def _confined(cls, v: dict[str, str]) -> dict[str, str]:
+        outside = next((name for name in v if not confined_name(name)), None)
+        if outside is not None:
+            raise ValueError(f"names {outside!r}, outside the bundle folder; every file must lie inside it")
+        return v
+
     @field_validator("classes")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("classes repeat")
         return v
+
+
+def confined_name(name: Any) -> bool:
+    """True for a relative name that stays inside the bundle folder (``a/b.json``; not ``../x``, ``/x``, ``a\\b``).
+
+    A bundle is someone else's file: its names decide what seremo reads, and a re-run of
+    its run dir removes them, so a name that leaves the folder is refused before either.
+    """
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name or "\0" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def meta_digest(meta: dict[str, Any]) -> str:
@@ -440,6 +459,8 @@ def load(path: str | Path) -> Bundle:
         raise BundleError(f"{meta_path}: does not match its own checksum; the bundle was edited or damaged (re-export it)")
     for name, digest in meta.files.items():
         f = root / name
+        if f.is_symlink() or not f.resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"{f}: is a link or leads outside the bundle; a bundle holds its own files")
         if not f.is_file():
             raise BundleError(f"{f}: listed in {META} but missing; the bundle is incomplete")
         if _sha256(f) != digest:

@@ -367,6 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "address", None) and args.verb != "submit":
+            from seremo.runtime import check_reachable
+
+            check_reachable(args.address)  # every verb, before it reads or writes anything (submit: a dashboard URL)
         return int(args.handler(args) or 0)
     except SeremoError as exc:
         print(f"seremo {args.verb}: error: {exc}", file=sys.stderr)

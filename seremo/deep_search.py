@@ -448,9 +448,10 @@ def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any
 
 def search_run(features_dir: str, out: str, settings: DeepSearchSettings, address: str | None = None) -> dict[str, Any]:
     identity = {"model": settings.train.model, "search": settings.fingerprint()}
-    with outputs.run_dir(out, "tune", identity) as out_path:
-        where = storage.join(out, "search") if storage.is_uri(out) else str(out_path / "search")
-        return _search_run(features_dir, out_path, where, storage.ray_storage(out, out_path), settings, address)
+    outputs.check_out(out, [features_dir], what="features")
+    # the trials live in OUT/search across runs, so a killed search resumes; the rest is staged
+    with outputs.run_dir(out, "tune", identity, state=("search",)) as run:
+        return _search_run(features_dir, run.local, run.state("search"), run.ray_storage, settings, address)
 
 
 def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str, settings: DeepSearchSettings,

@@ -179,8 +179,9 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
                                 "them on one (the figures above need no features and stand)")  # fmt: skip
         log.warning("%s", metrics["no_bundle"])
     metrics["wall_s"] = time.perf_counter() - started
-    with outputs.run_dir(out, "ensemble", {"rule": rule}) as path:
-        _write_run(path, members, metrics, shipped_proba, weights, rule)
+    outputs.check_out(out, runs, what="member run")
+    with outputs.run_dir(out, "ensemble", {"rule": rule}) as run:
+        _write_run(run.local, members, metrics, shipped_proba, weights, rule)
     return metrics
 
 

@@ -293,6 +293,7 @@ def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batc
     from seremo import features
 
     fs = features.get(feature_set, **params)
+    outputs.check_out(out, files=[manifest_path], what="manifest")  # extract() checks the audio files too
     result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
                               failure_budget=failure_budget, out_is_shared=out_is_shared,
                               gpus_per_actor=gpus_per_actor, actors=actors)  # fmt: skip

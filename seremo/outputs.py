@@ -22,11 +22,15 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,77 +224,228 @@ def holds(out: str, token: str) -> bool:
     return bool(held) and held.get("token") == token
 
 
-def check_apart(out: str, folders: Iterable[str], files: Iterable[str] = (), what: str = "input") -> None:
-    """Refuse an ``out`` that is an input folder or lies inside one, or that holds an input file.
+def check_apart(out: str, folders: Iterable[str] = (), files: Iterable[str] = (), what: str = "input") -> None:
+    """Refuse an ``out`` that is an input, lies inside an input folder, or holds an input file.
 
     Writing into the input would make the next run read its own output as input
     (or overwrite input files); ``files`` are normalised paths (no stat per file).
     """
+    inputs = [f for f in files if f]
     if storage.is_uri(out):
-        return
-    root = os.path.realpath(out)
-    for folder in folders:
-        if storage.is_uri(folder):
-            continue
-        path = os.path.realpath(folder)
-        if root == path or root.startswith(path + os.sep):
-            raise SeremoError(f"{out}: is or lies inside the {what} folder {folder}; write the output elsewhere")
-    inside = next((f for f in files if not storage.is_uri(f) and f.startswith(root + os.sep)), None)
-    if inside is not None:
-        raise SeremoError(f"{out}: holds the {what} {inside}; write the output to a folder of its own")
+        target = out.rstrip("/")
+        if target in (f.rstrip("/") for f in [*folders, *inputs] if storage.is_uri(f)):
+            raise SeremoError(f"{out}: is the {what} itself; write the output elsewhere")
+    else:
+        root = os.path.realpath(out)
+        for folder in folders:
+            if folder and not storage.is_uri(folder):
+                path = os.path.realpath(folder)
+                if root == path or root.startswith(path + os.sep):
+                    raise SeremoError(f"{out}: is or lies inside the {what} folder {folder}; write the output elsewhere")
+        for f in inputs:
+            if not storage.is_uri(f) and root == os.path.realpath(f):
+                raise SeremoError(f"{out}: is the {what} {f} itself; write the output to another path")
+        inside = next((f for f in inputs if not storage.is_uri(f) and f.startswith(root + os.sep)), None)
+        if inside is not None:
+            raise SeremoError(f"{out}: holds the {what} {inside}; write the output to a folder of its own")
 
 
-# --------------------------------------------------------------------------- run directories (tune, train)
+def check_out(out: str, folders: Iterable[str] = (), files: Iterable[str] = (), what: str = "input") -> None:
+    """Every verb's rule for its ``--out``, before anything is written: apart from its inputs
+    (:func:`check_apart`) and not inside another output or a bundle (:func:`check_not_inside_output`)."""
+    check_apart(out, folders, files, what)
+    check_not_inside_output(out)
+
+
+def check_not_inside_output(out: str) -> None:
+    """Refuse an ``out`` inside what seremo wrote (a features dir, a run dir, a score output) or inside a bundle.
+
+    ``out`` itself may be an output of the verb (a re-run: ``check_owner`` judges it), never a bundle.
+    """
+    from seremo.bundle import META
+
+    if storage.exists(storage.join(out, META)):
+        raise SeremoError(f"{out}: is a model bundle; write the output to a folder of its own")
+    for here in _ancestors(out):
+        for name, kind in ((MARKER, None), (META, "a model bundle")):
+            if storage.is_file(storage.join(here, name)):
+                if kind is None:
+                    kind = f"the `seremo {(owner(here) or {}).get('verb', '?')}` output"
+                raise SeremoError(f"{out}: lies inside {here}, {kind}; write the output to a folder of its own")
+
+
+def _ancestors(out: str) -> list[str]:
+    """The folders above ``out``, nearest first (on object storage: the prefixes up to the bucket)."""
+    if storage.is_uri(out):
+        scheme, rest = out.rstrip("/").split("://", 1)
+        parts = rest.split("/")
+        return [f"{scheme}://{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
+    return [str(p) for p in Path(os.path.realpath(out)).parents]
+
+
+# --------------------------------------------------------------------------- run directories (tune, train, ...)
 
 RUN_WRITES = ("metrics.json", "report.md", "confusion_matrix.png", "curves.png", "hyperparameters.png", "trials.parquet",
               "predictions.parquet", "model_predictions.parquet", "model", "ray")  # fmt: skip
+STAGING = ".seremo-staging-"  # + the run's lease token: where a run writes until it commits
+_STAGING_NAME = re.compile(re.escape(STAGING) + r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where a run writes before it commits.
+
+    ``local`` holds what the driver writes (a directory inside ``out``, or scratch
+    for a URI); ``remote`` is the same staging place as Ray workers and Ray's own
+    storage see it (``local`` itself for a local ``out``, a prefix inside a URI).
+    ``state`` names folders of resumable state that live in ``out`` itself, across runs.
+    """
+
+    out: str
+    local: Path
+    remote: str
+
+    @property
+    def ray_storage(self) -> str:
+        """Ray Train/Tune ``storage_path``: inside the staging place, so it is committed with the run."""
+        return storage.join(self.remote, "ray")
+
+    def state(self, name: str) -> str:
+        """A folder of resumable state (a deep search's trials): in ``out`` itself, kept between runs."""
+        return storage.join(self.out, name)
 
 
 @contextlib.contextmanager
-def run_dir(out: str, verb: str, identity: dict[str, Any]) -> Iterator[Path]:
-    """The local directory a tune/train run writes in, once ``out`` is this verb's and this run's.
+def run_dir(out: str, verb: str, identity: dict[str, Any], writes: tuple[str, ...] = RUN_WRITES,
+            state: tuple[str, ...] = ()) -> Iterator[RunDir]:  # fmt: skip
+    """Stage a tune/train/evaluate/ensemble run beside the earlier one and swap it in when it succeeds.
 
-    Another verb's run dir, another model's, or a folder of the user's holding a
-    name a run writes, is refused before any work; a re-run of the same verb and
-    model replaces the files the earlier run wrote (and only those), so no stale
-    report or bundle is left beside the new one.
+    Refused before anything is written: another verb's run dir, another model's
+    run, a folder of the user's holding a name a run writes (``writes``, ``state``),
+    and an earlier run whose bundle names files outside itself. The new run writes
+    under ``OUT/.seremo-staging-TOKEN/``; only when its body returns are the earlier
+    run's files (``writes``, the bundle's listed files) replaced by the staged ones.
+    A run that fails for any reason (a typo'd input, an unreachable cluster, an
+    interrupt) leaves the earlier run exactly as it was and nothing of its own but
+    ``state`` (a deep search's resumable trials).
     """
-    before = check_owner(out, verb, RUN_WRITES)
+    before = check_owner(out, verb, (*writes, *state))
     if before is not None and before != identity:
         raise SeremoError(
             f"{out}: holds a `seremo {verb}` run of {_describe(before)}, not of {_describe(identity)}; "
             "write this run to its own --out"
         )
-    with Lease(out, verb):
-        if before is not None:
-            _remove_run_files(out)
-        record_owner(out, verb, identity)
-        with storage.run_dir(out) as local:
-            yield local
+    earlier = _earlier_bundle_files(out) if before is not None else []
+    created = not storage.exists(out)
+    with Lease(out, verb) as lease:
+        _remove_stale_staging(out, lease.token)
+        if before is None:  # a new output: marked now, so a killed run's resumable state is known as seremo's
+            record_owner(out, verb, identity)
+        run = _staging(out, lease.token)
+        try:
+            yield run
+            _remove_run_files(out, writes, earlier)
+            _publish(run)
+            record_owner(out, verb, identity)
+        except BaseException:
+            _discard(run)
+            if before is None and not any(storage.exists(storage.join(out, n)) for n in state):
+                storage.delete_file(storage.join(out, MARKER))
+            raise
+    if created:
+        storage.remove_empty_dir(out)  # a new run that failed leaves no empty folder behind
+
+
+def _staging(out: str, token: str) -> RunDir:
+    if storage.is_uri(out):
+        return RunDir(out, Path(tempfile.mkdtemp(prefix="seremo-run-")), storage.join(out, STAGING + token))
+    local = Path(out).absolute() / (STAGING + token)
+    local.mkdir(parents=True)
+    return RunDir(str(Path(out).absolute()), local, str(local))
+
+
+def _publish(run: RunDir) -> None:
+    """Move the staged run into ``out``: a rename per entry on a local disk, a copy on object storage."""
+    from pyarrow import fs as pafs
+
+    if not storage.is_uri(run.out):
+        base = Path(run.out).absolute()
+        for entry in sorted(run.local.iterdir()):
+            os.replace(entry, base / entry.name)
+        run.local.rmdir()
+        return
+    filesystem, inner = storage.filesystem(run.out)
+    _, staged = storage.filesystem(run.remote)
+    if filesystem.get_file_info(staged).type == pafs.FileType.Directory:  # what Ray wrote (its storage)
+        pafs.copy_files(staged, inner, source_filesystem=filesystem, destination_filesystem=filesystem)
+        filesystem.delete_dir(staged)
+    pafs.copy_files(str(run.local), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem)
+    shutil.rmtree(run.local, ignore_errors=True)
+
+
+def _discard(run: RunDir) -> None:
+    """Remove what a failed run staged (never anything else)."""
+    shutil.rmtree(run.local, ignore_errors=True)
+    if storage.is_uri(run.out):
+        with contextlib.suppress(OSError, FileNotFoundError):
+            if storage.is_dir(run.remote):
+                storage.remove_dir(run.remote)
+
+
+def _remove_stale_staging(out: str, token: str) -> None:
+    """Staging folders of killed runs of this output (named by seremo; only ever seremo's)."""
+    from pyarrow import fs as pafs
+
+    filesystem, inner = storage.filesystem(out)
+    for info in filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
+        if _STAGING_NAME.fullmatch(info.base_name) and not info.base_name.endswith(token):
+            log.info("%s: removing %s, left by a run that was killed", out, info.base_name)
+            filesystem.delete_dir(info.path) if info.type == pafs.FileType.Directory else filesystem.delete_file(info.path)
 
 
 def _describe(identity: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(identity.items())) or "another kind"
 
 
-def _remove_run_files(out: str) -> None:
-    """Delete what an earlier run of this directory wrote: the names in RUN_WRITES, the bundle's listed files."""
+def _earlier_bundle_files(out: str) -> list[str]:
+    """The files the earlier run's ``model/bundle.json`` lists, each confined to the bundle.
+
+    A name that leaves the bundle (``../x``, an absolute path) refuses the re-run before
+    anything is read or removed: seremo deletes only what it wrote.
+    """
+    from seremo.bundle import META, confined_name
+
+    path = storage.join(out, "model", META)
+    try:
+        meta = storage.read_json(path) or {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SeremoError(f"{path}: is not valid JSON; the earlier run's bundle is damaged; remove {out}/model "
+                          "yourself or choose a new --out") from None  # fmt: skip
+    listed = meta.get("files", {}) if isinstance(meta, dict) else {}
+    names = [*(listed if isinstance(listed, dict) else {}), META]
+    for name in names:
+        if not confined_name(name):
+            raise SeremoError(f"{path}: lists {name!r}, a name outside the bundle; seremo will not remove it "
+                              f"(remove {out}/model yourself, or choose a new --out)")  # fmt: skip
+    return names
+
+
+def _remove_run_files(out: str, writes: tuple[str, ...], bundle_files: list[str]) -> None:
+    """Delete what the earlier run of this directory wrote: the names in ``writes``, the bundle's listed files."""
     from pyarrow import fs as pafs
 
     filesystem, base = storage.filesystem(out)
-    for name in RUN_WRITES:
+    for name in writes:
         path = f"{base}/{name}"
         kind = filesystem.get_file_info(path).type
         if kind == pafs.FileType.File:
             filesystem.delete_file(path)
         elif kind == pafs.FileType.Directory and name == "model":
-            meta = storage.read_json(storage.join(out, "model", "bundle.json")) or {}
-            listed = [*meta.get("files", {}), "bundle.json"]
-            for name_ in listed:
+            for name_ in bundle_files:
                 if filesystem.get_file_info(f"{path}/{name_}").type == pafs.FileType.File:
                     filesystem.delete_file(f"{path}/{name_}")
             # an ensemble's member folders (members/0, members/): deepest first, only once empty
-            subdirs = {"/".join(n.split("/")[:i]) for n in listed for i in range(1, n.count("/") + 1)}
+            subdirs = {"/".join(n.split("/")[:i]) for n in bundle_files for i in range(1, n.count("/") + 1)}
             for sub in sorted(subdirs, key=lambda d: -d.count("/")):
                 full = f"{path}/{sub}"
                 info = filesystem.get_file_info(full)
@@ -298,5 +453,5 @@ def _remove_run_files(out: str) -> None:
                     filesystem.delete_dir(full)
             if not filesystem.get_file_info(pafs.FileSelector(path)):
                 filesystem.delete_dir(path)
-        elif kind == pafs.FileType.Directory:  # ray/: the Ray Tune/Train state of the earlier run
-            filesystem.delete_dir(path)
+        elif kind == pafs.FileType.Directory and (name == "ray" or (owner(path) or {}).get("verb") == "extract"):
+            filesystem.delete_dir(path)  # ray/: the earlier run's Ray state; features/: evaluate's extraction

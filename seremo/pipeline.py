@@ -278,7 +278,11 @@ def _score_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
         from seremo.score import run_stage
 
         settings = ScoreSettings.model_validate(s.model_dump(exclude={"input", "model"}))
-        return run_stage(cfg.data_path(s.input), cfg.bundle_path(s.model), out, settings, address, cfg.out_is_shared)
+        # Scoring resumes by input path; once this pipeline has scored here, other settings or another model
+        # start afresh (cleared only after the bundle and the inputs check out), never resume the old rows.
+        afresh = storage.exists(cfg.output("pipeline", "score.json"))
+        return run_stage(cfg.data_path(s.input), cfg.bundle_path(s.model), out, settings, address, cfg.out_is_shared,
+                         afresh=afresh)  # fmt: skip
 
     return [Step("score", "score", {**s.model_dump(), "model": cfg.bundle_path(s.model)}, out,
                  storage.join(out, "score.json"), work)]  # fmt: skip
@@ -367,12 +371,6 @@ def _run_steps(steps: list[Step], cfg: PipelineConfig, source: str, address: str
             rows.append({"step": step.label, "status": "skipped", "wall_s": 0.0, "output": step.output,
                          **marker.get("result", {})})  # fmt: skip
             continue
-        if marker and step.stage == "score" and storage.exists(step.output):
-            # Scoring resumes by input path; a different model or settings must not resume old rows.
-            from seremo.score import clear
-
-            log.info("%s: settings or model changed since the last run; scoring afresh", step.output)
-            clear(step.output)
         print(f"{head}: running -> {step.output}", flush=True)
         if not connected:  # once, and only when a step has work to do
             ensure_ray(address)

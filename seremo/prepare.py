@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import pyarrow.parquet as pq
 
-from seremo import manifest, storage
-from seremo.corpora import Prepared, prepare_corpora
+from seremo import manifest, outputs, storage
+from seremo.corpora import Prepared, get_loader, prepare_corpora
+from seremo.labels import get_class_set
 from seremo.summary import Outcome, format_table
 
 
@@ -15,6 +16,13 @@ def run_stage(entries: Sequence[tuple[str, str, dict[str, str]]], out: str, clas
     """Prepare one or more corpora (loader, root, options) into the manifest ``out``, with its summary."""
     stem = out.rsplit(".", 1)[0] if "." in out.rsplit("/", 1)[-1] else out
     errors_path = stem + ".errors.parquet"  # beside the manifest: m.parquet -> m.errors.parquet
+    for name, _, _ in entries:
+        get_loader(name)  # mistyped names are the first thing to hear about, then where the output goes
+    if class_set is not None:
+        get_class_set(class_set)
+    roots = [root for _, root, _ in entries]
+    outputs.check_out(out, [r for r in roots if storage.is_dir(r)], [r for r in roots if storage.is_file(r)],
+                      what="corpus")  # fmt: skip
     manifest.check_replaceable(out)  # before the work: a user's file there is never replaced
     manifest.check_replaceable(errors_path, "errors table")
     prepared = prepare_corpora(list(entries), class_set=class_set)

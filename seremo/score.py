@@ -625,7 +625,7 @@ def _segment_rows(out: str) -> int:
 
 
 def score(source: str, model: str, out: str, settings: ScoreSettings, address: str | None = None,
-          out_is_shared: bool = False) -> dict[str, Any]:  # fmt: skip
+          out_is_shared: bool = False, afresh: bool = False) -> dict[str, Any]:  # fmt: skip
     """Score every input of ``source`` (a folder, prefix, glob or manifest) with the bundle at ``model`` into ``out``.
 
     ``out`` is a local path or a URI (s3://...); on a multi-node cluster a local
@@ -646,7 +646,7 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
         raise SeremoError(f"{source}: holds no files to score")
     out = out if storage.is_uri(out) else os.path.abspath(out)
     audio_inputs = [p for p in inputs if not p.startswith(TEXT_INPUT)]
-    outputs.check_apart(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], audio_inputs)
+    outputs.check_out(out, [source] if not storage.is_uri(source) and os.path.isdir(source) else [], audio_inputs)
     # What decides the rows (not how the work is spread: files per task, actors, GPU).
     identity = {"model": b.model_id, "channels": settings.channels,
                 "segment": SegmentSettings(**settings.segment).identity(),
@@ -657,11 +657,15 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
         identity.update(channels="mix", segment="manifest rows",
                         rows=hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest())
     before = outputs.check_owner(out, "score", WRITES)
-    if before is not None:
+    stale = before is not None and before != identity
+    if stale and not afresh:
         _check_identity(out, before, identity)
     ensure_ray(address)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
     with outputs.Lease(out, "score") as lease:
+        if stale:
+            log.info("%s: settings or model changed since the last run; scoring afresh", out)
+            _clear_own(out)
         outputs.record_owner(out, "score", identity)
         return _score(inputs, b, out, settings, lease.token, rows)
 
@@ -749,35 +753,32 @@ def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int
     )
 
 
-def clear(out: str) -> None:
-    """Remove what ``seremo score`` wrote into ``out`` (a re-run with other settings starts afresh).
+def _clear_own(out: str) -> None:
+    """Remove what ``seremo score`` wrote into ``out``, for a run that holds its lease and starts afresh.
 
     Only seremo's own files go: the published parts of its commits, its staging
     prefix, its summaries and its marker; anything else in ``out`` stays.
     """
-    marker = outputs.owner(out)
-    if marker is None or marker.get("verb") != "score":
-        raise SeremoError(f"{out}: is not a `seremo score` output; not clearing it")
-    with outputs.Lease(out, "score"):
-        for marker_file in storage.list_files(storage.join(out, PARTS, "done"), ".parquet"):
-            storage.delete_file(_published(out, _key(marker_file)))
-        for f in storage.list_files(storage.join(out, PARTS), recursive=True):
-            storage.delete_file(f)
-        for name in ("files.parquet", "errors.parquet", "score.json", *REPORT_FILES, outputs.MARKER):
-            storage.delete_file(storage.join(out, name))
-        for folder in (storage.join(out, PARTS, sub) for sub in ("segments", "files", "errors", "done")):
-            storage.remove_empty_dir(folder)
-        storage.remove_empty_dir(storage.join(out, PARTS))
-        storage.remove_empty_dir(storage.join(out, "segments"))
+    for marker_file in storage.list_files(storage.join(out, PARTS, "done"), ".parquet"):
+        storage.delete_file(_published(out, _key(marker_file)))
+    for f in storage.list_files(storage.join(out, PARTS), recursive=True):
+        storage.delete_file(f)
+    for name in ("files.parquet", "errors.parquet", "score.json", *REPORT_FILES, outputs.MARKER):
+        storage.delete_file(storage.join(out, name))
+    for folder in (storage.join(out, PARTS, sub) for sub in ("segments", "files", "errors", "done")):
+        storage.remove_empty_dir(folder)
+    storage.remove_empty_dir(storage.join(out, PARTS))
+    storage.remove_empty_dir(storage.join(out, "segments"))
 
 
 # --------------------------------------------------------------------------- the stage
 
 
 def run_stage(source: str, model: str, out: str, settings: ScoreSettings, address: str | None,
-              out_is_shared: bool = False) -> Outcome:  # fmt: skip
-    """``seremo score``: the summary table and where the outputs are."""
-    s = score(source, model, out, settings, address=address, out_is_shared=out_is_shared)
+              out_is_shared: bool = False, afresh: bool = False) -> Outcome:  # fmt: skip
+    """``seremo score``: the summary table and where the outputs are (``afresh``: an output of other
+    settings or another model is cleared, after every check, instead of refused)."""
+    s = score(source, model, out, settings, address=address, out_is_shared=out_is_shared, afresh=afresh)
     table = format_table(
         ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
         [[s["inputs"], s["files"], s["errors"], s["segments"], round(s["audio_hours"], 3), round(s["wall_s"], 1),

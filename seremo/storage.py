@@ -1,9 +1,9 @@
 """Where outputs live: local paths, or pyarrow filesystem URIs (``s3://``, ``gs://``, ...).
 
 Extraction writes its shards straight to any filesystem from the Ray workers.
-Stages that assemble a run dir on the driver (tune, train) build it in a local
-scratch directory and upload it when the destination is a URI, so every node of
-a multi-node cluster can read what a stage wrote.
+Stages that assemble a run dir on the driver (tune, train) stage it and swap it
+in when it succeeds (:func:`seremo.outputs.run_dir`): on a URI, through a local
+scratch directory uploaded at the end, so every node can read what a stage wrote.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,26 +165,3 @@ def remove_empty_dir(path: str) -> None:
 def remove_dir(path: str) -> None:
     fs, inner = filesystem(path)
     fs.delete_dir(inner)
-
-
-@contextlib.contextmanager
-def run_dir(out: str) -> Iterator[Path]:
-    """A local directory to write ``out`` in: ``out`` itself, or scratch uploaded to the URI on success."""
-    if not is_uri(out):
-        path = Path(out).absolute()
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    scratch = Path(tempfile.mkdtemp(prefix="seremo-run-"))
-    try:
-        yield scratch
-        fs, inner = filesystem(out)
-        fs.create_dir(inner, recursive=True)
-        pafs.copy_files(str(scratch), inner, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def ray_storage(out: str, local: Path) -> str:
-    """Ray Train/Tune ``storage_path`` for a run: beside the run on shared storage, else in the local run dir."""
-    return join(out, "ray") if is_uri(out) else str(local / "ray")

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, evaluate, nets, outputs, shards, storage
+from seremo import bundle, evaluate, nets, outputs, shards
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -495,8 +495,9 @@ def best_model(checkpoint: Any, settings: TrainSettings, data: dict[str, Any]) -
 
 def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
     """Train and evaluate by grouped folds, then write the run dir (a local path or a URI)."""
-    with outputs.run_dir(out, "train", {"model": settings.model}) as out_path:
-        return _train_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
+    outputs.check_out(out, [features_dir], what="features")
+    with outputs.run_dir(out, "train", {"model": settings.model}) as run:
+        return _train_run(features_dir, run.local, run.ray_storage, settings, address)
 
 
 def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: TrainSettings,
@@ -507,11 +508,6 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     folds = plan_folds(data["groups"], settings, data["corpus"])
     tests = load_tests(settings, data)
     check_model(settings, data)
-    if storage.exists(ray_storage):
-        # Ray Train resumes a run whose storage path and name already hold checkpoints; those
-        # belong to an earlier invocation (other settings, perhaps), so a new run starts clean.
-        log.info("%s: removing the previous run's Ray Train state", ray_storage)
-        storage.remove_dir(ray_storage)
     ensure_ray(address)
     if settings.gpu and not ray.cluster_resources().get("GPU"):
         raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, evaluate, outputs, shards, storage, vote
+from seremo import bundle, classical, evaluate, outputs, shards, vote
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -319,8 +319,9 @@ def _progress_callback(total: int):
 
 def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str | None = None) -> dict[str, Any]:
     """Run the nested search and write the run dir (a local path or a URI); returns metrics.json's content."""
-    with outputs.run_dir(out, "tune", {}) as out_path:
-        return _tune_run(features_dir, out_path, storage.ray_storage(out, out_path), settings, address)
+    outputs.check_out(out, [features_dir], what="features")
+    with outputs.run_dir(out, "tune", {}) as run:
+        return _tune_run(features_dir, run.local, run.ray_storage, settings, address)
 
 
 def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: TuneSettings,

@@ -116,3 +116,45 @@ def kill_tree(proc, keep=None, whole_group: bool = False) -> None:
             p.kill()
     proc.wait()
     psutil.wait_procs(tree, timeout=30)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` by its SHA-256, and every folder (so an emptied one is noticed)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}  # fmt: skip
+
+
+def assert_failed_reruns_keep(run: Path, argv: list[str], typo_at: int, monkeypatch, capsys,
+                              interrupt: tuple[object, str] | None = None) -> None:  # fmt: skip
+    """Re-run ``argv`` (which finished into ``run``) three ways that fail, and find ``run`` byte-identical each time.
+
+    A typo in the input at ``argv[typo_at]`` and an unreachable ``--address`` end as one line, exit 2;
+    an interrupt as the run starts (Ctrl-C where it connects to Ray, or at ``interrupt``: an object and
+    the name of a callable on it) ends with exit 130.
+    """
+    import ray
+
+    from seremo.cli import main
+
+    before = tree_digest(run)
+    capsys.readouterr()
+    typo = [*argv]
+    typo[typo_at] = str(typo[typo_at]).rstrip("/") + "-typo"
+    assert main(typo) == 2, "a typo'd input must be a user's mistake"
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert tree_digest(run) == before, "a re-run with a typo'd input changed the finished run"
+    assert main([*argv, "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach the Ray cluster" in err, err
+    assert tree_digest(run) == before, "a re-run with an unreachable --address changed the finished run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(*(interrupt or (ray, "is_initialized")), interrupted)
+        assert main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert tree_digest(run) == before, "an interrupted re-run changed the finished run"

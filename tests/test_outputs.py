@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_tree
+from conftest import assert_failed_reruns_keep, kill_tree
 
 from seremo import bundle, classical, manifest, outputs, shards
 from seremo.cli import main
@@ -335,16 +335,28 @@ def test_a_lost_or_copied_shard_and_a_changed_manifest_are_caught(emodb_manifest
 TINY_TUNE = "outer_folds: 2\ninner_folds: 2\nmodels:\n  logreg:\n    C: [1.0]\n"
 
 
-def test_run_dirs_belong_to_one_verb_and_model(emodb_features, emodb_manifest, ray_session, tmp_path, capsys):
+def test_run_dirs_belong_to_one_verb_and_model(emodb_features, emodb_manifest, ray_session, tmp_path, capsys,
+                                               monkeypatch):  # fmt: skip
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_TUNE)
     run = tmp_path / "run"
     run.mkdir()
     (run / "readme.txt").write_text("mine\n")
+    argv = ["tune", emodb_features, "--out", str(run), "--config", str(cfg)]
     for _ in range(2):  # twice into a folder of other things
-        assert main(["tune", emodb_features, "--out", str(run), "--config", str(cfg)]) == 0
+        assert main(argv) == 0
     assert (run / "readme.txt").read_text() == "mine\n"
     assert bundle.load(run / "model").meta.model_name == "logreg"
+    assert not list(run.glob(".seremo-staging-*"))
+    assert_failed_reruns_keep(run, argv, 1, monkeypatch, capsys)
+    # outputs never land inside another output or a bundle, nor on an input
+    for verb in (["evaluate", str(run / "model"), emodb_features], ["tune", emodb_features],
+                 ["prepare", "parquet", emodb_manifest]):  # fmt: skip
+        for out in (run / "model", run / "nested", Path(emodb_features) / "shards" / "part-0.parquet"):
+            assert main([*verb, "--out", str(out)]) == 2
+            assert "write the output" in _one_line(capsys)
+    assert main(["prepare", "parquet", emodb_manifest, "--class-set", "core4", "--out", emodb_manifest]) == 2
+    assert "is the corpus" in _one_line(capsys)
     before = _tree_digest(run)
     capsys.readouterr()
     assert main(["train", emodb_features, "--model", "mlp", "--out", str(run)]) == 2
@@ -352,6 +364,21 @@ def test_run_dirs_belong_to_one_verb_and_model(emodb_features, emodb_manifest, r
     assert _tree_digest(run) == before
     assert main(["extract", emodb_manifest, "--out", str(run)]) == 2
     assert "seremo tune" in _one_line(capsys)
+
+    # A forged bundle listing a file outside itself (checksum recomputed) is refused before anything is
+    # read or removed: a re-run of its run dir must not delete the file it names.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    meta = json.loads((run / "model" / "bundle.json").read_text())
+    meta["files"]["../../victim.txt"] = hashlib.sha256(victim.read_bytes()).hexdigest()
+    meta["bundle_sha256"] = bundle.meta_digest(meta)
+    (run / "model" / "bundle.json").write_text(json.dumps(meta))
+    before = _tree_digest(run)
+    with pytest.raises(SeremoError, match="outside the bundle folder"):
+        bundle.load(run / "model")
+    assert main(argv) == 2
+    assert "a name outside the bundle" in _one_line(capsys)
+    assert victim.read_text() == "keep me" and _tree_digest(run) == before
 
 
 def test_a_live_lease_is_refused_and_a_dead_one_taken_over(tmp_path):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -99,16 +100,19 @@ def _durations(t: pa.Table) -> tuple[pa.Table, list[dict]]:
     return out, errors
 
 
+def get_loader(name: str) -> Any:
+    """The loader called ``name``; an unknown one is one line listing the known ones."""
+    try:
+        return LOADERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(LOADERS))}") from None
+
+
 def prepare_corpus(
     name: str, root: str | Path, class_set: str | None = None, **options: str
 ) -> Prepared:
     """Run the named loader, read headers, and apply ``class_set`` if given."""
-    try:
-        loader = LOADERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown corpus {name!r}; choose one of: {', '.join(sorted(LOADERS))}"
-        ) from None
+    loader = get_loader(name)
     chosen = get_class_set(class_set) if class_set is not None else None  # fail before any work
     try:
         t = loader(root, **options)
