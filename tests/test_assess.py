@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_failed_reruns_keep
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from seremo import bundle, classical, evaluate, features, manifest, shards
@@ -76,7 +77,7 @@ def test_a_mismatched_feature_set_is_refused_in_one_line(emodb_features, tmp_pat
 
 
 def test_a_manifest_is_extracted_on_the_fly_into_a_folder_holding_other_things_twice(
-    emodb_features, emodb_manifest, tmp_path, capsys
+    emodb_features, emodb_manifest, tmp_path, capsys, monkeypatch
 ):
     feats = shards.read_features(emodb_features)
     model = _bundle(feats, tmp_path / "model", "core4")
@@ -92,6 +93,11 @@ def test_a_manifest_is_extracted_on_the_fly_into_a_folder_holding_other_things_t
         assert m["n"] + sum(m["excluded_labels"].values()) == 71  # speaker 16's utterances, every one accounted for
         assert shards.read_features(str(out / "features")).table.num_rows == 71
     assert (out / "notes.txt").read_text() == "mine"
+    assert_failed_reruns_keep(out, ["evaluate", str(model), str(small), "--out", str(out)], 2, monkeypatch, capsys)
+    # judged again on a features dir: the earlier run's extraction goes with the rest of it, nothing stale stays
+    assert main(["evaluate", str(model), emodb_features, "--out", str(out)]) == 0
+    assert not (out / "features").exists() and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "metrics.json").read_text())["data"] == emodb_features
     other = _bundle(feats, tmp_path / "model2", None)
     assert main(["evaluate", str(other), str(small), "--out", str(out)]) == 2
     assert "holds a `seremo evaluate` run of model_id" in capsys.readouterr().err

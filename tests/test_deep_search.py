@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_failed_reruns_keep
 
 from seremo import bundle, deep_search, train
 from seremo.cli import main
@@ -129,6 +130,9 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     assert model.meta.model_name == "mlp" and model.meta.params["arch"]["hidden"] in (16, 32)
     oof = pq.read_table(out / "predictions.parquet")
     assert oof.num_rows == metrics["n"] and sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    assert not list(out.glob(".seremo-staging-*"))  # the killed run's staging went when the resumed run took over
+    assert_failed_reruns_keep(out, ["tune", emodb_features, "--model", "mlp", "--out", str(out), "--config", config],
+                              1, monkeypatch, capsys)  # fmt: skip
 
 
 def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features, ray_session, tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import assert_failed_reruns_keep
 
 from seremo import bundle, classical, ensemble, evaluate, features, vote
 from seremo.cli import main
@@ -69,7 +70,7 @@ def test_rules_are_evaluated_on_the_members_folds_with_weights_from_training_fol
         assert np.allclose(proba[f1], expected)
 
 
-def test_ensemble_cli_writes_a_bundle_that_round_trips_beside_other_files_twice(runs, tmp_path, capsys):
+def test_ensemble_cli_writes_a_bundle_that_round_trips_beside_other_files_twice(runs, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ens"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
@@ -91,6 +92,9 @@ def test_ensemble_cli_writes_a_bundle_that_round_trips_beside_other_files_twice(
     assert oof.num_rows == 72 and {"fold", "p_angry", "group"} <= set(oof.column_names)
     # the ensemble's run dir is itself a member a later ensemble can take
     assert ensemble.read_member(str(out)).proba.shape == (72, 3)
+    # an ensemble starts no Ray work: it is interrupted as it writes
+    assert_failed_reruns_keep(out, ["ensemble", *map(str, runs), "--out", str(out)], 1, monkeypatch, capsys,
+                              interrupt=(ensemble, "_write_run"))  # fmt: skip
 
 
 def test_ensemble_bundle_refuses_tampering_in_one_line(runs, tmp_path):

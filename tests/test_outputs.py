@@ -72,7 +72,7 @@ def _one_line(capsys) -> str:
 # --------------------------------------------------------------------------- score
 
 
-def test_user_files_under_out_survive_two_runs(calls, model16, ray_session, tmp_path, capsys):
+def test_user_files_under_out_survive_two_runs(calls, model16, ray_session, tmp_path, capsys, monkeypatch):
     out = tmp_path / "mine"
     (out / "segments").mkdir(parents=True)
     (out / "notes.txt").write_text("mine\n")
@@ -90,6 +90,8 @@ def test_user_files_under_out_survive_two_runs(calls, model16, ray_session, tmp_
     assert _segments(out).num_rows == first
     files = pq.read_table(out / "files.parquet")
     assert files.num_rows == N_CALLS and len(set(files.column("path").to_pylist())) == N_CALLS
+    assert_failed_reruns_keep(out, ["score", str(calls), "--model", str(model16), "--out", str(out)], 1,
+                              monkeypatch, capsys)  # fmt: skip
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "around"])
@@ -269,7 +271,7 @@ def test_a_killed_runs_worker_waking_after_the_rerun_starts_loses_and_duplicates
 # --------------------------------------------------------------------------- extract
 
 
-def test_extract_into_a_folder_of_other_things_twice(emodb_manifest, ray_session, tmp_path, capsys):
+def test_extract_into_a_folder_of_other_things_twice(emodb_manifest, ray_session, tmp_path, capsys, monkeypatch):
     m = manifest.read(emodb_manifest).slice(0, 12)
     path = tmp_path / "m.parquet"
     manifest.write(m, str(path))
@@ -281,6 +283,8 @@ def test_extract_into_a_folder_of_other_things_twice(emodb_manifest, ray_session
     assert "skipped" in capsys.readouterr().out
     assert (out / "readme.txt").read_text() == "mine\n"
     assert shards.read_features(str(out)).table.num_rows == 12
+    assert_failed_reruns_keep(out, ["extract", str(path), "--features", "compact8", "--out", str(out), "--overwrite"],
+                              1, monkeypatch, capsys)  # fmt: skip
 
 
 def test_a_manifest_of_unreachable_paths_exits_non_zero(emodb_manifest, ray_session, tmp_path, monkeypatch, capsys):
@@ -425,7 +429,7 @@ def test_progress_is_drawn_on_a_terminal_only(tmp_path):
     assert log.getvalue() == ""
 
 
-def test_prepare_never_replaces_a_file_that_is_not_a_manifest(emodb_root, tmp_path, capsys):
+def test_prepare_never_replaces_a_file_that_is_not_a_manifest(emodb_root, tmp_path, capsys, monkeypatch):
     mine = tmp_path / "m.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), mine)
     before = mine.read_bytes()
@@ -436,3 +440,7 @@ def test_prepare_never_replaces_a_file_that_is_not_a_manifest(emodb_root, tmp_pa
     for _ in range(2):  # re-preparing over its own manifest is fine
         assert main(["prepare", "emodb", str(emodb_root), "--out", str(out)]) == 0
     assert pq.read_metadata(out).num_rows == 535
+    import seremo.prepare
+
+    assert_failed_reruns_keep(tmp_path, ["prepare", "emodb", str(emodb_root), "--out", str(out)], 2, monkeypatch,
+                              capsys, interrupt=(seremo.prepare, "prepare_corpora"))  # fmt: skip

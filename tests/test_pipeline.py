@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, assert_failed_reruns_keep, tree_digest
 
 from seremo import pipeline
 from seremo.cli import main
@@ -112,7 +112,7 @@ def test_submit_wants_cluster_visible_paths(tmp_path, capsys, emodb_root):
     assert "out 'runs/relative' is relative" in line and "--out" in line
 
 
-def test_run_does_every_stage_then_skips_what_is_complete(tmp_path, capsys, emodb_root, ray_session):
+def test_run_does_every_stage_then_skips_what_is_complete(tmp_path, capsys, emodb_root, ray_session, monkeypatch):
     out = tmp_path / "run"
     path = write_config(tmp_path / "small.yaml", small_config(emodb_root.parent, out))
     assert main(["run", path]) == 0
@@ -139,6 +139,15 @@ def test_run_does_every_stage_then_skips_what_is_complete(tmp_path, capsys, emod
     assert "tune: running" in printed and "score: running" in printed
     assert "train/mlp: complete, skipped" in printed and "extract/compact8: complete, skipped" in printed
     assert json.loads((out / "pipeline/tune.json").read_text())["result"]["uar"] > 0
+
+    # A score stage whose model has a typo: the earlier scores stay as they were (cleared only once the new
+    # bundle has loaded); then three failing re-runs with work to do leave the whole finished pipeline as it was.
+    scores = tree_digest(out / "score")
+    typo = {**doc, "score": {**doc["score"], "model": str(out / "tune" / "modell")}}
+    assert "not a model bundle" in one_error_line(capsys, ["run", write_config(tmp_path / "typo.yaml", typo)])
+    assert tree_digest(out / "score") == scores
+    doc["tune"]["models"]["logreg"]["C"] = [0.3]
+    assert_failed_reruns_keep(out, ["run", write_config(tmp_path / "changed.yaml", doc)], 1, monkeypatch, capsys)
 
 
 # --------------------------------------------------------------------------- download

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_failed_reruns_keep
 
 from seremo import bundle, nets
 from seremo.train import TrainSettings, train_run
@@ -195,13 +196,16 @@ def _registered_checkpoints(run: Path) -> int:
         return 0
 
 
-def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path):
-    """An earlier run's checkpoints in the run dir must not be resumed by a run with other settings."""
+def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path, monkeypatch, capsys):
+    """An earlier run's checkpoints in the run dir must not be resumed by a run with other settings;
+    a re-run that fails leaves the finished run as it was."""
     out = str(tmp_path / "again")
     train_run(seq_features, out, _small(epochs=2, final_fit=False))
     metrics = train_run(seq_features, out, _small(epochs=4, final_fit=False))
     assert [f["epochs"] for f in metrics["per_fold"]] == [4, 4]
     assert all(f["restarts"] == 0 for f in metrics["per_fold"])
+    assert_failed_reruns_keep(Path(out), ["train", seq_features, "--model", "bilstm", "--out", out], 1,
+                              monkeypatch, capsys)  # fmt: skip
 
 
 def test_run_survives_a_worker_dying(seq_features, tmp_path):
