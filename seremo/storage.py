@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -24,9 +25,30 @@ from pyarrow import fs as pafs
 
 from seremo.errors import SeremoError
 
+# Schemes pyarrow (and fsspec) open; ``<scheme>:`` without ``//`` at a path's start is a typo, not a folder.
+SCHEMES = ("s3", "s3a", "s3n", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "adl", "file", "mock",
+           "http", "https")  # fmt: skip
+_MISTYPED = re.compile(rf"^({'|'.join(SCHEMES)}):(?!//)(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def check_path(path: str) -> str:
+    """``path`` as it is, or a one-line refusal where it reads as a URI with a slash missing.
+
+    ``--out s3:/bucket/x`` would otherwise write a local folder ``./s3:/bucket/x``
+    and exit 0; every path seremo opens passes through here (``is_uri``).
+    """
+    m = _MISTYPED.match(str(path))
+    if m:
+        scheme, rest = m.group(1), m.group(2)
+        fixed = f"{scheme}:///{rest.lstrip('/')}" if scheme.lower() == "file" else f"{scheme}://{rest.lstrip('/')}"
+        raise SeremoError(f"{path}: looks like a mistyped URI (did you mean {fixed}?); "
+                          f"a local path starting with {scheme}: needs ./ in front")  # fmt: skip
+    return path
+
 
 def is_uri(path: str) -> bool:
-    return "://" in str(path)
+    """True for ``scheme://...``; a mistyped URI (``s3:/x``) is refused here, before any use."""
+    return "://" in check_path(str(path))
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
