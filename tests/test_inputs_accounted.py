@@ -8,10 +8,11 @@ with a slash missing is refused before anything is written.
 from __future__ import annotations
 
 import pytest
+import soundfile as sf
 
-from seremo import storage
+from seremo import audio, storage
 from seremo.cli import main
-from seremo.errors import SeremoError
+from seremo.errors import AudioError, SeremoError
 
 # --------------------------------------------------------------------------- mistyped URIs
 
@@ -45,3 +46,25 @@ def test_every_verb_refuses_a_mistyped_out_before_writing(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all("looks like a mistyped URI" in line for line in err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+# --------------------------------------------------------------------------- containers cut short
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("AIFF", "aiff"), ("CAF", "caf"), ("W64", "w64"), ("AU", "au"),
+                                          ("RF64", "rf64"), ("SVX", "iff")])  # fmt: skip
+def test_a_container_cut_in_half_is_truncated(tmp_path, emodb_wavs, fmt, ext):
+    """A half AIFF (or CAF, W64, AU, RF64, 8SVX) once scored as a shorter file, with no error row."""
+    y, sr = sf.read(emodb_wavs[0], dtype="int16")
+    whole = tmp_path / f"whole.{ext}"
+    sf.write(whole, y, sr, format=fmt, subtype="PCM_16")
+    assert audio.info(whole).frames == len(y)
+    assert sum(b.shape[1] for _, b in audio.stream(whole, block_s=0.5)) == len(y)
+    data = whole.read_bytes()
+    half = tmp_path / f"half.{ext}"
+    half.write_bytes(data[: len(data) // 2])
+    for source, name in ((half, None), (data[: len(data) // 2], f"half.{ext}"), (half.as_uri(), None)):
+        for fn in (audio.load, audio.info, lambda s, name=None: list(audio.stream(s, block_s=0.5, name=name))):
+            with pytest.raises(AudioError) as exc:
+                fn(source, name=name)
+            assert exc.value.kind == "truncated" and "header promises" in exc.value.reason, exc.value
