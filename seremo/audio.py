@@ -15,9 +15,11 @@ already read (as Ray Data's ``read_binary_files`` gives them).
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
@@ -69,36 +71,68 @@ def _read_bytes(source: Source, name: str) -> bytes:
     """All bytes of a source; URIs go through pyarrow's filesystems."""
     if isinstance(source, bytes):
         data = source
+    elif "://" in (path := os.fspath(source)):
+        data = _read_uri(path, name)
     else:
-        path = os.fspath(source)
         try:
-            if "://" in path:
-                from pyarrow import fs
-
-                filesystem, inner = fs.FileSystem.from_uri(path)
-                with filesystem.open_input_stream(inner) as f:
-                    data = f.read()
-            else:
-                with open(path, "rb") as f:
-                    data = f.read()
-        except (FileNotFoundError, NotADirectoryError):  # a/b.wav where a is a file: missing
-            raise AudioError(name, "missing", "no such file") from None
-        except IsADirectoryError:
-            raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
-        except OSError as exc:  # pyarrow filesystems say it in words
-            msg = str(exc).lower()
-            if any(s in msg for s in ("not found", "does not exist", "not a directory")):
-                raise AudioError(name, "missing", "no such file") from None
-            if "is a directory" in msg:
-                raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
-            raise AudioError(name, "corrupt", f"cannot be read ({exc})") from None
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:  # a/b.wav where a is a file, a broken symlink: missing
+            raise _unreachable(path, name, exc) from None
     if not data:
         raise AudioError(name, "empty", "file has 0 bytes")
     return data
 
 
+def _read_uri(uri: str, name: str) -> bytes:
+    """An object's bytes through pyarrow; its filesystems say what went wrong in words."""
+    from pyarrow import fs
+
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(inner) as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        raise AudioError(name, "missing", "no such file") from None
+    except IsADirectoryError:
+        raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
+    except OSError as exc:
+        msg = str(exc).lower()
+        if any(s in msg for s in ("not found", "does not exist", "not a directory")):
+            raise AudioError(name, "missing", "no such file") from None
+        if "is a directory" in msg:
+            raise AudioError(name, "unsupported", "is a directory, not an audio file") from None
+        raise AudioError(name, "corrupt", f"cannot be read ({exc})") from None
+
+
 def _ext(name: str) -> str:
     return os.path.splitext(name)[1].lower()
+
+
+def _unreachable(path: str, name: str, exc: OSError) -> AudioError:
+    """The AudioError for a local path that cannot be opened: a broken symlink says it is one."""
+    if exc.errno == errno.ELOOP:
+        return AudioError(name, "missing", "a symlink loop: its links never reach a file")
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        if os.path.islink(path):
+            target = os.readlink(path)
+            return AudioError(name, "missing", f"a dangling symlink: it points to {target}, which is not there")
+        return AudioError(name, "missing", "no such file")
+    if isinstance(exc, IsADirectoryError):
+        return AudioError(name, "unsupported", "is a directory, not an audio file")
+    return AudioError(name, "corrupt", f"cannot be read ({exc})")
+
+
+def _check_local(path: str, name: str) -> None:
+    """Raise ``missing``, ``unsupported`` or ``empty`` for a local path that holds no bytes to decode."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _unreachable(path, name, exc) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioError(name, "unsupported", "is a directory, not an audio file")
+    if st.st_size == 0 and stat.S_ISREG(st.st_mode):
+        raise AudioError(name, "empty", "file has 0 bytes")
 
 
 # --------------------------------------------------------------------------- truncated containers
@@ -317,11 +351,8 @@ def info(source: Source, name: str | None = None) -> AudioInfo:
     name = _name(source, name)
     if not isinstance(source, bytes) and "://" not in os.fspath(source) and _ext(name) not in AV_EXTS:
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise AudioError(name, "missing", "no such file")
+        _check_local(path, name)
         if os.path.isfile(path):
-            if os.path.getsize(path) == 0:
-                raise AudioError(name, "empty", "file has 0 bytes")
             _check_truncated_file(path, name)
         try:
             i = sf.info(path)
@@ -458,12 +489,7 @@ def _native_blocks(source: Source, block_s: float, name: str) -> Iterator[tuple[
     data = None
     if local:  # read from disk block by block, never whole
         target: str | io.BytesIO = os.fspath(source)
-        if not os.path.exists(target):
-            raise AudioError(name, "missing", "no such file")
-        if os.path.isdir(target):
-            raise AudioError(name, "unsupported", "is a directory, not an audio file")
-        if os.path.getsize(target) == 0:
-            raise AudioError(name, "empty", "file has 0 bytes")
+        _check_local(target, name)
         _check_truncated_file(target, name)
     else:
         data = _read_bytes(source, name)

@@ -7,12 +7,19 @@ with a slash missing is refused before anything is written.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
 from seremo import audio, storage
 from seremo.cli import main
 from seremo.errors import AudioError, SeremoError
+from seremo.manifest import read as manifest_read
 
 # --------------------------------------------------------------------------- mistyped URIs
 
@@ -68,3 +75,71 @@ def test_a_container_cut_in_half_is_truncated(tmp_path, emodb_wavs, fmt, ext):
             with pytest.raises(AudioError) as exc:
                 fn(source, name=name)
             assert exc.value.kind == "truncated" and "header promises" in exc.value.reason, exc.value
+
+
+# --------------------------------------------------------------------------- symlinks that lead nowhere
+
+
+def _tree_with_broken_links(root: Path, wavs: list[Path], outside: Path) -> set[str]:
+    """Real audio, a note, a hidden file, a dangling link, two kinds of file loop, a folder loop and a
+    link out of the tree; returns the names that are inputs (every one that is not a folder)."""
+    (root / "nested").mkdir(parents=True)
+    shutil.copy(wavs[0], root / "a.wav")
+    shutil.copy(wavs[1], root / "nested" / "b.wav")
+    (root / "notes.txt").write_text("export batch 7\n")
+    (root / ".hidden.wav").write_bytes(b"")
+    os.symlink(root / "gone.wav", root / "dangling.wav")
+    os.symlink("self.wav", root / "self.wav")  # a link to itself
+    os.symlink("pong.wav", root / "ping.wav")  # two links to each other
+    os.symlink("ping.wav", root / "pong.wav")
+    os.symlink("..", root / "nested" / "up")  # a folder loop: its files are the tree's own
+    shutil.copy(wavs[2], outside / "c.wav")
+    os.symlink(outside, root / "elsewhere")  # a folder out of the tree: followed
+    names = ["a.wav", "nested/b.wav", "notes.txt", "dangling.wav", "self.wav", "ping.wav", "pong.wav", "elsewhere/c.wav"]
+    return {str(root / n) for n in names}
+
+
+def test_score_lists_broken_symlinks_and_each_becomes_an_error_row(tmp_path, emodb_wavs):
+    """A dangling link and a loop were once neither in files.parquet nor errors.parquet."""
+    from seremo import features
+    from seremo.manifest import normalise_path
+    from seremo.score import featurize_files, list_inputs
+
+    root, outside = tmp_path / "calls", tmp_path / "outside"
+    outside.mkdir()
+    expected = _tree_with_broken_links(root, emodb_wavs, outside)
+    listed = list_inputs(str(root))
+    assert listed == list_inputs(str(root))  # the same set, listed twice
+    assert listed == sorted(normalise_path(p) for p in expected)
+    assert str(root / "dangling.wav") in listed and str(root / "self.wav") in listed  # their own names
+    scored = featurize_files(pa.table({"path": listed}), features.get("seremo", sample_rate=8000),
+                             {"channels": "mix", "segment": {}}).to_pylist()  # fmt: skip
+    assert [r["path"] for r in scored] == listed  # one row per input: a file's, or its error
+    failed = {Path(r["path"]).name: (r["stage"], r["error"], r["message"]) for r in scored if r["error"]}
+    assert failed["dangling.wav"] == ("decode", "missing", f"a dangling symlink: it points to {root / 'gone.wav'}, which is not there")
+    for loop in ("self.wav", "ping.wav", "pong.wav"):
+        assert failed[loop] == ("decode", "missing", "a symlink loop: its links never reach a file")
+    assert failed["notes.txt"][1] == "unsupported"
+    assert not {"a.wav", "b.wav", "c.wav"} & set(failed)
+
+
+def test_prepare_folder_counts_broken_symlinks_as_errors(tmp_path, emodb_wavs, capsys):
+    root, out = tmp_path / "mine", tmp_path / "manifests"
+    (root / "angry" / "spk1").mkdir(parents=True)
+    (root / "sad" / "spk1").mkdir(parents=True)
+    shutil.copy(emodb_wavs[0], root / "angry" / "spk1" / "a.wav")
+    shutil.copy(emodb_wavs[1], root / "sad" / "spk1" / "b.wav")
+    os.symlink(root / "gone.wav", root / "angry" / "spk1" / "dangling.wav")
+    os.symlink("loop.wav", root / "sad" / "spk1" / "loop.wav")
+    os.symlink("..", root / "sad" / "spk1" / "up")  # a folder loop must not recurse forever
+    out.mkdir()
+    (out / "other.txt").write_text("already here\n")
+    for _ in range(2):
+        assert main(["prepare", "folder", str(root), "--out", str(out / "m.parquet")]) == 0
+        assert manifest_read(out / "m.parquet").num_rows == 2
+        errors = pq.read_table(out / "m.errors.parquet").to_pylist()
+        assert sorted((Path(e["path"]).name, e["stage"], e["error"]) for e in errors) == [
+            ("dangling.wav", "prepare", "missing"), ("loop.wav", "prepare", "missing")]  # fmt: skip
+    assert "errors:   " in capsys.readouterr().out
+    assert (out / "other.txt").read_text() == "already here\n"
+
