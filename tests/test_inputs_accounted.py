@@ -143,3 +143,28 @@ def test_prepare_folder_counts_broken_symlinks_as_errors(tmp_path, emodb_wavs, c
     assert "errors:   " in capsys.readouterr().out
     assert (out / "other.txt").read_text() == "already here\n"
 
+
+# --------------------------------------------------------------------------- nothing readable
+
+
+def test_prepare_where_no_file_is_readable_fails_in_one_line(tmp_path, emodb_wavs, capsys):
+    """It once exited 0 with a 0-row manifest (extract and score exit 2 in the same case)."""
+    good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+    (good / "angry" / "spk1").mkdir(parents=True)
+    shutil.copy(emodb_wavs[0], good / "angry" / "spk1" / "a.wav")
+    (bad / "angry" / "spk1").mkdir(parents=True)
+    (bad / "angry" / "spk1" / "noise.wav").write_bytes(os.urandom(2048))
+    (bad / "angry" / "spk1" / "empty.wav").write_bytes(b"")
+    os.symlink(bad / "gone.wav", bad / "angry" / "spk1" / "dangling.wav")
+    assert main(["prepare", "folder", str(good), "--out", str(out / "m.parquet")]) == 0
+    before = (out / "m.parquet").read_bytes()
+    capsys.readouterr()
+    for _ in range(2):
+        assert main(["prepare", "folder", str(bad), "--out", str(out / "m.parquet")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and "every one of the 3 audio files" in err[0]
+        assert str(out / "m.errors.parquet") in err[0]
+        assert (out / "m.parquet").read_bytes() == before  # the manifest there is kept
+        assert pq.read_table(out / "m.errors.parquet").num_rows == 3
+    assert main(["prepare", "folder", str(bad), "--out", str(out / "new.parquet")]) == 2
+    assert not (out / "new.parquet").exists() and (out / "new.errors.parquet").exists()
