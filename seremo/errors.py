@@ -43,7 +43,7 @@ class AudioError(InputError):
     """An audio input that cannot be decoded.
 
     ``kind`` is one of ``missing``, ``empty``, ``corrupt``, ``unsupported``,
-    ``too_short`` or ``truncated`` (a WAV whose header promises more sample bytes
+    ``too_short`` or ``truncated`` (a container whose header promises more sample bytes
     than the file holds: cut short in a copy, which libsndfile would otherwise
     read as a shorter file without a word).
     """

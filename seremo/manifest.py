@@ -59,12 +59,17 @@ def normalise_path(path: str | os.PathLike) -> str:
     Paths are kept as typed otherwise (``/x/work/../shared/a.wav``), so one file
     could appear under two names and resume or de-duplication keyed on the path
     would miss it. URIs (anything with ``://``) and empty strings are returned as
-    they are; the file need not exist.
+    they are; the file need not exist. A symlink that leads nowhere (dangling, or
+    a loop) keeps its own name, so that its error row names what the user has.
     """
     path = os.fspath(path)
     if not path or "://" in path:
         return path
-    return os.path.realpath(os.path.expanduser(path))
+    path = os.path.expanduser(path)
+    real = os.path.realpath(path)
+    if os.path.islink(path) and not os.path.exists(real):  # dangling, or a loop: its own name says which input
+        return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    return real
 
 
 def from_rows(rows: Iterable[Mapping[str, Any]], source: str = "manifest") -> pa.Table:

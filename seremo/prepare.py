@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyarrow.parquet as pq
-
 from seremo import manifest, outputs, storage
 from seremo.corpora import Prepared, get_loader, prepare_corpora
+from seremo.errors import SeremoError
 from seremo.labels import get_class_set
 from seremo.summary import Outcome, format_table
 
@@ -27,12 +26,26 @@ def run_stage(entries: Sequence[tuple[str, str, dict[str, str]]], out: str, clas
     manifest.check_replaceable(errors_path, "errors table")
     prepared = prepare_corpora(list(entries), class_set=class_set)
     storage.makedirs(storage.parent(out))
+    if prepared.table.num_rows == 0 and prepared.errors.num_rows and not prepared.excluded:
+        storage.write_parquet(prepared.errors, errors_path)  # the account of why, never a 0-row manifest
+        raise SeremoError(_none_readable(entries, prepared.errors, errors_path))
     manifest.write(prepared.table, out)
-    pq.write_table(prepared.errors, errors_path)
+    storage.write_parquet(prepared.errors, errors_path)
     text = [summary(prepared), f"manifest: {out}"]
     if prepared.errors.num_rows:
         text.append(f"errors:   {errors_path}")
     return Outcome({"rows": prepared.table.num_rows, "errors": prepared.errors.num_rows}, "\n".join(text))
+
+
+def _none_readable(entries: Sequence[tuple[str, str, dict[str, str]]], errors, errors_path: str) -> str:
+    """One line for a prepare where every audio file failed: extract and score fail alike (exit 2)."""
+    roots = ", ".join(str(root) for _, root, _ in entries)
+    kinds: dict[str, int] = {}
+    for k in errors.column("error").to_pylist():
+        kinds[k] = kinds.get(k, 0) + 1
+    top = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:3])
+    return (f"{roots}: every one of the {errors.num_rows} audio files is unreadable ({top}); "
+            f"no manifest written; see {errors_path}")  # fmt: skip
 
 
 def _by(t, key: str) -> list[list[object]]:

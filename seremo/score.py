@@ -67,6 +67,9 @@ PARTS = "_parts"
 def list_inputs(source: str) -> list[str]:
     """Every file of a directory (recursively), a glob's matches, or a manifest's ``path`` column.
 
+    A symlink that leads nowhere (dangling, or a loop) is listed like a file: it
+    is an input, and decoding it gives its error row (``missing``).
+
     Paths come back normalised (absolute, resolved) and de-duplicated, so that
     ``calls`` and ``$(pwd)/calls`` are the same input set and resume alike.
     """
@@ -81,13 +84,13 @@ def _listed(source: str) -> list[str]:
             return _manifest_paths(source) if _is_manifest(source) else [source]
         raise SeremoError(f"{source}: no such object, prefix or manifest in the bucket")
     p = Path(source)
-    if p.is_dir():
-        return [str(f) for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    if p.is_dir():  # every name, broken symlinks too: they are inputs that fail, never left out
+        return [f for f in storage.local_files(p) if not os.path.basename(f).startswith(".")]
     if p.is_file():
         return _manifest_paths(source) if _is_manifest(source) else [str(p)]
     matches = sorted(glob.glob(source, recursive=True))
     if any(ch in source for ch in "*?[") and matches:
-        return [m for m in matches if os.path.isfile(m)]
+        return [m for m in matches if not os.path.isdir(m)]
     raise SeremoError(f"{source}: no such directory, file, manifest or glob match")
 
 

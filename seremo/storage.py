@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,9 +25,32 @@ from pyarrow import fs as pafs
 
 from seremo.errors import SeremoError
 
+log = logging.getLogger(__name__)
+
+# Schemes pyarrow (and fsspec) open; ``<scheme>:`` without ``//`` at a path's start is a typo, not a folder.
+SCHEMES = ("s3", "s3a", "s3n", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss", "az", "adl", "file", "mock",
+           "http", "https")  # fmt: skip
+_MISTYPED = re.compile(rf"^({'|'.join(SCHEMES)}):(?!//)(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def check_path(path: str) -> str:
+    """``path`` as it is, or a one-line refusal where it reads as a URI with a slash missing.
+
+    ``--out s3:/bucket/x`` would otherwise write a local folder ``./s3:/bucket/x``
+    and exit 0; every path seremo opens passes through here (``is_uri``).
+    """
+    m = _MISTYPED.match(str(path))
+    if m:
+        scheme, rest = m.group(1), m.group(2)
+        fixed = f"{scheme}:///{rest.lstrip('/')}" if scheme.lower() == "file" else f"{scheme}://{rest.lstrip('/')}"
+        raise SeremoError(f"{path}: looks like a mistyped URI (did you mean {fixed}?); "
+                          f"a local path starting with {scheme}: needs ./ in front")  # fmt: skip
+    return path
+
 
 def is_uri(path: str) -> bool:
-    return "://" in str(path)
+    """True for ``scheme://...``; a mistyped URI (``s3:/x``) is refused here, before any use."""
+    return "://" in check_path(str(path))
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -89,6 +114,53 @@ def list_files(path: str, suffix: str = "", recursive: bool = False) -> list[str
     infos = fs.get_file_info(pafs.FileSelector(inner, allow_not_found=True, recursive=recursive))
     names = sorted(i.path[len(inner.rstrip("/")) + 1 :] for i in infos if i.type == pafs.FileType.File)
     return [join(path, *n.split("/")) for n in names if n.endswith(suffix)]
+
+
+def local_files(root: str | os.PathLike) -> list[str]:
+    """Every name under a local folder that is not a folder, recursively and sorted.
+
+    Files, and symlinks that lead to no file (dangling, or a loop) too: those are
+    inputs that fail, and an input the listing left out would vanish from the
+    account (inputs = outputs + errors). A symlinked folder is followed when it
+    leads out of the tree; one that leads back into it (a loop to a folder above,
+    or a second name for a folder inside) is not, as its files are listed under
+    their own names: each file once, and no walk recurses forever.
+    """
+    found: list[str] = []
+    root = os.fspath(root)
+    _walk_into(root, os.path.realpath(root), frozenset(), found)
+    return sorted(found)
+
+
+def _walk_into(folder: str, real_root: str, above: frozenset[tuple[int, int]], found: list[str]) -> None:
+    st = os.stat(folder)
+    above = above | {(st.st_dev, st.st_ino)}
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as exc:  # not silent: its files cannot be named, so say so
+        log.warning("%s: cannot be listed, so its files are not inputs (%s)", folder, exc.strerror or exc)
+        return
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()  # follows links: a dangling one or a loop is no folder
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            found.append(entry.path)
+        elif not _walked_already(entry, real_root, above):
+            _walk_into(entry.path, real_root, above, found)
+
+
+def _walked_already(entry: os.DirEntry, real_root: str, above: frozenset[tuple[int, int]]) -> bool:
+    """A folder on the way down (a loop), or a symlink to one inside the tree, whose files are listed anyway."""
+    st = os.stat(entry.path)
+    if (st.st_dev, st.st_ino) in above:
+        return True
+    if not entry.is_symlink():
+        return False
+    real = os.path.realpath(entry.path)
+    return os.path.commonpath([real, real_root]) == real_root
 
 
 def delete_file(path: str) -> None:

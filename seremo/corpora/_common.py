@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from seremo import manifest
+from seremo import manifest, storage
 from seremo.errors import CorpusError
 
 SKIPPED_KEY = b"seremo.skipped"
@@ -25,13 +25,14 @@ def require_dir(root: str | Path, corpus: str) -> Path:
 
 
 def walk(root: Path, exts: Iterable[str] = (".wav",)) -> list[Path]:
-    """Every file under ``root`` (recursively, hidden files left out) with one of ``exts``, sorted."""
+    """Every file under ``root`` (recursively, hidden files left out) with one of ``exts``, sorted.
+
+    A symlink named like audio that leads nowhere (dangling, or a loop) is listed
+    too, so that reading its header makes it an error row rather than nothing.
+    """
     exts = {e.lower() for e in exts}
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in exts and p.is_file() and not p.name.startswith(".")
-    )
+    paths = (Path(p) for p in storage.local_files(root))
+    return sorted(p for p in paths if p.suffix.lower() in exts and not p.name.startswith("."))
 
 
 def table(
