@@ -1,0 +1,132 @@
+"""Issue 30, item 7: one line for every mistake.
+
+A user's mistake (a bad flag, a bad config, a missing optional package, an --out that is a file)
+ends as exactly one line on stderr and exit 2, found in the driver before Ray starts. None of these
+tests starts Ray: ``ensure_ray`` is replaced by a sentinel that fails the test (or, in the fuzz
+test, marks a case that got past validation).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from seremo.cli import main
+from seremo.errors import ConfigError
+
+RAY_USERS = ("seremo.extract", "seremo.score", "seremo.train", "seremo.tune", "seremo.deep_search")
+
+
+class RayStarted(Exception):
+    """What the patched ``ensure_ray`` raises: the case got past every check of its settings."""
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """``ensure_ray`` raises RayStarted in every stage module (each imported it by name)."""
+    import importlib
+
+    def refuse(*args, **kwargs):
+        raise RayStarted
+
+    for name in RAY_USERS:
+        monkeypatch.setattr(importlib.import_module(name), "ensure_ray", refuse)
+
+
+def one_line(capsys, argv: list[str]) -> str:
+    """Run the CLI; it must exit 2 with one line on stderr. That line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# --------------------------------------------------------------------------- 1, 6: flags name the flag and value
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--batch-size", "-1"), ("--batch-size", "0"), ("--actors", "0"), ("--gpus-per-actor", "-0.5"),
+    ("--gpus-per-actor", "1.5"), ("--gpus-per-actor", "nan"), ("--failure-budget", "1.5"), ("--failure-budget", "-1"),
+])  # fmt: skip
+def test_extract_flags_are_checked_before_the_manifest_and_ray(flag, value, tmp_path, capsys, no_ray):
+    err = one_line(capsys, ["extract", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "o"), flag, value])
+    assert f"{flag}: {float(value) if flag in ('--gpus-per-actor', '--failure-budget') else int(value)}" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["score", "IN", "--model", "M", "--files-per-task", "0"], "--files-per-task: 0: "),
+    (["score", "IN", "--model", "M", "--failure-budget", "-1"], "--failure-budget: -1.0: "),
+    (["score", "IN", "--model", "M", "--actors", "-2"], "--actors: -2: "),
+    (["score", "IN", "--model", "M", "--min-s", "-1"], "min_s must be a number >= 0, not -1.0"),
+    (["train", "FEATS", "--workers", "0"], "--workers: 0: "),
+    (["train", "FEATS", "--epochs", "-3"], "--epochs: -3: "),
+])  # fmt: skip
+def test_score_and_train_flags_name_the_flag_and_the_value(argv, needle, tmp_path, capsys, no_ray):
+    err = one_line(capsys, [*argv, "--out", str(tmp_path / "o")])
+    assert needle in err and "validation error" not in err
+
+
+def test_a_config_key_is_named_with_its_file_not_as_a_flag(tmp_path, capsys, no_ray):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("train:\n  workers: 0\n")
+    err = one_line(capsys, ["train", "FEATS", "--out", str(tmp_path / "o"), "--config", str(cfg)])
+    assert f"{cfg}: train.workers: " in err
+
+
+def test_argparse_mistakes_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["extract", "m.parquet", "--out", "o", "--batch-size", "many"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "--batch-size: invalid int value: 'many'" in err and "seremo extract --help" in err
+
+
+# --------------------------------------------------------------------------- 2: optional packages, in the driver
+
+
+def test_ssl_without_transformers_is_one_line_before_any_actor(tmp_path, capsys, monkeypatch, no_ray):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # an import of it now fails, as when not installed
+    model = tmp_path / "model"
+    model.mkdir()
+    err = one_line(capsys, ["extract", str(tmp_path / "none.parquet"), "--features", "ssl", "--param",
+                            f"model={model}", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert "feature set ssl needs transformers" in err and "pip install -e '.[ssl]'" in err
+
+
+def test_the_requires_hook_is_what_score_and_evaluate_call(monkeypatch):
+    from seremo import features
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)
+    with pytest.raises(ConfigError, match=r"egemaps needs opensmile.*seremo\[opensmile\]"):
+        features.get("egemaps").check_installed()
+    features.get("seremo").check_installed()  # a set with nothing optional: nothing to refuse
+
+
+# --------------------------------------------------------------------------- 3, 4: tune configs
+
+
+@pytest.mark.parametrize("yaml, needle", [
+    ("models: {}\n", "tune.models: names no family"),
+    ("models: {logreg: {C: []}}\n", "tune.models.logreg.C: an empty list"),
+    ("models: {logreg: {}, svm_linear: {C: []}}\n", "tune.models.svm_linear.C: an empty list"),
+    ("tune:\n  models: {nosuch: {}}\n", "tune.models.nosuch: unknown model family 'nosuch'"),
+    ("models: {logreg: {penalty: [l1]}}\n", "model 'logreg' has no hyperparameter(s) ['penalty']"),
+])  # fmt: skip
+def test_tune_grids_are_checked_as_the_settings_load(yaml, needle, tmp_path, capsys, no_ray):
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(yaml)
+    err = one_line(capsys, ["tune", "FEATS", "--out", str(tmp_path / "o"), "--config", str(cfg)])
+    assert f"{cfg}: {needle}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_asha_grace_period_beyond_the_epochs_is_one_line(tmp_path, capsys, no_ray):
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text("epochs: 1\n")
+    err = one_line(capsys, ["tune", "FEATS", "--model", "mlp", "--out", str(tmp_path / "o"), "--config", str(cfg)])
+    assert "grace_period 3 is more than epochs 1" in err
+    cfg.write_text("epochs: 1\nscheduler: fifo\n")  # no ASHA, no grace period: past the settings
+    assert "FEATS: features directory not found" in one_line(capsys, ["tune", "FEATS", "--model", "mlp", "--out",
+                                                                      str(tmp_path / "o2"), "--config", str(cfg)])
