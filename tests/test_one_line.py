@@ -8,12 +8,13 @@ test, marks a case that got past validation).
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
 
 from seremo.cli import main
-from seremo.errors import ConfigError
+from seremo.errors import ConfigError, SeremoError
 
 RAY_USERS = ("seremo.extract", "seremo.score", "seremo.train", "seremo.tune", "seremo.deep_search")
 
@@ -130,3 +131,23 @@ def test_an_asha_grace_period_beyond_the_epochs_is_one_line(tmp_path, capsys, no
     cfg.write_text("epochs: 1\nscheduler: fifo\n")  # no ASHA, no grace period: past the settings
     assert "FEATS: features directory not found" in one_line(capsys, ["tune", "FEATS", "--model", "mlp", "--out",
                                                                       str(tmp_path / "o2"), "--config", str(cfg)])
+
+
+# --------------------------------------------------------------------------- 5: a time budget that stopped everything
+
+
+def _trial(stopped: str, error: str | None = None) -> dict:
+    return {"status": "error" if error else "ok", "error": error, "checkpoint_path": None, "best_val_uar": math.nan,
+            "epochs": 0, "stopped": stopped}  # fmt: skip
+
+
+def test_a_time_budget_that_stopped_every_trial_says_so():
+    from seremo.deep_search import best_trial
+
+    with pytest.raises(SeremoError) as exc:
+        best_trial([_trial("budget"), _trial("budget")], "fold 1/5", time_budget_s=5.0)
+    msg = str(exc.value)
+    assert "time budget (time_budget_s: 5) stopped every trial before it reported a validation score" in msg
+    assert "failed" not in msg and "raise time_budget_s" in msg
+    with pytest.raises(SeremoError, match="every trial failed; the first error: boom"):  # errors stay errors
+        best_trial([_trial("budget"), _trial("error", "boom")], "fold 1/5", time_budget_s=5.0)
