@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,38 @@ def test_a_time_budget_that_stopped_every_trial_says_so():
     assert "failed" not in msg and "raise time_budget_s" in msg
     with pytest.raises(SeremoError, match="every trial failed; the first error: boom"):  # errors stay errors
         best_trial([_trial("budget"), _trial("error", "boom")], "fold 1/5", time_budget_s=5.0)
+
+
+# --------------------------------------------------------------------------- 7: --out that is a file
+
+
+def _a_file(tmp_path: Path) -> Path:
+    out = tmp_path / "m.parquet"
+    out.write_bytes(b"the user's file")
+    return out
+
+
+@pytest.mark.parametrize("verb", ["tune", "train", "tune_mlp"])
+def test_out_that_is_a_file_is_refused_in_one_line(verb, tmp_path, capsys, no_ray):
+    out = _a_file(tmp_path)
+    argv = ["tune", "FEATS", "--model", "mlp"] if verb == "tune_mlp" else [verb, "FEATS"]
+    err = one_line(capsys, [*argv, "--out", str(out)])
+    assert err.endswith(f"{out}: is a file; --out must be a directory") and "Errno" not in err
+    assert out.read_bytes() == b"the user's file"
+
+
+def test_extract_into_a_file_is_refused_in_one_line(emodb_manifest, tmp_path, capsys, no_ray):
+    out = _a_file(tmp_path)
+    err = one_line(capsys, ["extract", emodb_manifest, "--out", str(out)])
+    assert err.endswith(f"{out}: is a file; --out must be a directory")
+    assert out.read_bytes() == b"the user's file"
+
+
+@pytest.mark.parametrize("verb, writes", [("extract", ("shards",)), ("score", ("segments",)), ("tune", ("model",))])
+def test_check_owner_refuses_a_file_before_reading_a_marker_under_it(verb, writes, tmp_path):
+    from seremo import outputs
+
+    out = _a_file(tmp_path)
+    with pytest.raises(SeremoError, match="is a file; --out must be a directory"):
+        outputs.check_owner(str(out), verb, writes)
+    assert out.read_bytes() == b"the user's file"
