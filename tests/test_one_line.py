@@ -9,6 +9,7 @@ test, marks a case that got past validation).
 from __future__ import annotations
 
 import math
+import random
 import sys
 from pathlib import Path
 
@@ -187,3 +188,82 @@ def test_check_owner_refuses_a_file_before_reading_a_marker_under_it(verb, write
     with pytest.raises(SeremoError, match="is a file; --out must be a directory"):
         outputs.check_owner(str(out), verb, writes)
     assert out.read_bytes() == b"the user's file"
+
+
+# --------------------------------------------------------------------------- 8: fuzz: every verb's validation
+
+NUMBERS = ["0", "-1", "1", "2", "0.5", "1.5", "-0.5", "1e308", "-1e308", "nan", "inf", "-inf", str(10**30),
+           "abc", "", "3x", "0x10"]  # fmt: skip
+VERB_FLAGS = {
+    "extract": ["--batch-size", "--actors", "--gpus-per-actor", "--failure-budget"],
+    "score": ["--files-per-task", "--actors", "--failure-budget", "--min-s", "--max-s", "--window-s", "--hop-s"],
+    "train": ["--workers", "--epochs"],
+    "tune": [],
+}
+YAML_VALUES = ["0", "-1", "1", "2", "0.5", "1e9", "nan", ".inf", "ten", "''", "null", "[]", "{}", "[1, 2]", "{a: 1}", "true"]
+YAML_KEYS = {
+    "tune": ["num_samples", "outer_folds", "inner_folds", "top_k", "search", "selection", "ship", "speaker_norm",
+             "bogus", "models", "epochs", "grace_period", "reduction_factor", "time_budget_s", "gpu_fraction",
+             "space", "scheduler", "max_concurrent_trials"],
+    "train": ["epochs", "patience", "min_epochs", "batch_size", "lr", "workers", "folds", "val_fraction", "arch",
+              "weight_decay", "masking", "augment", "bogus", "model", "normalise", "schedule"],
+}  # fmt: skip
+MODEL_GRIDS = ["{}", "{logreg: {C: []}}", "{logreg: {}, svm_linear: {C: []}}", "{nosuch: {}}", "{logreg: {C: 5}}",
+               "{logreg: null}", "[logreg]", "{logreg: {C: [1, 2]}, naive_bayes: {}}", "{logreg: {penalty: [l1]}}"]  # fmt: skip
+
+
+def _config(rng: random.Random, verb: str, path: Path) -> str:
+    """A random YAML config: random values (wrong types, out of range, empty grids) under random keys."""
+    lines = []
+    for key in rng.sample(YAML_KEYS[verb], rng.randint(0, 4)):
+        value = rng.choice(MODEL_GRIDS) if key == "models" else rng.choice(YAML_VALUES)
+        lines.append(f"  {key}: {value}")
+    section = rng.choice([f"{verb}:\n", ""])
+    body = "\n".join(line if section else line.strip() for line in lines)
+    path.write_text(section + body + "\n" if rng.random() < 0.9 else rng.choice([":::\n", "- a list\n", "[\n"]))
+    return str(path)
+
+
+def _argv(rng: random.Random, i: int, tmp_path: Path) -> list[str]:
+    """One case: a verb, nonexistent inputs (anything past validation fails fast), random flag values."""
+    verb = rng.choice(list(VERB_FLAGS))
+    out = str(tmp_path / f"out{i}")
+    argv = {
+        "extract": ["extract", str(tmp_path / "none.parquet"), "--out", out],
+        "score": ["score", str(tmp_path / "audio"), "--model", str(tmp_path / "bundle"), "--out", out],
+        "train": ["train", str(tmp_path / "feats"), "--out", out],
+        "tune": ["tune", str(tmp_path / "feats"), "--out", out],
+    }[verb]
+    for flag in VERB_FLAGS[verb]:
+        if rng.random() < 0.5:
+            argv.append(f"{flag}={rng.choice(NUMBERS)}")  # = so that "-1" is a value, not a flag
+    if verb in ("tune", "train") and rng.random() < 0.8:
+        argv += ["--config", _config(rng, verb, tmp_path / f"c{i}.yaml")]
+    if verb == "tune" and rng.random() < 0.4:
+        argv += ["--model", rng.choice(["mlp", "bilstm"])]
+    return argv
+
+
+def test_fuzzed_settings_and_flags_are_one_line_or_pass(tmp_path, capsys, no_ray):
+    """Seeded random flags and configs through every verb: exit 2 with one line, or past validation
+    (the patched ensure_ray); never a traceback, never exit 1."""
+    rng = random.Random(30)
+    (tmp_path / "audio").mkdir()
+    past, mistakes = 0, 0
+    for i in range(200):
+        argv = _argv(rng, i, tmp_path)
+        try:
+            rc = main(argv)
+        except RayStarted:
+            rc = None
+        except SystemExit as exc:  # argparse: a value that is no number at all
+            rc = exc.code
+        err = capsys.readouterr().err.strip()
+        if rc is not None:
+            assert rc == 2, (argv, rc, err)
+            assert len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+        if rc is None or "not found; create it with" in err:  # past the settings, to the missing input
+            past += 1
+        else:
+            mistakes += 1
+    assert mistakes > 100 and past > 20, (mistakes, past)  # both the checks and the way past them are fuzzed
