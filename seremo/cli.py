@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from seremo import __version__
 from seremo.errors import ConfigError, SeremoError, storage_error
@@ -18,6 +19,14 @@ from seremo.errors import ConfigError, SeremoError, storage_error
 TRAIN_MODELS = ("bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn")
 
 log = logging.getLogger("seremo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage mistakes as one line too (by default it prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _parse_options(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
@@ -132,7 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from seremo import config
     from seremo.score import run_stage
+    from seremo.segment import SegmentSettings
     from seremo.settings import ScoreSettings
 
     segment = {"mode": args.segment}
@@ -140,12 +151,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             segment[key] = value
-    try:
-        settings = ScoreSettings(channels=args.channels, segment=segment, gpu=args.gpu,
-                                 files_per_task=args.files_per_task, actors=args.actors,
-                                 failure_budget=args.failure_budget)  # fmt: skip
-    except ValueError as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
+    flags = {"channels": args.channels, "gpu": args.gpu, "files_per_task": args.files_per_task,
+             "actors": args.actors, "failure_budget": args.failure_budget}  # fmt: skip
+    settings = config.validate(ScoreSettings, {**flags, "segment": segment}, "seremo score", flags=flags)
+    SegmentSettings(**segment)  # a bad --min-s (...) is one line before the bundle loads
     print(run_stage(args.input, args.model, args.out, settings, args.address, args.out_is_shared).text)
     return 0
 
@@ -225,7 +234,7 @@ def _config_args(p: argparse.ArgumentParser, seen_from: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seremo", description="Speech emotion recognition at cluster scale on Ray."
     )
     parser.add_argument("--version", action="version", version=f"seremo {__version__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,11 +43,29 @@ def read_section(path: str | None, section: str, pipeline_keys: tuple[str, ...] 
     return raw
 
 
-def validate(model: type[M], raw: Any, source: str, prefix: str = "", error: type[SeremoError] = ConfigError) -> M:
-    """``model.model_validate(raw)``, with the first problem as one line: file, key, what is wrong."""
+def validate(model: type[M], raw: Any, source: str, prefix: str = "", error: type[SeremoError] = ConfigError,
+             flags: Iterable[str] = ()) -> M:
+    """``model.model_validate(raw)``, with the first problem as one line: file, key, what is wrong.
+
+    ``flags`` are the fields that came from the command line: a problem with one of them names the
+    flag and the value given (``--files-per-task: 0: ...``), since the user typed that, not a key.
+    """
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise error(f"{source}: {prefix}{where}: {err['msg']}") from None
+        raise error(problem(exc, source, prefix, set(flags))) from None
+
+
+def problem(exc: ValidationError, source: str, prefix: str = "", flags: set[str] = frozenset()) -> str:
+    """The first error of ``exc`` as ``SOURCE: KEY: why`` or, for a command-line field, ``--FLAG: VALUE: why``."""
+    err = exc.errors()[0]
+    why = err["msg"].removeprefix("Value error, ")
+    loc = [str(x) for x in err["loc"]]
+    if loc and loc[0] in flags:
+        return f"{flag(loc[0])}: {err['input']!r}: {why}"
+    return f"{source}: {prefix}{'.'.join(loc)}: {why}" if loc else f"{source}: {why}"
+
+
+def flag(field: str) -> str:
+    """The command-line flag of a settings field: ``files_per_task`` -> ``--files-per-task``."""
+    return "--" + field.replace("_", "-")

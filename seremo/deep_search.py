@@ -416,8 +416,14 @@ def _trials(grid: Any, label: str, settings: DeepSearchSettings, configs: list[d
     return rows
 
 
-def best_trial(trials: list[dict[str, Any]], label: str) -> dict[str, Any]:
+def best_trial(trials: list[dict[str, Any]], label: str, time_budget_s: float | None = None) -> dict[str, Any]:
+    """The trial with the best validation UAR; one line when there is none, saying why (errors, or the
+    time budget ending every trial before its first validation score)."""
     ok = [t for t in trials if t["status"] == "ok" and t["checkpoint_path"] and np.isfinite(t["best_val_uar"])]
+    if not ok and time_budget_s and not any(t["error"] for t in trials):
+        raise SeremoError(f"{label}: the time budget (time_budget_s: {time_budget_s:g}) stopped every trial "
+                          f"before it reported a validation score ({len(trials)} trials started); raise "
+                          "time_budget_s to give each trial at least one epoch, or leave it out")  # fmt: skip
     if not ok:
         first = next((t["error"] for t in trials if t["error"]), "no trial reported a validation score")
         raise SeremoError(f"{label}: every trial failed; the first error: {first}")
@@ -492,7 +498,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         search_dir = f"{where}/fold{k + 1}"
         fold_trials = run_search(label, inputs, settings, search_dir, seed=settings.seed + k)
         trials += [{**t, "fold": k + 1} for t in fold_trials]
-        best = best_trial(fold_trials, label)
+        best = best_trial(fold_trials, label, settings.time_budget_s)
         model = load_trial_model(best, base, inputs["view"], search_dir)
         proba[te] = nets.predict_proba(model, [inputs["view"]["items"][i] for i in te])
         fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
@@ -538,7 +544,7 @@ def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str
     fit, val = train.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
     inputs = search_inputs(data, everyone, fit, val, settings)
     trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all", seed=settings.seed)]
-    best = best_trial(trials, "search")
+    best = best_trial(trials, "search", settings.time_budget_s)
     chosen = trial_settings(base, best["config"]).model_copy(update={"folds": settings.outer_folds})
     print(f"[search] chosen {_config_text(best['config'])}; evaluating it by {settings.outer_folds} grouped folds "
           "(optimistic: these speakers chose it)", flush=True)  # fmt: skip

@@ -24,6 +24,7 @@ from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
+from seremo.settings import check_extract
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
@@ -163,12 +164,12 @@ def extract(
     Model-backed sets (``ssl``) run on an actor pool: ``actors`` actors of ``gpus_per_actor`` GPU each
     (0: CPU actors, one per CPU by default).
     """
+    preflight(feature_set, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
+              failure_budget=failure_budget)  # fmt: skip
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
     if feature_set.reads_audio:
         manifest.require_audio(table, source or "manifest", f"seremo extract --features {feature_set.name}")
-    if not 0 <= failure_budget <= 1:
-        raise SeremoError(f"--failure-budget must be a share between 0 and 1, not {failure_budget}")
     out = out if storage.is_uri(out) else os.path.abspath(out)  # workers do not share the driver's cwd
     identity = {"feature_set": feature_set.describe(), "manifest_sha256": manifest_fingerprint(table)}
     before = outputs.check_owner(out, "extract", WRITES)
@@ -195,6 +196,13 @@ def extract(
     return result
 
 
+def preflight(feature_set: FeatureSet, **flags: Any) -> None:
+    """The flags and the set's optional packages, checked in the driver: a mistake is one line here,
+    not a traceback from Ray (or from every actor that would load the model)."""
+    check_extract(**flags)
+    feature_set.check_installed()
+
+
 def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None) -> dict[str, Any]:
     """``map_batches`` arguments of a model-backed set's actor pool: ``actors`` actors (default: one per
     ``gpus_per_actor`` share of the cluster's GPUs, else one per CPU), each loading the model once."""
@@ -205,6 +213,9 @@ def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: in
         if not res.get("GPU"):
             raise SeremoError("--gpus-per-actor asks for GPUs, but the Ray cluster has none; leave it out to "
                               "extract on CPU actors")  # fmt: skip
+        if gpus_per_actor > res["GPU"]:
+            raise SeremoError(f"--gpus-per-actor {gpus_per_actor}: the Ray cluster has {res['GPU']:g} GPUs; "
+                              "give a share of one (0.5) or at most that many")  # fmt: skip
         n = actors or max(1, int(res["GPU"] / gpus_per_actor))
         return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": gpus_per_actor, "num_cpus": 1,
                 "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda"}}  # fmt: skip
@@ -293,6 +304,8 @@ def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batc
     from seremo import features
 
     fs = features.get(feature_set, **params)
+    preflight(fs, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
+              failure_budget=failure_budget)  # before the manifest is read  # fmt: skip
     outputs.check_out(out, files=[manifest_path], what="manifest")  # extract() checks the audio files too
     result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
                               failure_budget=failure_budget, out_is_shared=out_is_shared,

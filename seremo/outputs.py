@@ -65,10 +65,10 @@ def check_owner(out: str, verb: str, writes: Iterable[str]) -> dict[str, Any] | 
     Refuses, in one line, a directory another verb owns and an unmarked directory
     that already holds one of the names in ``writes`` (the user's, not seremo's).
     """
+    if storage.exists(out) and not _is_dir(out):  # before the marker: OUT/seremo-output.json of a file is ENOTDIR
+        raise SeremoError(f"{out}: is a file; --out must be a directory")
     marker = owner(out)
     if marker is None:
-        if storage.exists(out) and not _is_dir(out):
-            raise SeremoError(f"{out}: is a file; --out must be a directory")
         clash = [name for name in writes if storage.exists(storage.join(out, name))]
         if clash:
             raise SeremoError(

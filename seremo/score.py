@@ -642,6 +642,7 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
         raise ConfigError(f"segment settings: {exc}") from None
     b = bundle.load(model)
     if b.meta.inputs != "text":  # its features' model (ssl) here, as the bundle names it: one line, before any work
+        b.feature_set.check_installed()
         b.feature_set.describe()
     rows = manifest_rows(source, b.meta.inputs) if b.meta.inputs != "audio" else None
     inputs = sorted(rows) if rows is not None else list_inputs(source)

@@ -92,15 +92,30 @@ def load_tune(path: str | None) -> TuneSettings:
 
 def tune_from_dict(raw: Any, source: str) -> TuneSettings:
     settings = config.validate(TuneSettings, raw, source, "tune.")
-    for name, override in settings.models.items():
-        family = classical.get_family(name)
+    problem = grid_problem(settings.models)
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    return settings
+
+
+def grid_problem(models: dict[str, dict[str, Any]]) -> str | None:
+    """What is wrong with the families' grids, else None: checked as the settings load, since an empty
+    grid is a Ray Tune IndexError (or a family silently searched with no configuration) once Ray runs."""
+    if not models:
+        return f"tune.models: names no family; name one or more of: {', '.join(classical.FAMILIES)}"
+    for name, override in models.items():
+        if name not in classical.FAMILIES:
+            return f"tune.models.{name}: unknown model family {name!r}; choose from: {', '.join(classical.FAMILIES)}"
+        family = classical.FAMILIES[name]
         unknown = set(override) - set(family.space) - {"select_k"}
         if unknown:
-            raise ConfigError(
-                f"{source}: model {name!r} has no hyperparameter(s) {sorted(unknown)}; "
-                f"it takes: {', '.join(sorted(family.space))}, select_k"
-            )
-    return settings
+            return (f"model {name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                    f"it takes: {', '.join(sorted(family.space))}, select_k")  # fmt: skip
+        empty = next((key for key, values in override.items() if values == []), None)
+        if empty is not None:
+            return (f"tune.models.{name}.{empty}: an empty list searches no value, so {name} would have no "
+                    f"configuration; give one value or more, or leave {empty} out for the default grid")  # fmt: skip
+    return None
 
 
 # --------------------------------------------------------------------------- train
@@ -226,7 +241,7 @@ def load_train(path: str | None, **overrides: Any) -> TrainSettings:
         problem = arch_problem(model, arch)
         if problem:
             raise ConfigError(f"{source}: train.arch.{problem[0]}: {problem[1]}")
-    return config.validate(TrainSettings, raw, source, "train.")
+    return config.validate(TrainSettings, raw, source, "train.", flags=[k for k, v in overrides.items() if v is not None])
 
 
 
@@ -286,6 +301,15 @@ class DeepSearchSettings(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
 
     @model_validator(mode="after")
+    def _grace_within_epochs(self) -> DeepSearchSettings:
+        """ASHA asserts this inside Ray Tune; here it is one line naming both values."""
+        if self.scheduler == "asha" and self.grace_period > self.train.epochs:
+            raise ValueError(f"grace_period {self.grace_period} is more than epochs {self.train.epochs}: ASHA runs "
+                             "every trial grace_period epochs before it may stop one; lower grace_period or raise "
+                             "epochs (or scheduler: fifo)")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _gpu_workers(self) -> DeepSearchSettings:
         if self.gpu_fraction and not self.train.gpu:
             self.train = self.train.model_copy(update={"gpu": True})
@@ -313,6 +337,34 @@ def load_deep_search(path: str | None, model: str, **overrides: Any) -> DeepSear
             raise ConfigError(f"{source}: tune.arch.{problem[0]}: {problem[1]}")
     train = config.validate(TrainSettings, {**fixed, "model": model}, source, "tune.")
     return config.validate(DeepSearchSettings, {**search, "train": train}, source, "tune.")
+
+
+# --------------------------------------------------------------------------- extract
+
+
+class ExtractSettings(BaseModel):
+    """``seremo extract``'s flags that shape the Ray job, checked in the driver before Ray starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int | None = Field(None, ge=1, description="utterances per Ray task")
+    actors: int | None = Field(None, ge=1, description="actors of a model-backed set's pool")
+    gpus_per_actor: float = Field(0.0, ge=0, allow_inf_nan=False, description="GPU share of each actor")
+    failure_budget: float = Field(0.05, ge=0, le=1, description="share of inputs that may fail for reasons "
+                                  "not their own before the run exits non-zero")  # fmt: skip
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _ray_share(cls, share: float) -> float:
+        """Ray takes a GPU share below 1 or a whole number of GPUs."""
+        if share > 1 and not share.is_integer():
+            raise ValueError("give a share below 1 (0.5: two actors per GPU) or a whole number of GPUs")
+        return share
+
+
+def check_extract(**flags: Any) -> ExtractSettings:
+    """The extract flags, validated: a bad one is one line naming the flag and its value."""
+    return config.validate(ExtractSettings, flags, "seremo extract", flags=flags)
 
 
 # --------------------------------------------------------------------------- score

@@ -8,10 +8,13 @@ in one place, and ``describe()`` is what shard metadata and model bundles record
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+
+from seremo.errors import ConfigError
 
 Kind = Literal["vector", "sequence", "image", "text"]
 
@@ -28,7 +31,19 @@ class FeatureSet(ABC):
     # Clips shorter than this are zero-padded before extraction (never an error).
     min_samples_s: ClassVar[float] = 0.05
 
+    # Optional packages the set computes with (``requires``) and how to install them (``install``):
+    # ``check_installed`` refuses a missing one in the driver, before a Ray worker fails on it.
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+
     sample_rate: int = 16000
+
+    def check_installed(self) -> None:
+        """One line when a package ``requires`` names is not importable (found without importing it: cheap)."""
+        missing = [name for name in self.requires if not _importable(name)]
+        if missing:
+            raise ConfigError(f"feature set {self.name} needs {', '.join(missing)}, which is not installed: "
+                              f"{self.install}")  # fmt: skip
 
     @property
     def params(self) -> dict[str, Any]:
@@ -94,6 +109,13 @@ class FeatureSet(ABC):
     def feature_names(self) -> list[str] | None:
         """Names of the vector's dimensions, where the set has them."""
         return None
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module without a spec
+        return False
 
 
 def _finite(x: Any) -> np.ndarray:

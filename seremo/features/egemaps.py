@@ -37,6 +37,8 @@ class EGeMAPS(FeatureSet):
     name: ClassVar[str] = "egemaps"
     kind: ClassVar[str] = "vector"
     version: ClassVar[str] = "02"
+    requires: ClassVar[tuple[str, ...]] = ("opensmile",)
+    install: ClassVar[str] = "pip install 'seremo[opensmile]' (research licence: not for commercial use)"
 
     def compute(self, y: np.ndarray, sr: int) -> np.ndarray:
         return _smile().process_signal(y, sr).to_numpy()[0]

@@ -201,6 +201,8 @@ class SSLFeatures(FeatureSet):
     kind: ClassVar[str] = "vector"
     version: ClassVar[str] = "1"
     batched: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ("transformers", "huggingface_hub")
+    install: ClassVar[str] = INSTALL
 
     model: str = ""
     revision: str = ""
