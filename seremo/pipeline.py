@@ -352,6 +352,8 @@ def run(cfg: PipelineConfig, source: str, address: str | None = None, only: list
 
     cfg = select_stages(cfg, only, source)
     check_inputs(cfg, source)
+    roots = [cfg.data_path(p.root) for p in cfg.prepare] if "prepare" in cfg.stages else []
+    outputs.check_out(cfg.out, roots, what="corpus")  # the stages write inside out: it must be a place of its own
     if address:  # before any work, even where this process already holds a Ray connection
         check_reachable(address)
     storage.makedirs(cfg.out)

@@ -106,6 +106,16 @@ def test_an_unreachable_address_is_one_line_in_seconds(tmp_path, capsys, emodb_r
     assert "cannot reach the Ray dashboard at http://127.0.0.1:1" in line
 
 
+def test_run_refuses_an_out_inside_another_output_or_a_corpus(tmp_path, capsys, emodb_root):
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (feats / "seremo-output.json").write_text('{"verb": "extract", "identity": {}}')
+    for out in (feats / "run", emodb_root / "run"):
+        path = write_config(tmp_path / "c.yaml", small_config(emodb_root.parent, out))
+        assert "write the output" in one_error_line(capsys, ["run", path])
+        assert not out.exists()
+
+
 def test_submit_wants_cluster_visible_paths(tmp_path, capsys, emodb_root):
     path = write_config(tmp_path / "c.yaml", small_config(emodb_root.parent, Path("runs/relative")))
     line = one_error_line(capsys, ["submit", path, "--address", "http://127.0.0.1:1"])
