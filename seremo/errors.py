@@ -99,23 +99,25 @@ def errors_table(records: list[dict]):
     return pa.Table.from_pylist(records, schema=schema)
 
 
-def check_failures(where: str, n_inputs: int, n_ok: int, kinds: list[str], first: list[str], budget: float) -> None:
+def check_failures(where: str, n_inputs: int, n_ok: int, kinds: list[str], first: list[str], budget: float,
+                   see: str | None = None) -> None:  # fmt: skip
     """Fail (one line) when every input failed, or more than ``budget`` of them failed for
     reasons that are not the input's own (a bug, a lost worker); called once the outputs are
-    written, so what did work is kept. ``kinds`` is the ``error`` column, ``first`` a message."""
+    written, so what did work is kept. ``kinds`` is the ``error`` column, ``first`` a message;
+    ``see`` says where the errors are (default ``where``/errors.parquet)."""
     from collections import Counter
 
+    see = see or f"see {where}/errors.parquet"
     counts = Counter(kinds)
     if n_inputs and n_ok == 0:
         top = ", ".join(f"{k} x{v}" for k, v in counts.most_common(3))
         example = f"; e.g. {first[0]}" if first else ""
-        raise SeremoError(f"{where}: every one of the {n_inputs} inputs failed ({top}{example}); "
-                          f"see {where}/errors.parquet")  # fmt: skip
+        raise SeremoError(f"{where}: every one of the {n_inputs} inputs failed ({top}{example}); {see}")
     internal = sum(v for k, v in counts.items() if k not in INPUT_KINDS)
     if internal > budget * n_inputs:
         raise SeremoError(
             f"{where}: {internal} of {n_inputs} inputs failed for reasons that are not the input's own "
-            f"(more than the failure budget of {budget:.0%}); see {where}/errors.parquet"
+            f"(more than the failure budget of {budget:.0%}); {see}"
         )
 
 

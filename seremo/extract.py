@@ -183,16 +183,32 @@ def extract(
     outputs.check_apart(out, [], table.column("path").drop_null().to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
+    batch_size = batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
     with outputs.Lease(out, "extract") as lease:
-        _clear_own(out)
-        outputs.record_owner(out, "extract", identity)
-        batch_size = batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
-        result = _extract(table, feature_set, out, batch_size, source, lease.token, gpus_per_actor, actors)
-    result.summary["manifest_sha256"] = identity["manifest_sha256"]
-    shards.write_summary(out, result.summary)
-    s = result.summary
-    check_failures(out, s["inputs"], s["rows"], [e["error"] for e in result.errors],
-                   [e["message"] for e in result.errors[:1]], failure_budget)  # fmt: skip
+        # A finished extraction (--overwrite) stays until its replacement has succeeded: the new one is
+        # written in a staging folder inside out and swapped in at the end (outputs.stage / publish).
+        staged = outputs.stage(out, lease.token) if previous is not None else None
+        if staged is None:
+            _clear_own(out)  # what an unfinished earlier run left
+            outputs.record_owner(out, "extract", identity)
+        target = staged.remote if staged else out
+        try:
+            result = _extract(table, feature_set, target, batch_size, source, lease.token, gpus_per_actor, actors,
+                              lease_at=out)  # fmt: skip
+            result.summary["manifest_sha256"] = identity["manifest_sha256"]
+            shards.write_summary(target, result.summary)
+            s = result.summary
+            check_failures(out, s["inputs"], s["rows"], [e["error"] for e in result.errors],
+                           [e["message"] for e in result.errors[:1]], failure_budget,
+                           see="the earlier extraction is kept as it was" if staged else None)  # fmt: skip
+            if staged is not None:
+                _clear_own(out)
+                outputs.publish(staged)
+                outputs.record_owner(out, "extract", identity)
+        except BaseException:
+            if staged is not None:
+                outputs.discard(staged)
+            raise
     return result
 
 
@@ -225,13 +241,14 @@ def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: in
 
 
 def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int, source: str | None,
-             token: str, gpus_per_actor: float = 0.0, actors: int | None = None) -> ExtractResult:  # fmt: skip
+             token: str, gpus_per_actor: float = 0.0, actors: int | None = None,
+             lease_at: str | None = None) -> ExtractResult:  # fmt: skip
     import ray
 
     storage.makedirs(storage.join(out, shards.SHARDS))
     started = time.perf_counter()
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
-    sink = shards.FeatureShardSink(out, feature_set.describe(), token)
+    sink = shards.FeatureShardSink(out, feature_set.describe(), token, lease_at)
     with data_context(single_stage=not feature_set.batched):  # a Dataset snapshots the context when it is created
         stage = model_stage(feature_set, gpus_per_actor, actors) if feature_set.batched else {}
         if feature_set.batched:

@@ -338,17 +338,16 @@ def run_dir(out: str, verb: str, identity: dict[str, Any], writes: tuple[str, ..
     earlier = _earlier_bundle_files(out) if before is not None else []
     created = not storage.exists(out)
     with Lease(out, verb) as lease:
-        _remove_stale_staging(out, lease.token)
         if before is None:  # a new output: marked now, so a killed run's resumable state is known as seremo's
             record_owner(out, verb, identity)
-        run = _staging(out, lease.token)
+        run = stage(out, lease.token)
         try:
             yield run
             _remove_run_files(out, writes, earlier)
-            _publish(run)
+            publish(run)
             record_owner(out, verb, identity)
         except BaseException:
-            _discard(run)
+            discard(run)
             if before is None and not any(storage.exists(storage.join(out, n)) for n in state):
                 storage.delete_file(storage.join(out, MARKER))
             raise
@@ -356,7 +355,9 @@ def run_dir(out: str, verb: str, identity: dict[str, Any], writes: tuple[str, ..
         storage.remove_empty_dir(out)  # a new run that failed leaves no empty folder behind
 
 
-def _staging(out: str, token: str) -> RunDir:
+def stage(out: str, token: str) -> RunDir:
+    """A fresh staging place in ``out`` for the run holding lease ``token`` (killed runs' staging removed first)."""
+    _remove_stale_staging(out, token)
     if storage.is_uri(out):
         return RunDir(out, Path(tempfile.mkdtemp(prefix="seremo-run-")), storage.join(out, STAGING + token))
     local = Path(out).absolute() / (STAGING + token)
@@ -364,15 +365,13 @@ def _staging(out: str, token: str) -> RunDir:
     return RunDir(str(Path(out).absolute()), local, str(local))
 
 
-def _publish(run: RunDir) -> None:
-    """Move the staged run into ``out``: a rename per entry on a local disk, a copy on object storage."""
+def publish(run: RunDir) -> None:
+    """Move the staged run into ``out`` (the earlier run's files already removed): a rename per file on
+    a local disk, folders merged into those that stay; a copy on object storage."""
     from pyarrow import fs as pafs
 
     if not storage.is_uri(run.out):
-        base = Path(run.out).absolute()
-        for entry in sorted(run.local.iterdir()):
-            os.replace(entry, base / entry.name)
-        run.local.rmdir()
+        _move_into(run.local, Path(run.out).absolute())
         return
     filesystem, inner = storage.filesystem(run.out)
     _, staged = storage.filesystem(run.remote)
@@ -383,7 +382,18 @@ def _publish(run: RunDir) -> None:
     shutil.rmtree(run.local, ignore_errors=True)
 
 
-def _discard(run: RunDir) -> None:
+def _move_into(src: Path, dst: Path) -> None:
+    """``src``'s entries renamed into ``dst``; a folder already there (a user's file beside seremo's) is merged."""
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+            _move_into(entry, target)
+        else:
+            os.replace(entry, target)
+    src.rmdir()
+
+
+def discard(run: RunDir) -> None:
     """Remove what a failed run staged (never anything else)."""
     shutil.rmtree(run.local, ignore_errors=True)
     if storage.is_uri(run.out):

@@ -55,10 +55,11 @@ class FeatureShardSink(Datasink):
     streaming pass, no staging copy, and shards never carry error columns.
     """
 
-    def __init__(self, out: str, feature_set_desc: dict[str, Any], token: str):
+    def __init__(self, out: str, feature_set_desc: dict[str, Any], token: str, lease_at: str | None = None):
         self.out = out
         self.schema = shard_schema(feature_set_desc)
         self.token = token  # the lease this run holds: checked before each shard is written
+        self.lease_at = lease_at or out  # where that lease lives (the output, when ``out`` is its staging)
 
     def get_name(self) -> str:
         return "WriteFeatureShards"
@@ -69,7 +70,7 @@ class FeatureShardSink(Datasink):
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None}
-        if not outputs.holds(self.out, self.token):  # a killed run's worker: another run owns the output
+        if not outputs.holds(self.lease_at, self.token):  # a killed run's worker: another run owns the output
             return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None, "fenced": True}
         table = pa.concat_tables(tables, promote_options="default")
         failed = pc.is_valid(table.column(ERROR_KIND))

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_failed_reruns_keep, kill_tree
+from conftest import assert_failed_reruns_keep, kill_tree, tree_digest
 
 from seremo import bundle, classical, manifest, outputs, shards
 from seremo.cli import main
@@ -283,8 +283,17 @@ def test_extract_into_a_folder_of_other_things_twice(emodb_manifest, ray_session
     assert "skipped" in capsys.readouterr().out
     assert (out / "readme.txt").read_text() == "mine\n"
     assert shards.read_features(str(out)).table.num_rows == 12
-    assert_failed_reruns_keep(out, ["extract", str(path), "--features", "compact8", "--out", str(out), "--overwrite"],
-                              1, monkeypatch, capsys)  # fmt: skip
+    argv = ["extract", str(path), "--features", "compact8", "--out", str(out), "--overwrite"]
+    assert_failed_reruns_keep(out, argv, 1, monkeypatch, capsys)
+    # --overwrite interrupted late (its shards written, its errors table not yet): the finished one stays
+    before = tree_digest(out)
+    with monkeypatch.context() as m:
+        m.setattr(shards, "write_errors", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        assert main(argv) == 130
+    assert tree_digest(out) == before
+    assert main(argv) == 0  # and when it succeeds, the new extraction replaces the old one whole
+    assert shards.read_features(str(out)).table.num_rows == 12 and (out / "readme.txt").read_text() == "mine\n"
+    assert not list(out.glob(".seremo-staging-*")) and len(list((out / "shards").glob("*.parquet"))) >= 1
 
 
 def test_a_manifest_of_unreachable_paths_exits_non_zero(emodb_manifest, ray_session, tmp_path, monkeypatch, capsys):
