@@ -278,8 +278,9 @@ def _ancestors(out: str) -> list[str]:
     """The folders above ``out``, nearest first (on object storage: the prefixes up to the bucket)."""
     if storage.is_uri(out):
         scheme, rest = out.rstrip("/").split("://", 1)
-        parts = rest.split("/")
-        return [f"{scheme}://{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
+        lead = "/" if rest.startswith("/") else ""  # file:///abs/path
+        parts = rest.strip("/").split("/")
+        return [f"{scheme}://{lead}{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
     return [str(p) for p in Path(os.path.realpath(out)).parents]
 
 

@@ -267,7 +267,7 @@ def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
                       features.get("compact8").describe(), {}, {})  # fmt: skip
     assert (tmp_path / "model" / "members" / "1" / "model.skops").is_file()
     (tmp_path / "model" / "members" / "mine.txt").write_text("not seremo's")
-    outputs._remove_run_files(str(tmp_path))
+    outputs._remove_run_files(str(tmp_path), ("model",), outputs._earlier_bundle_files(str(tmp_path)))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "model", "model/members", "model/members/mine.txt"]  # fmt: skip
 

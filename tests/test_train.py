@@ -218,7 +218,8 @@ def test_run_survives_a_worker_dying(seq_features, tmp_path):
         try:
             deadline = time.time() + 240
             while time.time() < deadline:
-                if _registered_checkpoints(out / "ray" / "fold1"):
+                staged = list(out.glob(".seremo-staging-*/ray/fold1"))  # the run is staged until it succeeds
+                if staged and _registered_checkpoints(staged[0]):
                     pids = _train_worker_pids()
                     if pids:
                         os.kill(pids[-1], signal.SIGKILL)
