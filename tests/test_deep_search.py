@@ -129,6 +129,7 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     assert model.meta.model_name == "mlp" and model.meta.params["arch"]["hidden"] in (16, 32)
     oof = pq.read_table(out / "predictions.parquet")
     assert oof.num_rows == metrics["n"] and sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    assert model.training_ids() == {bundle.id_hash(u) for u in oof.column("utterance_id").to_pylist()}
 
 
 def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features, ray_session, tmp_path, capsys):
