@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import wave
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from sklearn.metrics import balanced_accuracy_score
 
-from seremo import bundle, classical, shards
+from seremo import bundle, classical, evaluate, features, shards
 from seremo.cli import main
 
 TRAIN_SPEAKERS = {"emodb/03", "emodb/08", "emodb/09", "emodb/10", "emodb/11"}
@@ -95,3 +96,38 @@ def test_evaluate_scores_only_the_unseen_rows_and_says_how_many_it_left_out(emod
     assert m["n"] == 535 and m["overlap"]["rows"] is None and "training rows unknown" in m["overlap"]["note"]
     assert "training rows unknown" in capsys.readouterr().out
 
+
+def _run(root: Path, name: str, C: float) -> Path:
+    """A run dir as tune leaves it (out-of-fold predictions, a bundle with its training rows), on synthetic rows."""
+    rng = np.random.default_rng(0)
+    y = np.tile(["angry", "happy", "sad"], 24)
+    groups, ids = np.repeat([f"spk{i}" for i in range(6)], 12), np.asarray([f"u{i:03d}" for i in range(72)])
+    X = rng.normal(size=(72, 4)).astype(np.float32) + (y == "angry")[:, None]
+    folds = evaluate.group_folds(groups, 3)
+    proba = np.zeros((72, 3), np.float32)
+    for tr, te in folds:
+        proba[te] = classical.fit("logreg", {"C": C}, X[tr], y[tr]).predict_proba(X[te])
+    run = root / name
+    run.mkdir()
+    pq.write_table(evaluate.oof_table(ids, groups, y, np.asarray(sorted(set(y)))[proba.argmax(axis=1)], folds, proba,
+                                      sorted(set(y))), run / evaluate.PREDICTIONS)  # fmt: skip
+    bundle.save_tuned(run / "model", [classical.fit("logreg", {"C": C}, X, y)],
+                      [{"family": "logreg", "params": {"C": C}, "cv_uar": 0.5}], features.get("compact8").describe(),
+                      {"corpora": ["synthetic"]}, {}, training_ids=ids.tolist())  # fmt: skip
+    return run
+
+
+def test_an_ensemble_refuses_one_member_given_twice(tmp_path, capsys):
+    a, b = _run(tmp_path, "a", 1.0), _run(tmp_path, "b", 0.1)
+    copy = Path(shutil.copytree(a, tmp_path / "copy_of_a"))
+    out = tmp_path / "ens"
+    # the defect: `seremo ensemble A A` counted one model as two members, weights 0.5/0.5
+    for twice, needle in [([str(a), f"{tmp_path}/./a/"], "given twice"), ([str(a), str(copy)], "holds the same model")]:
+        assert main(["ensemble", *twice, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]
+        assert not out.exists()  # refused before --out was touched
+    # two distinct members: the ensemble bundle's training rows are its members'
+    assert main(["ensemble", str(a), str(b), "--out", str(out)]) == 0
+    ens = bundle.load(out / "model")
+    assert ens.training_ids() == bundle.load(a / "model").training_ids() == {bundle.id_hash(f"u{i:03d}") for i in range(72)}
