@@ -8,8 +8,14 @@ predict is counted in ``excluded_labels`` and left out, never silently. Features
 are normalised as the bundle was evaluated (``normalisation`` in bundle.json):
 each speaker, or each corpus, by its own unlabelled statistics.
 
+Rows the bundle was fitted on (its ``training_ids.json``) are not unseen: the
+figures leave them out and ``overlap`` counts them (``{rows, of}``; ``rows`` null
+where an older bundle records no training rows); data made only of training rows
+is refused in one line (exit 2), as it has no honest figure to give.
+
 Writes ``metrics.json`` (``uar``, ``wa``, ``macro_f1``, ``weighted_f1``, per class,
-per corpus), ``report.md``, ``confusion_matrix.png`` and ``predictions.parquet``.
+per corpus, ``overlap``), ``report.md``, ``confusion_matrix.png`` and
+``predictions.parquet`` (every row, ``training_row`` marking the rows left out).
 """
 
 from __future__ import annotations
@@ -105,26 +111,59 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
     with outputs.run_dir(out, "evaluate", identity, writes=(*outputs.RUN_WRITES, "features")) as run:
         feats = features_for(b, data, run.remote, address)
         rows = select_rows(feats, b.classes, class_set, b.meta.inputs, data)
+        seen = training_rows(b, rows["ids"], data)
         proba = predict(b, rows)
         classes = b.classes
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-        metrics = evaluate.scores(rows["y"], pred, classes)
-        metrics["per_corpus"] = evaluate.per_corpus(rows["y"], pred, rows["corpus"], classes)
+        metrics = unseen_scores(rows, pred, classes, seen)
         metrics.update({
             "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,
             "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows["excluded"],
             "feature_set": b.meta.feature_set.model_dump(), "trained_on": b.meta.training,
             "wall_s": time.perf_counter() - started,
         })  # fmt: skip
-        _write(run.local, metrics, rows, pred, proba, classes)
+        _write(run.local, metrics, rows, pred, proba, classes, seen)
     return metrics
 
 
-def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.ndarray, classes: list[str]) -> None:
+def training_rows(b: bundle.Bundle, ids: np.ndarray, data: str) -> np.ndarray | None:
+    """Which rows the bundle was fitted on (``training_ids.json``); None where the bundle does not record them.
+
+    Judging a model on its own training rows says how well it remembers, not how it
+    generalises: those rows are left out of the figures, and data made only of them
+    is refused in one line (there is no honest figure to give).
+    """
+    known = b.training_ids()
+    if known is None:
+        return None
+    seen = np.fromiter((bundle.id_hash(u) in known for u in ids), dtype=bool, count=len(ids))
+    if seen.all():
+        raise SeremoError(f"{data}: all {len(ids)} rows are training rows of {b.model_id} (its training_ids.json), so "
+                          "nothing here is unseen; its held-out figures are in its run's metrics.json: evaluate on "
+                          "data it never saw")  # fmt: skip
+    return seen
+
+
+def unseen_scores(rows: dict[str, Any], pred: np.ndarray, classes: list[str], seen: np.ndarray | None) -> dict:
+    """The figures on the rows the bundle never trained on, and ``overlap``: how many it did (or that nobody knows)."""
+    unseen = np.ones(len(pred), bool) if seen is None else ~seen
+    y, corpus = rows["y"][unseen], rows["corpus"][unseen]
+    metrics = evaluate.scores(y, pred[unseen], classes)
+    metrics["per_corpus"] = evaluate.per_corpus(y, pred[unseen], corpus, classes)
+    metrics["overlap"] = ({"rows": None, "of": len(pred), "note": "training rows unknown (the bundle predates "
+                                                                   "training_ids.json)"}
+                          if seen is None else {"rows": int(seen.sum()), "of": len(pred)})  # fmt: skip
+    return metrics
+
+
+def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.ndarray, classes: list[str],
+           seen: np.ndarray | None) -> None:  # fmt: skip
+    """metrics.json, report.md, the confusion matrix (unseen rows) and every row's prediction, training rows marked."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    training_row = pa.nulls(len(pred), pa.bool_()) if seen is None else pa.array(seen)
     pq.write_table(
         pa.table({"utterance_id": rows["ids"].astype(str), "corpus": rows["corpus"], "group": rows["groups"],
-                  "label": rows["y"], "predicted": pred,
+                  "label": rows["y"], "predicted": pred, "training_row": training_row,
                   **{f"p_{c}": proba[:, i].astype(np.float32) for i, c in enumerate(classes)}}),
         out / "predictions.parquet",
     )  # fmt: skip
@@ -135,10 +174,20 @@ def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.nda
     (out / "report.md").write_text(evaluate_report(metrics))
 
 
+def overlap_line(overlap: dict[str, Any]) -> str:
+    """What the figures below are on: every row, or the rows the bundle did not train on."""
+    if overlap["rows"] is None:
+        return "training rows unknown (the bundle predates training_ids.json): some rows may be training rows"
+    if not overlap["rows"]:
+        return f"no row is a training row of the bundle (all {overlap['of']} unseen)"
+    return (f"{overlap['rows']} of {overlap['of']} rows are training rows of the bundle: left out, the figures are "
+            f"on the {overlap['of'] - overlap['rows']} unseen rows")
+
+
 def run_stage(model: str, data: str, out: str, class_set: str | None, address: str | None) -> Outcome:
     """``seremo evaluate``: the figures, per corpus, and where the report is."""
     m = evaluate_bundle(model, data, out, class_set=class_set, address=address)
-    text = [f"{m['model_id']} on {data}: {m['n']} utterances",
+    text = [f"{m['model_id']} on {data}: {m['n']} utterances", overlap_line(m["overlap"]),
             f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}"]
     if len(m["per_corpus"]) > 1:
         text += [f"  {c}: UAR {r['uar']:.3f} (n={r['n']})" for c, r in m["per_corpus"].items()]

@@ -9,6 +9,10 @@
 (name, kind, version, parameters), the classes in order, the sample rate, what
 it was trained on, its metrics, the seremo version, a SHA-256 for every file,
 and ``bundle_sha256``: the SHA-256 of its own canonical JSON without that field.
+``training_ids.json`` (listed and checksummed like the weights; absent from bundles
+written before it) fingerprints the rows the shipped model was fitted on, early-stopping
+rows included: the first 16 hex digits of each ``utterance_id``'s SHA-256, sorted, so
+``seremo evaluate`` can tell a training row from an unseen one without the ids themselves.
 As that covers the per-file checksums, one digest identifies the whole bundle
 (``Bundle.model_id``), and an edit to ``bundle.json`` itself (swapped or removed
 class names, another model kind) is caught, not trusted.
@@ -27,6 +31,7 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +44,8 @@ from seremo.errors import SeremoError
 
 FORMAT_VERSION = 2  # 2: bundle_sha256 covers bundle.json itself
 META = "bundle.json"
+TRAINING_IDS = "training_ids.json"
+ID_HEX = 16  # hex digits of sha256(utterance_id) kept per training row: collisions are negligible below 10^9 rows
 SELF_DIGEST = "bundle_sha256"
 # The weights each model kind loads: checked before loading, so a changed model_kind is one line.
 KIND_FILES = {
@@ -184,6 +191,20 @@ class Bundle:
 
         return features.from_description(self.meta.feature_set.model_dump())
 
+    def training_ids(self) -> frozenset[str] | None:
+        """The hashed ids (``id_hash``) of the rows the model was fitted on; None for a bundle that predates them."""
+        if TRAINING_IDS not in self.meta.files:
+            return None
+        path = self.path / TRAINING_IDS
+        try:
+            ids = json.loads(path.read_text())["ids"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"{path}: is not a training-ids file ({exc}); re-export the bundle") from None
+        if not isinstance(ids, list) or not all(isinstance(i, str) and re.fullmatch(f"[0-9a-f]{{{ID_HEX}}}", i)
+                                                for i in ids):  # fmt: skip
+            raise BundleError(f"{path}: ids must be {ID_HEX}-hex-digit hashes; re-export the bundle")
+        return frozenset(ids)
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities for features as the model saw them (normalise first: ``normalisation``)."""
         kind = self.meta.model_kind
@@ -211,13 +232,28 @@ class Bundle:
         return np.asarray(X, np.float32) if self.meta.inputs == "audio" else np.asarray(X, dtype=object)
 
 
-def write_meta(out: Path, meta: dict[str, Any]) -> None:
+def id_hash(utterance_id: str) -> str:
+    """A training row's fingerprint: short, fixed-length, and not the id itself (ids may name people)."""
+    return hashlib.sha256(str(utterance_id).encode()).hexdigest()[:ID_HEX]
+
+
+def write_training_ids(out: Path, hashes: Iterable[str]) -> None:
+    """``training_ids.json``: the sorted, distinct ``id_hash`` of every training row."""
+    body = {"hash": f"sha256(utterance_id)[:{ID_HEX}]", "ids": sorted(set(hashes))}
+    (out / TRAINING_IDS).write_text(json.dumps(body, separators=(",", ":")))
+
+
+def write_meta(out: Path, meta: dict[str, Any], training_ids: Iterable[str] | None = None) -> None:
     """Checksum every file in ``out``, then seal ``bundle.json`` with its own digest.
 
+    ``training_ids`` (the utterance ids the model was fitted on) are written first as
+    ``training_ids.json``, so they are listed and checksummed like the weights.
     ``meta`` gets ``files`` and ``bundle_sha256`` (any earlier ones are replaced).
     The digest is taken over the JSON round trip of ``meta``, i.e. exactly what
     ``load`` will read back (numpy scalars as numbers, tuples as lists, keys as strings).
     """
+    if training_ids is not None:
+        write_training_ids(out, (id_hash(u) for u in training_ids))
     meta.pop(SELF_DIGEST, None)
     meta["files"] = {p.relative_to(out).as_posix(): _sha256(p) for p in sorted(out.rglob("*"))
                      if p.is_file() and p != out / META}  # fmt: skip
@@ -279,8 +315,9 @@ def _skops_io() -> Any:
     return skops.io
 
 
-def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path:
-    """Write a fitted classical pipeline (skops, or skops + XGBoost UBJ) as a bundle."""
+def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any],
+                   training_ids: Iterable[str] | None = None) -> Path:  # fmt: skip
+    """Write a fitted classical pipeline (skops, or skops + XGBoost UBJ) as a bundle, with its training ids."""
     sio = _skops_io()
 
     from seremo.classical import XGBPipeline
@@ -300,7 +337,7 @@ def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any]) -> Path
     else:
         sio.dump(pipeline, out / "model.skops")
         meta = {**meta, "model_kind": "sklearn"}
-    write_meta(out, meta)
+    write_meta(out, meta, training_ids)
     return out
 
 
@@ -319,8 +356,10 @@ def _plain_vocabularies(est: Any) -> None:
 
 def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]], feature_set: dict[str, Any],
                training: dict[str, Any], metrics: dict[str, Any], normalisation: str = "none",
-               inputs: str = "audio") -> Path:  # fmt: skip
-    """A tune run's model: one pipeline, or a soft vote of several (``members/<i>/``, each a bundle)."""
+               inputs: str = "audio", training_ids: Iterable[str] | None = None) -> Path:  # fmt: skip
+    """A tune run's model: one pipeline, or a soft vote of several (``members/<i>/``, each a bundle).
+
+    ``training_ids``: the utterance ids every member was fitted on (``training_ids.json``)."""
     out = Path(out)
     classes = [str(c) for c in models[0].classes_]
 
@@ -330,13 +369,13 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
         return {**meta, "normalisation": norm, "inputs": inputs}
 
     if len(models) == 1:
-        return save_classical(out, models[0], meta_for(members[0], normalisation))
+        return save_classical(out, models[0], meta_for(members[0], normalisation), training_ids)
     for i, (model, m) in enumerate(zip(models, members, strict=True)):
         save_classical(out / "members" / str(i), model, meta_for(m, "none"))  # members see normalised input
     meta = base_meta(model_kind="ensemble", model_name=f"soft_vote_of_{len(models)}",
                      params={"members": [{"family": m["family"], "params": m["params"]} for m in members]},
                      feature_set=feature_set, classes=classes, training=training, metrics=metrics)  # fmt: skip
-    write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs})
+    write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs}, training_ids)
     return out
 
 
@@ -390,7 +429,8 @@ def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: li
                   sources: list[str], training: dict[str, Any], metrics: dict[str, Any]) -> Path:  # fmt: skip
     """A ``seremo ensemble`` bundle: each member bundle copied whole into ``members/<i>/`` (its own
     ``bundle.json`` and checksums kept, so it verifies as it did in its run), and the rule and weights
-    in ``params``. The ensemble takes ``ensemble_input`` of its members."""
+    in ``params``. The ensemble takes ``ensemble_input`` of its members; its training rows are every
+    member's (``training_ids.json`` only where each member records its own)."""
     import shutil
 
     from seremo import vote
@@ -408,6 +448,11 @@ def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: li
                                          for m, src in zip(members, sources, strict=True)]},
                      feature_set=feature_set.model_dump(), classes=members[0].meta.classes, training=training,
                      metrics=metrics)  # fmt: skip
+    known = [m.training_ids() for m in members]
+    if all(ids is not None for ids in known):
+        write_training_ids(out, frozenset().union(*known))
+    else:  # one member's rows are unknown, so the ensemble's are
+        (out / TRAINING_IDS).unlink(missing_ok=True)
     write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs})
     return out
 

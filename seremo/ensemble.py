@@ -80,6 +80,33 @@ def read_member(run: str) -> Member:
                   table.column("fold").to_numpy()[order], proba[order])  # fmt: skip
 
 
+def _run_key(run: str) -> str:
+    """One name per run dir: a local path resolved (``manifest.normalise_path``), a URI without its trailing ``/``."""
+    from seremo.manifest import normalise_path
+
+    return run.rstrip("/") if storage.is_uri(run) else normalise_path(run)
+
+
+def check_distinct_runs(runs: list[str]) -> None:
+    """One run given twice would be one model counted as two members (its vote doubled): refused in one line."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        key = _run_key(run)
+        if key in seen:
+            raise ConfigError(f"{run}: given twice (as {seen[key]} too); one run is one member: list each run once")
+        seen[key] = run
+
+
+def check_distinct_models(members: list[Member]) -> None:
+    """Two run dirs holding the same bundle (a copied run) are one model twice: refused in one line."""
+    seen: dict[str, str] = {}
+    for m in members:
+        if m.model.model_id in seen:
+            raise ConfigError(f"{m.run}: holds the same model as {seen[m.model.model_id]} ({m.model.model_id}); "
+                              "one model is one member: list each model once")  # fmt: skip
+        seen[m.model.model_id] = m.run
+
+
 def check_compatible(members: list[Member]) -> None:
     """Same classes, rows, labels, folds and model input, or one line naming the first member that differs."""
     if len(members) < 2:
@@ -145,7 +172,9 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
     if rule not in vote.RULES:
         raise ConfigError(f"--rule {rule!r}: choose one of {', '.join(vote.RULES)}")
     started = time.perf_counter()
+    check_distinct_runs(runs)
     members = [read_member(r) for r in runs]
+    check_distinct_models(members)
     check_compatible(members)
     first = members[0]
     classes = first.model.classes

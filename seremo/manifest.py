@@ -110,7 +110,61 @@ def validate(table: pa.Table, source: str = "manifest") -> pa.Table:
         bad = set(table.column("label").drop_null().to_pylist()) - set(CANONICAL)
         if bad:
             raise CorpusError(source, f"labels {sorted(bad)} are not canonical ({' '.join(CANONICAL)})")
+    check_same_audio(table, source)
     return table
+
+
+def _clip_keys(table: pa.Table) -> pa.Table:
+    """One row per audio row: its clip (normalised path, span; a null start is 0) and what folds read of it."""
+    audio = table.filter(pc.invert(text_only(table)))
+    n = audio.num_rows
+    col = lambda name: audio.column(name) if name in audio.column_names else pa.nulls(n, pa.float64())  # noqa: E731
+    label = audio.column("label") if "label" in audio.column_names else pa.nulls(n, pa.string())
+    return pa.table({
+        "path": audio.column("path"), "start": pc.fill_null(col("start_s"), 0.0), "end": col("end_s"),
+        "utterance_id": audio.column("utterance_id"), "speaker": audio.column("speaker"),
+        "group": audio.column("group"), "label": label,
+    })  # fmt: skip
+
+
+def check_same_audio(table: pa.Table, source: str = "manifest") -> None:
+    """One clip (same path and span) under several utterance ids: refused when the copies disagree, else a warning.
+
+    Folds hold out whole groups by row, so one clip under two speakers or groups can
+    land on both sides of a fold (its test row is a training row), and under two labels
+    it contradicts itself. Copies that agree stay in one fold; they only count twice.
+    Segments of one long file differ by their span, so the span is part of the key.
+    """
+    keys = _clip_keys(table)
+    if keys.num_rows < 2:
+        return
+    agg = [("utterance_id", "count"), ("speaker", "count_distinct", pc.CountOptions("all")),
+           ("group", "count_distinct", pc.CountOptions("all")), ("label", "count_distinct", pc.CountOptions("all"))]
+    clips = keys.group_by(["path", "start", "end"], use_threads=False).aggregate(agg)
+    repeated = clips.filter(pc.greater(clips.column("utterance_id_count"), 1))
+    if not repeated.num_rows:
+        return
+    differ = pc.or_(pc.or_(pc.greater(repeated.column("speaker_count_distinct"), 1),
+                           pc.greater(repeated.column("group_count_distinct"), 1)),
+                    pc.greater(repeated.column("label_count_distinct"), 1))  # fmt: skip
+    conflicting = repeated.filter(differ)
+    if conflicting.num_rows:
+        raise CorpusError(source, f"{conflicting.num_rows} audio clip(s) appear under several utterance_ids with "
+                                  f"different speaker, group or label, e.g. {_example(keys, conflicting)}; the same "
+                                  "clip could land on both sides of a fold: keep one row per clip")  # fmt: skip
+    log.warning("%s: %d audio clip(s) appear under several utterance_ids (same speaker, group and label), e.g. %s; "
+                "each copy counts as an utterance in training and in the figures", source, repeated.num_rows,
+                _example(keys, repeated))  # fmt: skip
+
+
+def _example(keys: pa.Table, clips: pa.Table) -> str:
+    """The first repeated clip as text: its path, span and the rows that hold it."""
+    first = clips.slice(0, 1).to_pylist()[0]
+    same_file = keys.filter(pc.equal(keys.column("path"), first["path"])).to_pylist()
+    rows = [r for r in same_file if (r["start"], r["end"]) == (first["start"], first["end"])]
+    span = "" if first["start"] == 0.0 and first["end"] is None else f" [{first['start']}-{first['end'] or 'end'} s]"
+    held = ", ".join(f"{r['utterance_id']!r} ({r['speaker']}/{r['group']}, {r['label']})" for r in rows[:3])
+    return f"{first['path']}{span} as {held}"
 
 
 def text_only(table: pa.Table) -> pa.Array:

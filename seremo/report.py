@@ -174,7 +174,7 @@ def evaluate_report(metrics: dict[str, Any]) -> str:
         "",
         f"Bundle `{metrics['model']}` (trained on {', '.join(trained.get('corpora', [])) or 'unknown corpora'}, "
         f"{trained.get('utterances', '?')} utterances), judged on `{metrics['data']}`: "
-        f"{metrics['n']} utterances it never saw. Features `{fs['name']}` v{fs['version']}; "
+        f"{_unseen_text(metrics)}. Features `{fs['name']}` v{fs['version']}; "
         f"classes {', '.join(metrics['classes'])}"
         + (f" (labels mapped through class set `{metrics['class_set']}`)" if metrics.get("class_set") else "") + ".",
         f"Normalisation: {metrics['normalisation']}"
@@ -193,6 +193,16 @@ def evaluate_report(metrics: dict[str, Any]) -> str:
         parts += ["", "Rows left out because the bundle cannot predict their label (counted, not scored): "
                       f"{json.dumps(metrics['excluded_labels'])}."]  # fmt: skip
     return "\n".join(parts) + "\n"
+
+
+def _unseen_text(metrics: dict[str, Any]) -> str:
+    """How many utterances the figures are on, and whether any training row was left out (or nobody knows)."""
+    overlap = metrics.get("overlap") or {"rows": None}
+    if overlap["rows"] is None:
+        return (f"{metrics['n']} utterances; its training rows are unknown (the bundle predates training_ids.json), "
+                "so some may be rows it was trained on")
+    left = f" ({overlap['rows']} of {overlap['of']} rows were training rows of the bundle: left out)" if overlap["rows"] else ""
+    return f"{metrics['n']} utterances it never saw{left}"
 
 
 def _held_out_lines(metrics: dict[str, Any]) -> list[str]:

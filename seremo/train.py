@@ -658,7 +658,7 @@ def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: n
         meta["inputs"] = "text" if data["kind"] == "text" else "audio+text" if nets.reads_text(data["kind"]) else "audio"
         (out / "model").mkdir(exist_ok=True)
         nets.save_module(out / "model", model)
-        bundle.write_meta(out / "model", meta)
+        bundle.write_meta(out / "model", meta, training_ids=list(data["ids"]))  # the early-stopping rows too
         proba = nets.predict_proba(model, data["items"])
         pq.write_table(
             pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),

@@ -629,7 +629,8 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
     training = {"corpora": data["corpora"], "utterances": int(len(data["y"])), "groups": len(set(data["groups"].tolist())),
                 "class_set": settings.class_set, "normalisation": how}  # fmt: skip
     bundle.save_tuned(out / "model", [m["model"] for m in final["members"]], members, data["feature_set"],
-                      training, meta_metrics, normalisation=how, inputs=data["inputs"])  # fmt: skip
+                      training, meta_metrics, normalisation=how, inputs=data["inputs"],
+                      training_ids=data["ids"].tolist())  # fmt: skip
     X = as_model_input(evaluate.normalise(data["X"], how, data["groups"], data["corpus"]))
     proba = final_proba(final, X)
     pq.write_table(

@@ -76,6 +76,19 @@ def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def small_run(emodb_features, ray_session, tmp_path_factory) -> Path:
+    """A finished nested tune of all of EmoDB (two families, three configurations), run once per session."""
+    from seremo.tune import TuneSettings, tune_run
+
+    out = tmp_path_factory.mktemp("tune") / "run"
+    settings = TuneSettings(
+        models={"logreg": {"C": [0.03, 0.3]}, "naive_bayes": {"alpha": [1.0]}}, inner_folds=2, selection="best"
+    )
+    tune_run(emodb_features, str(out), settings)
+    return out
+
+
 EMOVO = DATA_ROOT / "emovo"
 MELD = DATA_ROOT / "meld"
 

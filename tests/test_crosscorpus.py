@@ -196,8 +196,10 @@ def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
             {**settings.model_dump(), "folds": 3}), CORPUS)  # fmt: skip
 
 
-def _recorpus(src: str, dst: Path, corpus_of) -> str:
-    """A copy of a features dir whose rows belong to other corpora (a cheap stand-in for a second corpus)."""
+def _recorpus(src: str, dst: Path, corpus_of, id_prefix: str = "") -> str:
+    """A copy of a features dir whose rows belong to other corpora (a cheap stand-in for a second corpus);
+    ``id_prefix`` gives them ids of their own, as another corpus's utterances have (a bundle's training rows
+    are known by id, and evaluate judges only the others)."""
     import shutil
 
     import pyarrow as pa
@@ -208,6 +210,8 @@ def _recorpus(src: str, dst: Path, corpus_of) -> str:
         t = pq.read_table(shard)
         corpus = pa.array([corpus_of(g) for g in t.column("group").to_pylist()], pa.string())
         t = t.set_column(t.column_names.index("corpus"), "corpus", corpus)
+        ids = pa.array([id_prefix + u for u in t.column("utterance_id").to_pylist()], pa.string())
+        t = t.set_column(t.column_names.index("utterance_id"), "utterance_id", ids)
         pq.write_table(t.replace_schema_metadata(pq.read_schema(shard).metadata), shard)
     return str(dst)
 
@@ -217,7 +221,7 @@ def test_tune_leave_one_corpus_out_with_a_test_set_end_to_end(emodb_features, ra
     from seremo.tune import tune_run
 
     two = _recorpus(emodb_features, tmp_path / "two", lambda g: "emodbA" if g < "emodb/12" else "emodbB")
-    held = _recorpus(emodb_features, tmp_path / "held", lambda g: "elsewhere")
+    held = _recorpus(emodb_features, tmp_path / "held", lambda g: "elsewhere", id_prefix="elsewhere/")
     settings = TuneSettings(class_set="core4", groups="corpus", corpus_norm=True, ship="corpus_norm", inner_folds=2,
                             models={"logreg": {"C": [0.1]}, "naive_bayes": {"alpha": [1.0]}}, test=[held])  # fmt: skip
     m = tune_run(two, str(tmp_path / "run"), settings)

@@ -130,6 +130,7 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
     assert model.meta.model_name == "mlp" and model.meta.params["arch"]["hidden"] in (16, 32)
     oof = pq.read_table(out / "predictions.parquet")
     assert oof.num_rows == metrics["n"] and sorted(set(oof.column("fold").to_pylist())) == [1, 2]
+    assert model.training_ids() == {bundle.id_hash(u) for u in oof.column("utterance_id").to_pylist()}
     assert not list(out.glob(".seremo-staging-*"))  # the killed run's staging went when the resumed run took over
     assert_failed_reruns_keep(out, ["tune", emodb_features, "--model", "mlp", "--out", str(out), "--config", config],
                               1, monkeypatch, capsys)  # fmt: skip

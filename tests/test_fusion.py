@@ -36,6 +36,17 @@ def fusion_features(iemocap_tree, ray_session, tmp_path_factory) -> tuple[str, s
     return m, feats
 
 
+def _as_new_recordings(m: str, out: Path) -> str:
+    """The manifest's rows under new ids: a stand-in for recordings a bundle trained on these rows never saw
+    (``seremo evaluate`` refuses a bundle's own training rows by id)."""
+    import pyarrow as pa
+
+    t = manifest.read(m)
+    ids = pa.array([f"again/{u}" for u in t.column("utterance_id").to_pylist()], pa.string())
+    manifest.write(t.set_column(t.column_names.index("utterance_id"), "utterance_id", ids), str(out))
+    return str(out)
+
+
 def _tune(feats: str, out: Path, inputs: str, models: dict) -> dict:
     settings = tune.settings_from_dict({"inputs": inputs, "models": models, "inner_folds": 2}, "test")
     return tune.tune_run(feats, str(out), settings)
@@ -80,12 +91,15 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     ens = json.loads((tmp_path / "ens" / "metrics.json").read_text())
     assert {r["model"] for r in ens["members"]} == {"logreg", "naive_bayes"} and ens["n"] == n
     assert bundle.load(tmp_path / "ens" / "model").meta.inputs == "audio+text"
-    # evaluate: the fused bundle on the manifest (extracted on the fly; every row accounted for)
+    # evaluate: the fused bundle on its own training manifest is refused (no row is unseen); on the same
+    # recordings under new ids (a stand-in for new data) it extracts on the fly and accounts for every row
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "audio+text" / "model"), m, "--out", str(tmp_path / "eval")]) == 0
+    assert main(["evaluate", str(tmp_path / "audio+text" / "model"), m, "--out", str(tmp_path / "own")]) == 2
+    assert f"all {n} rows are training rows" in capsys.readouterr().err
+    again = _as_new_recordings(m, tmp_path / "again.parquet")
+    assert main(["evaluate", str(tmp_path / "audio+text" / "model"), again, "--out", str(tmp_path / "eval")]) == 0
     judged = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert judged["n"] + sum(judged["excluded_labels"].values()) == n
-    assert judged["uar"] > uar["audio+text"]  # it trained on these rows: better than its nested estimate
+    assert judged["n"] + sum(judged["excluded_labels"].values()) == n and judged["overlap"] == {"rows": 0, "of": n}
     # score: the fused bundle on the manifest, row by row; every row is a segment, labelled once
     scored = tmp_path / "scored"
     assert main(["score", m, "--model", str(tmp_path / "audio+text" / "model"), "--out", str(scored)]) == 0
@@ -97,7 +111,7 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     # the job's labels are the bundle's own predictions on the same rows
     labels = dict(zip(segments.column("utterance_id").to_pylist(), segments.column("label").to_pylist(), strict=True))
     judged_rows = pq.read_table(tmp_path / "eval" / "predictions.parquet")
-    agree = np.mean([labels[u] == p for u, p in zip(judged_rows.column("utterance_id").to_pylist(),
+    agree = np.mean([labels[u.removeprefix("again/")] == p for u, p in zip(judged_rows.column("utterance_id").to_pylist(),
                                                      judged_rows.column("predicted").to_pylist(), strict=True)])  # fmt: skip
     assert agree == 1.0
     # the text-only bundle (tuned on the same shards' transcripts) reads no audio: a CSV manifest whose rows point
@@ -183,7 +197,8 @@ def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_fea
     assert fused.meta.inputs == "audio+text" and fused.meta.feature_set.name == "mfcc_seq"
     assert fused.meta.params["in_dim"][1] == len(json.loads((out / "model" / "vocab.json").read_text()))
     # evaluate on the manifest (extracted on the fly) and score its rows: the same labels, every row once
-    assert main(["evaluate", str(out / "model"), m, "--out", str(tmp_path / "eval")]) == 0
+    again = _as_new_recordings(m, tmp_path / "again.parquet")  # its own rows would be refused: no row unseen
+    assert main(["evaluate", str(out / "model"), again, "--out", str(tmp_path / "eval")]) == 0
     judged = pq.read_table(tmp_path / "eval" / "predictions.parquet")
     assert judged.num_rows == n
     scored = tmp_path / "scored"
@@ -191,8 +206,8 @@ def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_fea
     segments = pq.read_table(scored / "segments")
     assert segments.num_rows == n and pq.read_table(scored / "errors.parquet").num_rows == 0
     labels = dict(zip(segments.column("utterance_id").to_pylist(), segments.column("label").to_pylist(), strict=True))
-    assert all(labels[u] == p for u, p in zip(judged.column("utterance_id").to_pylist(),
-                                              judged.column("predicted").to_pylist(), strict=True))  # fmt: skip
+    assert all(labels[u.removeprefix("again/")] == p for u, p in zip(judged.column("utterance_id").to_pylist(),
+                                                                     judged.column("predicted").to_pylist(), strict=True))  # fmt: skip
     # an audio-only archive (a folder) gives the bundle no transcripts: one line, before any work
     capsys.readouterr()
     assert main(["score", str(Path(m).parent), "--model", str(out / "model"), "--out", str(tmp_path / "f")]) == 2

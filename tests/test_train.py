@@ -161,6 +161,8 @@ def test_ddp_on_two_cpu_workers_and_bundle_round_trip(seq_features, tmp_path):
     ref = pq.read_table(out / "model_predictions.parquet").to_pandas()
     assert np.allclose(b.predict_proba(X), ref[[f"p_{c}" for c in b.classes]].to_numpy(), atol=1e-6)
     assert b.meta.model_kind == "torch" and b.feature_set.name == "mfcc_seq"
+    # its training rows (every row: the final fit's early-stopping rows too), as evaluate reads them
+    assert b.training_ids() == {bundle.id_hash(u) for u in ref["utterance_id"]}
 
 
 def _history(out: Path, name: str) -> list[dict]:

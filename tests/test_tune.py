@@ -111,16 +111,6 @@ def test_metrics_match_scikit_learn():
     assert s["per_class"]["b"]["recall"] == 0.5 and s["per_class"]["a"]["precision"] == 0.5
 
 
-@pytest.fixture(scope="module")
-def small_run(emodb_features, ray_session, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tune") / "run"
-    settings = TuneSettings(
-        models={"logreg": {"C": [0.03, 0.3]}, "naive_bayes": {"alpha": [1.0]}}, inner_folds=2, selection="best"
-    )
-    tune_run(emodb_features, str(out), settings)
-    return out
-
-
 def test_small_end_to_end_tune_on_emodb(small_run):
     m = json.loads((small_run / "metrics.json").read_text())
     assert m["protocol"]["outer"] == "leave-one-group-out"
