@@ -449,10 +449,8 @@ def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: li
                      feature_set=feature_set.model_dump(), classes=members[0].meta.classes, training=training,
                      metrics=metrics)  # fmt: skip
     known = [m.training_ids() for m in members]
-    if all(ids is not None for ids in known):
+    if all(ids is not None for ids in known):  # else one member's rows are unknown, so the ensemble's are
         write_training_ids(out, frozenset().union(*known))
-    else:  # one member's rows are unknown, so the ensemble's are
-        (out / TRAINING_IDS).unlink(missing_ok=True)
     write_meta(out, {**meta, "normalisation": normalisation, "inputs": inputs})
     return out
 

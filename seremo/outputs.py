@@ -411,7 +411,10 @@ def _remove_stale_staging(out: str, token: str) -> None:
     for info in filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True)):
         if _STAGING_NAME.fullmatch(info.base_name) and not info.base_name.endswith(token):
             log.info("%s: removing %s, left by a run that was killed", out, info.base_name)
-            filesystem.delete_dir(info.path) if info.type == pafs.FileType.Directory else filesystem.delete_file(info.path)
+            if info.type == pafs.FileType.Directory:
+                filesystem.delete_dir(info.path)
+            else:
+                filesystem.delete_file(info.path)
 
 
 def _describe(identity: dict[str, Any]) -> str:

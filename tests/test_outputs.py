@@ -394,6 +394,18 @@ def test_run_dirs_belong_to_one_verb_and_model(emodb_features, emodb_manifest, r
     assert victim.read_text() == "keep me" and _tree_digest(run) == before
 
 
+def test_a_killed_runs_staging_goes_when_the_next_run_stages_and_nothing_else_does(tmp_path):
+    out = tmp_path / "run"
+    stale = out / (outputs.STAGING + "a" * 32)
+    (stale / "model").mkdir(parents=True)
+    (out / ".seremo-staging-mine").mkdir()  # not a seremo staging name: the user's
+    run = outputs.stage(str(out), "b" * 32)
+    assert not stale.exists() and (out / ".seremo-staging-mine").is_dir() and run.local.is_dir()
+    (run.local / "metrics.json").write_text("{}")
+    outputs.discard(run)
+    assert sorted(p.name for p in out.iterdir()) == [".seremo-staging-mine"]
+
+
 def test_a_live_lease_is_refused_and_a_dead_one_taken_over(tmp_path):
     out = str(tmp_path / "leased")
     with outputs.Lease(out, "score"):
