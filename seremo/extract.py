@@ -102,7 +102,7 @@ class ModelExtractor:
 
             torch.set_num_threads(threads)
         self.feature_set = feature_set
-        self.runner = feature_set.load(device)
+        self.runner = feature_set.load(device, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return extract_batch(batch, self.feature_set, self.runner)

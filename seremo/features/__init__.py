@@ -11,6 +11,8 @@
 | text      | text     | the transcript (cleaned), for TF-IDF, text networks and fusion; reads no audio |
 | ssl       | vector   | a self-supervised model's layer (wav2vec 2.0, HuBERT, WavLM): mean and std over time (extra `ssl`) |
 | ssl_seq   | sequence | the same layer's frame embeddings                                  |
+| whisper   | vector   | Whisper encoder (tiny.en by default, CTranslate2, offline): mean and std of its output frames |
+| whisper_seq | sequence | the same encoder's output frames (50 per second)                 |
 
 A set's ``version`` changes whenever its numbers would; older versions stay
 registered so that shards and bundles made with them still load and score.
@@ -33,11 +35,13 @@ from seremo.features.logmel import LogMel
 from seremo.features.mfcc_seq import MFCCSeq
 from seremo.features.ssl import SSLFeatures, SSLSequence
 from seremo.features.text import Text
+from seremo.features.whisper import WhisperFeatures, WhisperSequence
 
 DEFAULT = "seremo"
 # the newest version of each set, by name: what `--features NAME` gives
 FEATURE_SETS: dict[str, type[FeatureSet]] = {
-    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS, Text, SSLFeatures, SSLSequence)
+    cls.name: cls for cls in (SeremoFunctionals, Compact8, LLDStats, MFCCSeq, LogMel, EGeMAPS, Text, SSLFeatures, SSLSequence,
+                WhisperFeatures, WhisperSequence)
 }
 # every version still readable, by (name, version)
 VERSIONS: dict[tuple[str, str], type[FeatureSet]] = {

@@ -77,8 +77,9 @@ class FeatureSet(ABC):
     # of signals (``compute_many``); the others compute one signal at a time.
     batched: ClassVar[bool] = False
 
-    def load(self, device: str = "cpu") -> Any:
-        """What ``compute_many`` runs on (a model on ``device``); nothing for the per-signal sets."""
+    def load(self, device: str = "cpu", threads: int | None = None) -> Any:
+        """What ``compute_many`` runs on (a model on ``device``, using ``threads`` CPU threads); nothing for
+        the per-signal sets."""
         return None
 
     def compute_many(self, ys: list[np.ndarray], runner: Any) -> list[np.ndarray]:

