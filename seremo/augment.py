@@ -1,4 +1,5 @@
-"""Training-only audio augmentation: additive noise at an SNR, speed perturbation, pitch shift.
+"""Training-only audio augmentation: additive noise at an SNR, speed perturbation, pitch shift, and a
+simulated telephone line (``telephone_line``, what ``seremo extract --channel telephone`` trains on).
 
 ``seremo train`` makes ``copies`` augmented versions of every utterance once,
 with a Ray Data pass (decode -> augment -> the run's own feature set), and adds
@@ -9,11 +10,15 @@ no copy of a test utterance ever reaches training.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import logging
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import soundfile as sf
 import soxr
 
 from seremo import audio
@@ -46,6 +51,49 @@ def shift_pitch(y: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     import librosa
 
     return librosa.effects.pitch_shift(y, sr=sr, n_steps=semitones, res_type="soxr_hq").astype(np.float32)
+
+
+CHANNELS = ("as-is", "telephone")  # what `seremo extract --channel` takes
+
+
+@functools.lru_cache(maxsize=1)
+def _telephone_band() -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(4, [300, 3400], btype="bandpass", fs=8000, output="sos")  # the G.712 voice band
+
+
+def telephone_line(y: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """``y`` as one random phone line delivers it, back at ``sr``: 8 kHz narrowband, band-passed to
+    300-3400 Hz, a level between -30 and -14 dBFS, line noise (pink or white) 15-40 dB below the speech, and
+    G.711 mu-law or A-law (libsndfile's codec), as call archives store audio.
+
+    Why: a model trained on 16 kHz studio speech and scored on telephone calls sees another channel; training
+    on the channel that is scored closes most of that gap (measured in benchmarks/telephone.py).
+    """
+    from scipy.signal import sosfilt
+
+    x = soxr.resample(np.asarray(y, np.float32), sr, 8000, quality="HQ") if sr != 8000 else np.asarray(y, np.float32)
+    x = sosfilt(_telephone_band(), x)
+    rms = float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+    if rms > 0:
+        x = x * (10 ** (rng.uniform(-30, -14) / 20) / rms)
+        noise = rng.standard_normal(len(x))
+        if rng.random() < 0.5:  # pink: hum and chatter; white: the line's hiss
+            spectrum = np.fft.rfft(noise)
+            noise = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(len(spectrum)), 1)), len(x))
+        noise *= 10 ** (rng.uniform(-40, -15) / 20) * float(np.sqrt(np.mean(x**2))) / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+        x = x + noise
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(x, -1, 1), 8000, format="WAV", subtype="ULAW" if rng.random() < 0.5 else "ALAW")
+    buffer.seek(0)
+    x = sf.read(buffer, dtype="float32")[0]
+    return (soxr.resample(x, 8000, sr, quality="HQ") if sr != 8000 else x).astype(np.float32)
+
+
+def line_rng(utterance_id: str, seed: int = 0) -> np.random.Generator:
+    """The same simulated line for the same utterance in every run (and on every worker)."""
+    return np.random.default_rng([seed, int.from_bytes(hashlib.sha256(utterance_id.encode()).digest()[:8], "little")])
 
 
 def augment(y: np.ndarray, sr: int, settings: dict[str, Any], rng: np.random.Generator) -> np.ndarray:

@@ -76,7 +76,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     print(run_stage(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
                     args.address, args.overwrite, args.failure_budget, args.out_is_shared,
-                    gpus_per_actor=args.gpus_per_actor, actors=args.actors).text)  # fmt: skip
+                    gpus_per_actor=args.gpus_per_actor, actors=args.actors, channel=args.channel).text)  # fmt: skip
     return 0
 
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=None,
                    help="model-backed sets (ssl): actors that each load the model once (default: one per CPU, "
                    "or per GPU share)")  # fmt: skip
+    p.add_argument("--channel", default="as-is", metavar="as-is|telephone",
+                   help="telephone: extract every row as a simulated phone line delivers it (8 kHz, 300-3400 Hz, "
+                   "G.711, line noise), to train for call archives (default: as-is)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="redo a finished extraction")
     _out_is_shared(p)
     _failure_budget(p)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import __version__, audio, manifest, outputs, shards, storage
+from seremo import __version__, audio, augment, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
@@ -30,7 +30,7 @@ from seremo.summary import Outcome, format_table
 log = logging.getLogger(__name__)
 
 
-def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float | None]:
+def extract_one(fs: FeatureSet, row: dict[str, Any], channel: str = "as-is") -> tuple[np.ndarray, float | None]:
     """Decode one manifest row at the feature set's rate and extract; (features, seconds).
 
     A set that reads no audio (``text``) cleans the row's transcript in place and
@@ -39,16 +39,21 @@ def extract_one(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, float 
     if not fs.reads_audio:
         row["transcript"] = fs.transcript(row)
         return np.zeros(0, np.float32), row.get("duration_s")
-    y, sr = decode(fs, row)
+    y, sr = decode(fs, row, channel)
     return fs.extract(y, sr), len(y) / sr
 
 
-def decode(fs: FeatureSet, row: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """One manifest row's audio (its span, mixed to mono) at the feature set's rate."""
-    return audio.load(row["path"], sr=fs.sample_rate, channel="mix", start_s=row.get("start_s"), end_s=row.get("end_s"))
+def decode(fs: FeatureSet, row: dict[str, Any], channel: str = "as-is") -> tuple[np.ndarray, int]:
+    """One manifest row's audio (its span, mixed to mono) at the feature set's rate; with ``channel``
+    ``telephone``, as a simulated phone line delivers it (``augment.telephone_line``, the same line for
+    the same utterance in every run)."""
+    y, sr = audio.load(row["path"], sr=fs.sample_rate, channel="mix", start_s=row.get("start_s"), end_s=row.get("end_s"))
+    if channel == "telephone":
+        y = augment.telephone_line(y, sr, augment.line_rng(row["utterance_id"]))
+    return y, sr
 
 
-def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None) -> pa.Table:
+def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None, channel: str = "as-is") -> pa.Table:
     """Ray Data UDF: features for every row, or the reason it failed. Stateless for the per-signal sets;
     a batched set (``ssl``) decodes every row first and runs ``runner`` (its model, which
     :class:`ModelExtractor` loads once per actor) on the batch's signals together."""
@@ -61,10 +66,10 @@ def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None) 
     for i, row in enumerate(rows):
         try:
             if feature_set.batched:
-                signals[i], sr = decode(feature_set, row)
+                signals[i], sr = decode(feature_set, row, channel)
                 secs[i] = len(signals[i]) / sr
             else:
-                feats[i], seconds = extract_one(feature_set, row)
+                feats[i], seconds = extract_one(feature_set, row, channel)
                 secs[i] = seconds if seconds is not None else secs[i]
         except AudioError as exc:
             errors[i] = (exc.kind, exc.reason, "decode")
@@ -96,16 +101,16 @@ def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None) 
 class ModelExtractor:
     """``extract_batch`` on an actor that loads the feature set's model once (a GPU share, or CPUs)."""
 
-    def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None):
+    def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None, channel: str = "as-is"):
         if threads and device == "cpu":
             import torch
 
             torch.set_num_threads(threads)
-        self.feature_set = feature_set
+        self.feature_set, self.channel = feature_set, channel
         self.runner = feature_set.load(device, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return extract_batch(batch, self.feature_set, self.runner)
+        return extract_batch(batch, self.feature_set, self.runner, self.channel)
 
 
 @dataclass
@@ -156,30 +161,33 @@ def extract(
     out_is_shared: bool = False,
     gpus_per_actor: float = 0.0,
     actors: int | None = None,
+    channel: str = "as-is",
 ) -> ExtractResult:
     """Extract ``feature_set`` for every manifest row into ``out`` (a local path or a URI) with Ray Data.
 
     On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
     ``batch_size``: utterances per task (default: about 8 tasks per CPU, at most 64 each).
     Model-backed sets (``ssl``) run on an actor pool: ``actors`` actors of ``gpus_per_actor`` GPU each
-    (0: CPU actors, one per CPU by default).
+    (0: CPU actors, one per CPU by default). ``channel``: ``telephone`` extracts every row as a simulated
+    phone line delivers it (to train for call archives); the summary and the identity record it.
     """
     preflight(feature_set, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
-              failure_budget=failure_budget)  # fmt: skip
+              failure_budget=failure_budget, channel=channel)  # fmt: skip
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
     if feature_set.reads_audio:
         manifest.require_audio(table, source or "manifest", f"seremo extract --features {feature_set.name}")
     out = out if storage.is_uri(out) else os.path.abspath(out)  # workers do not share the driver's cwd
-    identity = {"feature_set": feature_set.describe(), "manifest_sha256": manifest_fingerprint(table)}
+    identity = {"feature_set": feature_set.describe(), "manifest_sha256": manifest_fingerprint(table),
+                **({"channel": channel} if channel != "as-is" else {})}  # older extractions: as-is, unnamed
     before = outputs.check_owner(out, "extract", WRITES)
     previous = shards.read_summary(out) if before is not None else None
     if previous is not None and not overwrite:
-        if {k: previous.get(k) for k in identity} == identity:
+        if {k: previous.get(k) for k in identity} == identity and previous.get("channel", "as-is") == channel:
             log.info("%s: already extracted with these settings; skipping (--overwrite redoes it)", out)
             return ExtractResult({**previous, "skipped": True}, _read_errors(out))
         raise SeremoError(f"{out}: already holds a different finished extraction (another feature set, "
-                          "or another manifest); pass --overwrite to replace it")  # fmt: skip
+                          "manifest or channel); pass --overwrite to replace it")  # fmt: skip
     outputs.check_apart(out, [], table.column("path").drop_null().to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
@@ -194,8 +202,8 @@ def extract(
         target = staged.remote if staged else out
         try:
             result = _extract(table, feature_set, target, batch_size, source, lease.token, gpus_per_actor, actors,
-                              lease_at=out)  # fmt: skip
-            result.summary["manifest_sha256"] = identity["manifest_sha256"]
+                              lease_at=out, channel=channel)  # fmt: skip
+            result.summary.update(manifest_sha256=identity["manifest_sha256"], channel=channel)
             shards.write_summary(target, result.summary)
             s = result.summary
             check_failures(out, s["inputs"], s["rows"], [e["error"] for e in result.errors],
@@ -219,7 +227,8 @@ def preflight(feature_set: FeatureSet, **flags: Any) -> None:
     feature_set.check_installed()
 
 
-def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None) -> dict[str, Any]:
+def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None,
+                channel: str = "as-is") -> dict[str, Any]:  # fmt: skip
     """``map_batches`` arguments of a model-backed set's actor pool: ``actors`` actors (default: one per
     ``gpus_per_actor`` share of the cluster's GPUs, else one per CPU), each loading the model once."""
     import ray
@@ -234,15 +243,15 @@ def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: in
                               "give a share of one (0.5) or at most that many")  # fmt: skip
         n = actors or max(1, int(res["GPU"] / gpus_per_actor))
         return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": gpus_per_actor, "num_cpus": 1,
-                "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda"}}  # fmt: skip
+                "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda", "channel": channel}}  # fmt: skip
     n = actors or max(1, int(res.get("CPU", 1)))
     return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": 1,
-            "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cpu", "threads": 1}}  # fmt: skip
+            "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cpu", "threads": 1, "channel": channel}}  # fmt: skip
 
 
 def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int, source: str | None,
              token: str, gpus_per_actor: float = 0.0, actors: int | None = None,
-             lease_at: str | None = None) -> ExtractResult:  # fmt: skip
+             lease_at: str | None = None, channel: str = "as-is") -> ExtractResult:  # fmt: skip
     import ray
 
     storage.makedirs(storage.join(out, shards.SHARDS))
@@ -250,12 +259,12 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
     sink = shards.FeatureShardSink(out, feature_set.describe(), token, lease_at)
     with data_context(single_stage=not feature_set.batched):  # a Dataset snapshots the context when it is created
-        stage = model_stage(feature_set, gpus_per_actor, actors) if feature_set.batched else {}
+        stage = model_stage(feature_set, gpus_per_actor, actors, channel) if feature_set.batched else {}
         if feature_set.batched:
             ds, writer = dataset_of(blocks).map_batches(ModelExtractor, **stage,
                                                         batch_format="pyarrow", batch_size=batch_size), {"num_cpus": 0}  # fmt: skip
         else:
-            ds, writer = dataset_of(blocks).map_batches(extract_batch, fn_kwargs={"feature_set": feature_set},
+            ds, writer = dataset_of(blocks).map_batches(extract_batch, fn_kwargs={"feature_set": feature_set, "channel": channel},
                                                         batch_format="pyarrow", batch_size=batch_size,
                                                         compute=ray.data.TaskPoolStrategy(), num_cpus=1), None  # fmt: skip
         with Progress("extract", table.num_rows, _written_rows(out), "rows"):
@@ -316,17 +325,18 @@ def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kw
 
 def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int | None,
               address: str | None, overwrite: bool, failure_budget: float = 0.05,
-              out_is_shared: bool = False, gpus_per_actor: float = 0.0, actors: int | None = None) -> Outcome:  # fmt: skip
+              out_is_shared: bool = False, gpus_per_actor: float = 0.0, actors: int | None = None,
+              channel: str = "as-is") -> Outcome:  # fmt: skip
     """``seremo extract``: a feature set by name for a manifest, with the printed summary."""
     from seremo import features
 
     fs = features.get(feature_set, **params)
     preflight(fs, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
-              failure_budget=failure_budget)  # before the manifest is read  # fmt: skip
+              failure_budget=failure_budget, channel=channel)  # before the manifest is read  # fmt: skip
     outputs.check_out(out, files=[manifest_path], what="manifest")  # extract() checks the audio files too
     result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
                               failure_budget=failure_budget, out_is_shared=out_is_shared,
-                              gpus_per_actor=gpus_per_actor, actors=actors)  # fmt: skip
+                              gpus_per_actor=gpus_per_actor, actors=actors, channel=channel)  # fmt: skip
     text = []
     if result.summary.get("skipped"):
         text.append(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")

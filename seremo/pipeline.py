@@ -57,6 +57,8 @@ class ExtractStage(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     batch_size: int | None = Field(None, ge=1, description="utterances per Ray task (default: about 8 tasks "
                                    "per CPU, at most 64 each)")
+    channel: Literal["as-is", "telephone"] = Field("as-is", description="telephone: as a simulated phone line "
+                                                   "delivers the audio (seremo extract --channel)")
 
     @property
     def dirname(self) -> str:
@@ -238,7 +240,7 @@ def _extract_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
             from seremo.extract import run_stage
 
             return run_stage(cfg.manifest_path(), e.features, e.params, out, e.batch_size, address, overwrite=True,
-                             out_is_shared=cfg.out_is_shared)
+                             out_is_shared=cfg.out_is_shared, channel=e.channel)
 
         steps.append(Step("extract", f"extract/{e.dirname}", e.model_dump(), out, storage.join(out, SUMMARY), work))
     return steps

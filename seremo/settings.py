@@ -350,6 +350,8 @@ class ExtractSettings(BaseModel):
     batch_size: int | None = Field(None, ge=1, description="utterances per Ray task")
     actors: int | None = Field(None, ge=1, description="actors of a model-backed set's pool")
     gpus_per_actor: float = Field(0.0, ge=0, allow_inf_nan=False, description="GPU share of each actor")
+    channel: Literal["as-is", "telephone"] = Field("as-is", description="the audio as it is, or as a simulated "
+                                                   "phone line delivers it (augment.telephone_line)")
     failure_budget: float = Field(0.05, ge=0, le=1, description="share of inputs that may fail for reasons "
                                   "not their own before the run exits non-zero")  # fmt: skip
 

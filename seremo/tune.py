@@ -98,7 +98,8 @@ def load_data(features_dir: str, class_set: str | None, classes: list[str] | Non
     corpus = np.array(table.column("corpus").to_pylist())[keep]
     ids = np.array(table.column("utterance_id").to_pylist())[keep]
     common = {"X": X, "y": y, "groups": groups, "corpus": corpus, "ids": ids, "excluded": dict(excluded),
-              "feature_set": feats.feature_set, "inputs": inputs}  # fmt: skip
+              "feature_set": feats.feature_set, "inputs": inputs,
+              "channel": (shards.read_summary(features_dir) or {}).get("channel", "as-is")}  # fmt: skip
     if classes is not None:  # a test set: judged on the model's classes, whatever it holds
         if not len(y):
             raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
@@ -627,7 +628,7 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
     if "test" in metrics:
         meta_metrics["test_uar"] = {name: t[final["variant"]]["uar"] for name, t in metrics["test"].items()}
     training = {"corpora": data["corpora"], "utterances": int(len(data["y"])), "groups": len(set(data["groups"].tolist())),
-                "class_set": settings.class_set, "normalisation": how}  # fmt: skip
+                "class_set": settings.class_set, "normalisation": how, "channel": data["channel"]}  # fmt: skip
     bundle.save_tuned(out / "model", [m["model"] for m in final["members"]], members, data["feature_set"],
                       training, meta_metrics, normalisation=how, inputs=data["inputs"],
                       training_ids=data["ids"].tolist())  # fmt: skip

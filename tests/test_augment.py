@@ -75,3 +75,45 @@ def test_augmented_copies_through_ray_data(emodb_manifest, ray_session):
     again, _ = augmented_copies(table, fs, {"copies": 2, "noise_snr_db": 10.0, "speed": [0.9, 1.1],
                                             "pitch_semitones": None}, seed=0)  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(items, again, strict=True))  # deterministic
+
+
+def test_telephone_line_is_narrowband_g711_and_the_same_per_utterance(speech):
+    """8 kHz narrowband (nothing above 3.4 kHz worth the name, little below 300 Hz), the length kept, a level
+    in the telephone range; the same utterance id gives the same line, another id another line."""
+    import librosa
+
+    y, sr = speech
+    line = augment.telephone_line(y, sr, augment.line_rng("03a01Fa"))
+    assert line.dtype == np.float32 and len(line) == len(y)
+    np.testing.assert_array_equal(line, augment.telephone_line(y, sr, augment.line_rng("03a01Fa")))
+    assert not np.allclose(line, augment.telephone_line(y, sr, augment.line_rng("03a01Fb")))
+    power = np.abs(librosa.stft(line, n_fft=512)) ** 2
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=512)
+    clean = np.abs(librosa.stft(y, n_fft=512)) ** 2
+    assert power[freqs > 4000].sum() / power.sum() < 1e-4 < clean[freqs > 4000].sum() / clean.sum()
+    assert power[freqs < 150].sum() / power.sum() < 0.02
+    level = 20 * np.log10(np.sqrt(np.mean(line**2)))
+    assert -32 < level < -12
+
+
+def test_extract_on_the_telephone_channel(emodb_manifest, ray_session, tmp_path):
+    """``seremo extract --channel telephone``: other features than as-is for the same rows, the channel in the
+    summary and in the extraction's identity (the same folder with the other channel is refused, not mixed)."""
+    import json
+
+    from seremo import manifest
+    from seremo.cli import main
+    from seremo.shards import read_features
+
+    subset = tmp_path / "subset.parquet"
+    manifest.write(manifest.read(emodb_manifest).slice(0, 12), str(subset))
+    outs = {}
+    for channel in ("as-is", "telephone"):
+        outs[channel] = tmp_path / channel
+        assert main(["extract", str(subset), "--features", "compact8", "--out", str(outs[channel]),
+                     "--channel", channel]) == 0  # fmt: skip
+        assert json.loads((outs[channel] / "extract.json").read_text())["channel"] == channel
+    a, b = (read_features(str(outs[c])).matrix() for c in ("as-is", "telephone"))
+    assert a.shape == b.shape and not np.allclose(a, b)
+    assert main(["extract", str(subset), "--features", "compact8", "--out", str(outs["telephone"])]) == 2  # neither mixed nor replaced
+    assert main(["extract", str(subset), "--features", "compact8", "--out", str(outs["as-is"]), "--channel", "phone"]) == 2
