@@ -6,9 +6,10 @@
 2. ``seremo extract`` on all local cores, end to end (its own process: imports,
    Ray start-up, the job, shutdown) and inside the job, against a plain
    single-process loop doing the same work (decode + default features +
-   Parquet), on the EmoDB manifest repeated ``--repeat`` times (5 = 2.07 h).
+   Parquet), for each of ``--pipeline-sets`` (the functionals and the Whisper encoder), on the EmoDB
+   manifest repeated ``--repeat`` times (5 = 2.07 h).
 
-    python benchmarks/extract_throughput.py [--data ../shared/corpora/emodb] [--repeat 4]
+    python benchmarks/extract_throughput.py [--data ../shared/corpora/emodb] [--repeat 5] [--pipeline-sets seremo whisper]
 
 This machine is shared and noisy: compare ratios from the same run, not
 absolute figures across runs. Each timing is the best of ``--trials``.
@@ -64,7 +65,7 @@ def per_core(signals: list, names: list[str], trials: int) -> list[list]:
     return rows
 
 
-def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None) -> list[list]:
+def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name: str) -> list[list]:
     """The plain loop in this (warm) process against ``seremo extract`` as a user runs it.
 
     ``seremo extract`` runs in a process of its own, so its end-to-end time holds
@@ -73,7 +74,7 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None) -> li
     The runs alternate (loop, CLI, loop, CLI, ...) and each keeps its best, so a
     slow spell of this shared machine does not fall on one side only.
     """
-    fs = features.get(features.DEFAULT)
+    fs = features.get(name)
     seconds = sum(table.column("duration_s").to_pylist())
     cores = os.cpu_count() or 1
 
@@ -96,15 +97,15 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None) -> li
             t = time.perf_counter()
             batch = ["--batch-size", str(batch_size)] if batch_size else []
             subprocess.run([str(Path(sys.executable).parent / "seremo"), "extract", f"{d}/manifest.parquet",
-                            "--out", out, *batch], check=True, capture_output=True)  # fmt: skip
+                            "--features", name, "--out", out, *batch], check=True, capture_output=True)  # fmt: skip
             t_cli.append(time.perf_counter() - t)
             t_job.append(json.loads(Path(out, "extract.json").read_text())["wall_s"])
     loop_s, cli_s, job_s = min(t_loop), min(t_cli), min(t_job)
     return [
-        ["single-process loop (warm)", 1, round(loop_s, 2), round(seconds / loop_s, 1), 1.0],
-        ["seremo extract, in the job", cores, round(job_s, 2), round(seconds / job_s / cores, 1),
+        [name, "single-process loop (warm)", 1, round(loop_s, 2), round(seconds / loop_s, 1), 1.0],
+        [name, "seremo extract, in the job", cores, round(job_s, 2), round(seconds / job_s / cores, 1),
          round(loop_s / job_s, 2)],
-        ["seremo extract, end to end", cores, round(cli_s, 2), round(seconds / cli_s / cores, 1),
+        [name, "seremo extract, end to end", cores, round(cli_s, 2), round(seconds / cli_s / cores, 1),
          round(loop_s / cli_s, 2)],
     ]  # fmt: skip
 
@@ -113,10 +114,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/corpora/emodb"))
     p.add_argument("--files", type=int, default=200, help="EmoDB files for the per-core table")
-    p.add_argument("--repeat", type=int, default=4, help="copies of the EmoDB manifest for the pipeline")
+    p.add_argument("--repeat", type=int, default=5, help="copies of the EmoDB manifest for the pipeline")
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None, help="utterances per Ray task (default: seremo's own)")
-    p.add_argument("--sets", nargs="*", default=[n for n, c in features.FEATURE_SETS.items() if not c.batched])
+    p.add_argument("--sets", nargs="*", default=[*(n for n, c in features.FEATURE_SETS.items() if not c.batched), "whisper"])
+    p.add_argument("--pipeline-sets", nargs="*", default=[features.DEFAULT, "whisper"],
+                   help="feature sets timed through the pipeline against the loop")
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table
@@ -132,9 +135,10 @@ def main() -> int:
         manifest.from_rows([{**r, "utterance_id": f"{r['utterance_id']}#{i}"} for r in table.to_pylist()])
         for i in range(args.repeat)
     ])  # fmt: skip
-    print(f"pipeline: {big.num_rows} utterances ({args.repeat} x EmoDB), decode + '{features.DEFAULT}' + Parquet")
-    print(format_table(["run", "cores", "seconds", "x real-time / core", "vs the loop"],
-                       pipeline_vs_loop(big, args.trials, args.batch_size)))  # fmt: skip
+    hours = sum(big.column("duration_s").to_pylist()) / 3600
+    print(f"pipeline: {big.num_rows} utterances ({args.repeat} x EmoDB, {hours:.2f} h), decode + features + Parquet")
+    rows = [row for name in args.pipeline_sets for row in pipeline_vs_loop(big, args.trials, args.batch_size, name)]
+    print(format_table(["feature set", "run", "cores", "seconds", "x real-time / core", "vs the loop"], rows))
     return 0
 
 

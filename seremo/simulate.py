@@ -57,20 +57,34 @@ def make_calls(
     noise: float = 3e-4,
     copies: Sequence[str] = (),
     seed: int = 0,
+    by_speaker: bool = False,
 ) -> pa.Table:
     """Write ``n_calls`` stereo calls into ``out_dir``; return the truth table.
 
     Truth columns: path, channel, start_s, end_s, label, speaker, source.
     ``copies`` may hold "flac" and/or "mp3": the same call in those formats
-    (their truth rows are repeated with the copy's path).
+    (their truth rows are repeated with the copy's path). ``by_speaker``: the
+    utterances hold exactly two speakers, each keeps one channel (the first
+    in sorted order channel 0), as in a real two-party call.
     """
     rng = np.random.default_rng(seed)
+    pools = [list(range(len(utterances)))] * 2
+    if by_speaker:
+        speakers = sorted({u.speaker for u in utterances})
+        if len(speakers) != 2:
+            raise ValueError(f"by_speaker needs utterances of exactly two speakers, got {len(speakers)}")
+        pools = [[i for i, u in enumerate(utterances) if u.speaker == s] for s in speakers]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     cache: dict[str, np.ndarray] = {}
     for c in range(n_calls):
-        picks = rng.choice(len(utterances), size=utterances_per_call, replace=len(utterances) < utterances_per_call)
+        if by_speaker:
+            half = [rng.choice(pool, size=(utterances_per_call + 1 - c) // 2, replace=len(pool) < utterances_per_call // 2)
+                    for c, pool in enumerate(pools)]  # fmt: skip
+            picks = [int(half[k % 2][k // 2]) for k in range(utterances_per_call)]
+        else:
+            picks = rng.choice(len(utterances), size=utterances_per_call, replace=len(utterances) < utterances_per_call)
         placed, t = [], rng.uniform(0.5, 1.5)
         for k, i in enumerate(picks):
             u = utterances[int(i)]
