@@ -16,6 +16,9 @@ from seremo import __version__
 from seremo.errors import ConfigError, SeremoError, storage_error
 
 # `seremo train --model` (nets.MODELS; kept here so --help imports no torch; a test keeps them equal)
+# seremo.features.DEFAULT, spelled out: importing the feature sets here would load librosa for every verb
+# (tests/test_cli.py keeps the two equal)
+DEFAULT_FEATURES = "seremo"
 TRAIN_MODELS = ("bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn")
 
 log = logging.getLogger("seremo")
@@ -257,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="extract a feature set for a manifest with Ray Data")
     p.add_argument("manifest", help="manifest Parquet file (from `seremo prepare`)")
-    p.add_argument("--features", default="seremo", help="feature set (default: seremo)")
+    p.add_argument("--features", default=DEFAULT_FEATURES, help=f"feature set (default: {DEFAULT_FEATURES})")
     p.add_argument("--out", required=True, help="features directory to write")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="feature-set parameter"

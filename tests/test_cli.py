@@ -50,3 +50,11 @@ def test_user_mistakes_are_one_line(argv, needle, capsys, tmp_path, monkeypatch)
     err = capsys.readouterr().err.strip()
     assert needle in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_extract_defaults_to_the_default_feature_set():
+    from seremo import cli, features
+
+    assert cli.DEFAULT_FEATURES == features.DEFAULT
+    args = cli.build_parser().parse_args(["extract", "m.parquet", "--out", "x"])
+    assert args.features == features.DEFAULT
