@@ -179,3 +179,27 @@ def test_append_fuses_a_vector_set_at_feature_level(signals):
             features.get("whisper", append=bad)
     with pytest.raises(ConfigError, match="per-signal vector set"):
         features.get("whisper_seq", append="seremo")
+
+
+def test_padding_to_whispers_window_and_pooling(signals):
+    """``pad_s``: a clip is encoded inside a window padded with Whisper's silence (its log-mel floor) and only
+    the clip's own frames are kept; clips padded to one length share batches and still get what they get
+    alone. ``pool=mean``: 384 numbers, the first half of mean+std."""
+    import ctranslate2
+
+    fs = features.get("whisper_seq", pad_s=8.0)
+    y = signals[1]
+    frames = fs.extract(y, SR)
+    mel = whisper.log_mel(y)
+    padded = np.concatenate([mel, np.full((80, 800 - mel.shape[1]), mel.max() - 2.0, np.float32)], axis=1)
+    alone = np.asarray(fs.load().model.encode(ctranslate2.StorageView.from_array(padded[None]), to_cpu=True))[0]
+    np.testing.assert_array_equal(frames, alone[: (mel.shape[1] + 1) // 2])
+    assert not np.allclose(frames, features.get("whisper_seq").extract(y, SR))
+    vectors = features.get("whisper", pad_s=8.0).extract_many(signals[:4], SR)
+    for v, s in zip(vectors, signals[:4], strict=True):
+        np.testing.assert_array_equal(v, features.get("whisper", pad_s=8.0).extract(s, SR))
+    mean = features.get("whisper", pool="mean").extract(y, SR)
+    np.testing.assert_array_equal(mean, features.get("whisper").extract(y, SR)[:384])
+    for bad in ({"pool": "max"}, {"pad_s": 40.0}):
+        with pytest.raises(ConfigError):
+            features.get("whisper", **bad)

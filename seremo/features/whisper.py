@@ -43,6 +43,7 @@ PACKAGED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936
 SAMPLE_RATE, N_FFT, HOP = 16000, 400, 160  # Whisper's front end: 25 ms windows every 10 ms
 MAX_FRAMES = 3000  # the encoder's window: 30 s of log-mel frames
 COMPUTE_TYPES = {"cpu": "int8", "cuda": "float16"}
+POOLS = ("mean", "mean+std")
 
 
 def resolve(model: str) -> Path:
@@ -141,10 +142,22 @@ class Encoder:
         self.ct2 = ctranslate2
         self.window = int(round(fs.window_s * 100))  # log-mel frames per window
         self.batch_frames = fs.batch_s * 100
+        self.pad = int(round(fs.pad_s * 100))  # a shorter window is padded to this many frames
         self.device, self.compute_type, self.threads = device, compute, threads
+
+    def _padded(self, mel: np.ndarray) -> np.ndarray:
+        """A window as the encoder takes it: padded with Whisper's silence (its log-mel floor, 8 decades
+        below the clip's peak) to ``pad_s``; ``_kept`` remembers how many output frames are the clip's."""
+        n = mel.shape[1]
+        if n < self.pad:
+            mel = np.concatenate([mel, np.full((mel.shape[0], self.pad - n), mel.max() - 2.0, np.float32)], axis=1)
+        mel = np.ascontiguousarray(mel)
+        self._kept[id(mel)] = (n + 1) // 2  # the encoder's stride-2 convolution: one frame per 20 ms
+        return mel
 
     def frames(self, ys: list[np.ndarray]) -> list[np.ndarray]:
         """Each signal's encoder frames, its windows joined; windows of equal length run as one batch."""
+        self._kept: dict[int, int] = {}
         pieces = []
         for i, y in enumerate(ys):
             mel = log_mel(y)
@@ -152,7 +165,7 @@ class Encoder:
             cut = [mel[:, s : s + self.window] for s in starts]
             if len(cut) > 1 and cut[-1].shape[1] < 10:  # a tail under 0.1 s: too short to say anything
                 cut = cut[:-1]
-            pieces += [(i, np.ascontiguousarray(c)) for c in cut]
+            pieces += [(i, self._padded(c)) for c in cut]
         order = sorted(range(len(pieces)), key=lambda j: pieces[j][1].shape[1])
         out: list[np.ndarray | None] = [None] * len(pieces)
         start = 0
@@ -165,8 +178,9 @@ class Encoder:
             batch = np.stack([pieces[j][1] for j in order[start:end]])
             encoded = np.asarray(self.model.encode(self.ct2.StorageView.from_array(batch), to_cpu=True), np.float32)
             for k, j in enumerate(order[start:end]):
-                out[j] = encoded[k]
+                out[j] = encoded[k, : self._kept[id(pieces[j][1])]]
             start = end
+        self._kept.clear()
         joined: list[list[np.ndarray]] = [[] for _ in ys]
         for (i, _), f in zip(pieces, out, strict=True):
             joined[i].append(f)
@@ -191,6 +205,8 @@ class WhisperFeatures(FeatureSet):
     model: str = PACKAGED
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA; float32 gives the same figures to rounding
     window_s: float = 30.0
+    pad_s: float = 0.0  # pad shorter windows with silence to this (Whisper's own practice: 30; slower)
+    pool: str = "mean+std"  # over the clip's frames: mean, or mean and standard deviation
     batch_s: float = 120.0  # the most audio one encoder call holds (equal-length windows only)
     append: str = ""  # a per-signal vector set (seremo) appended to the encoder's vector: feature-level fusion
     weights_sha256: str = ""
@@ -203,6 +219,10 @@ class WhisperFeatures(FeatureSet):
         if self.compute_type not in ("auto", "int8", "int8_float32", "int8_float16", "int16", "float16",
                                      "bfloat16", "float32"):  # fmt: skip
             raise ConfigError(f"whisper: compute_type={self.compute_type!r}: give auto, int8, float16 or float32")
+        if not 0 <= self.pad_s <= self.window_s:
+            raise ConfigError(f"whisper: pad_s={self.pad_s}: give 0 (each window at its own length) to window_s")
+        if self.pool not in POOLS:
+            raise ConfigError(f"whisper: pool={self.pool!r}: give {' or '.join(POOLS)}")
         if self.batch_s < self.window_s:
             raise ConfigError(f"whisper: batch_s={self.batch_s} is shorter than window_s={self.window_s}")
         if self.append:
@@ -240,7 +260,8 @@ class WhisperFeatures(FeatureSet):
         return {"name": self.name, "kind": self.kind, "version": self.version, "params": self.pinned()[1].params}
 
     def load(self, device: str = "cpu", threads: int | None = None) -> Encoder:
-        key = (self.model, self.weights_sha256, self.compute_type, self.window_s, self.batch_s, device, threads)
+        key = (self.model, self.weights_sha256, self.compute_type, self.window_s, self.pad_s, self.batch_s, device,
+               threads)  # fmt: skip
         if key not in _ENCODERS:
             log.info("loading whisper %s on %s", self.model or PACKAGED, device)
             _ENCODERS[key] = Encoder(self, device, threads)
@@ -257,7 +278,8 @@ class WhisperFeatures(FeatureSet):
         return self.compute_many([y], None)[0]
 
     def summarise(self, frames: np.ndarray) -> np.ndarray:
-        return np.concatenate([frames.mean(0), frames.std(0)]).astype(np.float32)
+        stats = [frames.mean(0), frames.std(0)] if self.pool == "mean+std" else [frames.mean(0)]
+        return np.concatenate(stats).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
