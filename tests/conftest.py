@@ -68,11 +68,11 @@ def emodb_manifest(emodb_root, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def emodb_features(emodb_manifest, ray_session, tmp_path_factory) -> str:
-    """The default feature set for all of EmoDB, extracted once through the CLI."""
+    """The functionals (``seremo``, the fast set) for all of EmoDB, extracted once through the CLI."""
     from seremo.cli import main
 
     out = tmp_path_factory.mktemp("features") / "seremo"
-    assert main(["extract", emodb_manifest, "--out", str(out)]) == 0
+    assert main(["extract", emodb_manifest, "--features", "seremo", "--out", str(out)]) == 0
     return str(out)
 
 

@@ -88,7 +88,7 @@ def test_bad_inputs_become_error_rows(emodb_manifest, ray_session, tmp_path, cap
     path = tmp_path / "m.parquet"
     manifest.write(table, str(path))
     out = tmp_path / "feats"
-    assert main(["extract", str(path), "--out", str(out), "--batch-size", "4"]) == 0
+    assert main(["extract", str(path), "--features", "seremo", "--out", str(out), "--batch-size", "4"]) == 0
     printed = capsys.readouterr().out
     errors = pq.read_table(out / "errors.parquet").to_pandas().set_index("utterance_id")
     assert set(errors.index) == {"bad/corrupt", "bad/empty", "bad/text", "bad/missing", "bad/beyond"}
@@ -107,7 +107,7 @@ def test_bad_inputs_become_error_rows(emodb_manifest, ray_session, tmp_path, cap
 
 def test_finished_output_is_skipped_or_protected(emodb_features, emodb_manifest, capsys):
     before = sorted(p.name for p in Path(emodb_features, "shards").iterdir())
-    assert main(["extract", emodb_manifest, "--out", emodb_features]) == 0  # same settings: up to date
+    assert main(["extract", emodb_manifest, "--features", "seremo", "--out", emodb_features]) == 0  # up to date
     assert "skipped" in capsys.readouterr().out
     assert sorted(p.name for p in Path(emodb_features, "shards").iterdir()) == before
     assert main(["extract", emodb_manifest, "--out", emodb_features, "--features", "compact8"]) == 2

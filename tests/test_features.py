@@ -211,7 +211,7 @@ def test_empty_signal_is_padded_not_an_error(name):
 
 
 def test_default_is_registered():
-    assert features.DEFAULT == "seremo" and features.DEFAULT in features.FEATURE_SETS
+    assert features.DEFAULT == "whisper" and features.DEFAULT in features.FEATURE_SETS
     assert set(NAMES) == {"seremo", "compact8", "lld_stats", "mfcc_seq", "logmel", "egemaps"}
     assert set(features.FEATURE_SETS) == set(NAMES) | {"text", "ssl", "ssl_seq", "whisper", "whisper_seq"}
     assert not features.FEATURE_SETS["text"].reads_audio and features.FEATURE_SETS["ssl"].batched

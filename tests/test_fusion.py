@@ -32,7 +32,7 @@ def fusion_features(iemocap_tree, ray_session, tmp_path_factory) -> tuple[str, s
     m = str(root / "iemocap.parquet")
     manifest.write(prepare_corpus("iemocap", iemocap_tree).table, m)
     feats = str(root / "seremo")
-    assert main(["extract", m, "--out", feats]) == 0  # the default audio set; its shards carry the transcripts
+    assert main(["extract", m, "--features", "seremo", "--out", feats]) == 0  # its shards carry the transcripts
     return m, feats
 
 

@@ -44,7 +44,7 @@ def test_shapes_determinism_and_batches(signals):
     """768 numbers per clip (mean and std of 384-dim frames); 50 frames a second; the same audio gives the
     same numbers twice; a clip batched with others (two copies of one clip share a batch) gets what it gets
     alone, and the very short clip is padded to the set's minimum, not refused."""
-    fs = features.get("whisper")
+    fs = features.get("whisper", pool="mean+std", append="")
     many = fs.extract_many([*signals, signals[2]], SR)
     alone = [fs.extract(y, SR) for y in signals]
     for a, b in zip(many, alone, strict=False):
@@ -75,7 +75,7 @@ def test_long_inputs_run_in_windows(signals):
     full = features.get("whisper_seq").extract(y, SR)
     assert full.shape == frames.shape  # one 30-s window or 2-s windows: one frame per 20 ms either way
     assert not np.allclose(full, frames)  # attention spans the window: the context differs
-    assert len(features.get("whisper", window_s=2.0).extract(y, SR)) == 768
+    assert len(features.get("whisper", window_s=2.0).extract(y, SR)) == 384 + 82  # the default: mean + seremo
 
 
 def test_identity_and_one_line_errors(tmp_path):
@@ -129,7 +129,7 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     assert summary["rows"] == keep.sum() and summary["errors"] == 0 and summary["actors"] == 2
     feats = read_features(str(out))
     assert feats.feature_set["params"]["weights_sha256"] == whisper.PACKAGED_SHA256
-    assert feats.matrix().shape == (keep.sum(), 768)
+    assert feats.matrix().shape == (keep.sum(), 384 + 82)  # the default: the frames' mean, then seremo
     row = feats.table.slice(3, 1).to_pylist()[0]
     y, _ = audio.load(row["path"], sr=SR)
     np.testing.assert_array_equal(feats.matrix()[3], features.get("whisper").extract(y, SR))
@@ -165,19 +165,21 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
 
 
 def test_append_fuses_a_vector_set_at_feature_level(signals):
-    """``append=seremo``: the encoder's 768 numbers, then the functionals of the same signal; the appended
-    set is recorded with its version; sequences and model-backed sets cannot be appended (one line)."""
-    fused = features.get("whisper", append="seremo")
+    """``append=seremo`` (the default): the encoder's numbers, then the functionals of the same signal; the
+    appended set is recorded with its version; sequences and model-backed sets cannot be appended (one line)."""
+    fused = features.get("whisper", pool="mean+std", append="seremo")
+    assert features.get("whisper").append == "seremo" and features.get("whisper").pool == "mean"
     x = fused.extract(signals[1], SR)
-    np.testing.assert_array_equal(x[:768], features.get("whisper").extract(signals[1], SR))
+    np.testing.assert_array_equal(x[:768], features.get("whisper", pool="mean+std", append="").extract(signals[1], SR))
     np.testing.assert_allclose(x[768:], features.get("seremo").extract(signals[1], SR), atol=1e-6)
     desc = fused.describe()
     assert desc["params"]["append"] == f"seremo@{features.FEATURE_SETS['seremo'].version}"
     assert features.from_description(desc).describe() == desc
-    for bad in ("mfcc_seq", "ssl"):
-        with pytest.raises(ConfigError, match="per-signal vector set"):
+    assert features.get("whisper", append="seremo@1").extract(signals[1], SR).shape == (384 + 334,)
+    for bad in ("mfcc_seq", "ssl", "seremo@9"):
+        with pytest.raises(ConfigError, match="only the whisper vector takes"):
             features.get("whisper", append=bad)
-    with pytest.raises(ConfigError, match="per-signal vector set"):
+    with pytest.raises(ConfigError, match="only the whisper_seq vector"):
         features.get("whisper_seq", append="seremo")
 
 
@@ -198,8 +200,8 @@ def test_padding_to_whispers_window_and_pooling(signals):
     vectors = features.get("whisper", pad_s=8.0).extract_many(signals[:4], SR)
     for v, s in zip(vectors, signals[:4], strict=True):
         np.testing.assert_array_equal(v, features.get("whisper", pad_s=8.0).extract(s, SR))
-    mean = features.get("whisper", pool="mean").extract(y, SR)
-    np.testing.assert_array_equal(mean, features.get("whisper").extract(y, SR)[:384])
+    mean = features.get("whisper", pool="mean", append="").extract(y, SR)
+    np.testing.assert_array_equal(mean, features.get("whisper", pool="mean+std", append="").extract(y, SR)[:384])
     for bad in ({"pool": "max"}, {"pad_s": 40.0}):
         with pytest.raises(ConfigError):
             features.get("whisper", **bad)

@@ -33,6 +33,8 @@ import numpy as np
 from seremo import storage
 from seremo.errors import ConfigError
 from seremo.features.base import FeatureSet
+from seremo.features.functionals import SeremoFunctionals
+from seremo.features.functionals_v1 import SeremoFunctionalsV1
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ SAMPLE_RATE, N_FFT, HOP = 16000, 400, 160  # Whisper's front end: 25 ms windows 
 MAX_FRAMES = 3000  # the encoder's window: 30 s of log-mel frames
 COMPUTE_TYPES = {"cpu": "int8", "cuda": "float16"}
 POOLS = ("mean", "mean+std")
+# what ``append`` takes: the functionals, by (name, version) (measured: they add 2-4 points of UAR to the encoder)
+APPENDABLE = {(c.name, c.version): c for c in (SeremoFunctionals, SeremoFunctionalsV1)}
+APPENDABLE_NEWEST = {SeremoFunctionals.name: SeremoFunctionals.version}
 
 
 def resolve(model: str) -> Path:
@@ -192,7 +197,8 @@ _ENCODERS: dict[tuple, Encoder] = {}  # per process: a model is loaded once, whi
 
 @dataclasses.dataclass(frozen=True)
 class WhisperFeatures(FeatureSet):
-    """Mean and standard deviation over time of a Whisper encoder's output frames (768 numbers for tiny)."""
+    """The mean over time of a Whisper encoder's output frames (384 numbers for tiny; ``pool=mean+std``: 768),
+    followed by the ``seremo`` functionals of the same signal (``append``; 82 numbers): 466 by default."""
 
     name: ClassVar[str] = "whisper"
     kind: ClassVar[str] = "vector"
@@ -206,9 +212,9 @@ class WhisperFeatures(FeatureSet):
     compute_type: str = "auto"  # int8 on CPU, float16 on CUDA; float32 gives the same figures to rounding
     window_s: float = 30.0
     pad_s: float = 0.0  # pad shorter windows with silence to this (Whisper's own practice: 30; slower)
-    pool: str = "mean+std"  # over the clip's frames: mean, or mean and standard deviation
+    pool: str = "mean"  # over the clip's frames: mean, or mean and standard deviation (measured: mean wins)
     batch_s: float = 120.0  # the most audio one encoder call holds (equal-length windows only)
-    append: str = ""  # a per-signal vector set (seremo) appended to the encoder's vector: feature-level fusion
+    append: str = "seremo"  # a per-signal vector set appended to the encoder's vector (feature-level fusion); "": none
     weights_sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -229,16 +235,15 @@ class WhisperFeatures(FeatureSet):
             self.appended()
 
     def appended(self) -> FeatureSet | None:
-        """The vector set named by ``append`` (at this set's rate), or None; one line for anything else."""
+        """The functionals named by ``append`` (``seremo``, or ``seremo@VERSION``), or None."""
         if not self.append:
             return None
-        from seremo import features
-
-        other = features.get(self.append)
-        if self.kind != "vector" or other.kind != "vector" or other.batched or not other.reads_audio:
-            raise ConfigError(f"{self.name}: append={self.append!r}: give a per-signal vector set (seremo, "
-                              f"compact8, lld_stats, egemaps) to append to the {self.name} vector")  # fmt: skip
-        return other
+        name, _, version = self.append.partition("@")
+        cls = APPENDABLE.get((name, version or APPENDABLE_NEWEST.get(name, "")))
+        if cls is None or self.kind != "vector":
+            raise ConfigError(f"{self.name}: append={self.append!r}: only the {self.name} vector takes the seremo "
+                              f"functionals appended (append=seremo, or seremo@1); give append= for none")  # fmt: skip
+        return cls()
 
     def pinned(self) -> tuple[Path, WhisperFeatures]:
         """(local folder, this set with the weights' SHA-256). Weights other than the ones named (by shards,
@@ -289,6 +294,8 @@ class WhisperSequence(WhisperFeatures):
     name: ClassVar[str] = "whisper_seq"
     kind: ClassVar[str] = "sequence"
     version: ClassVar[str] = "1"
+
+    append: str = ""  # frames have nothing to append to
 
     def summarise(self, frames: np.ndarray) -> np.ndarray:
         return frames.astype(np.float32)
