@@ -205,3 +205,29 @@ def test_padding_to_whispers_window_and_pooling(signals):
     for bad in ({"pool": "max"}, {"pad_s": 40.0}):
         with pytest.raises(ConfigError):
             features.get("whisper", **bad)
+
+
+def _ct2_cuda() -> bool:
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _ct2_cuda(), reason="needs a CUDA GPU visible to CTranslate2")
+def test_extract_on_gpu_actors_agrees_with_the_cpu(emodb_manifest, ray_session, tmp_path):
+    """Two actors share one GPU (float16): the same rows as on CPU (int8), vectors that agree closely."""
+    t = manifest.read(emodb_manifest)
+    subset = tmp_path / "subset.parquet"
+    manifest.write(t.slice(0, 24), str(subset))
+    outs = {}
+    for name, argv in (("cpu", []), ("gpu", ["--gpus-per-actor", "0.5"])):
+        outs[name] = tmp_path / name
+        assert main(["extract", str(subset), "--features", "whisper", "--param", "append=", "--out",
+                     str(outs[name]), *argv]) == 0  # fmt: skip
+    assert json.loads((outs["gpu"] / "extract.json").read_text())["gpus_per_actor"] == 0.5
+    cpu, gpu = (read_features(str(outs[n])) for n in ("cpu", "gpu"))
+    by_id = {u: i for i, u in enumerate(cpu.table.column("utterance_id").to_pylist())}
+    order = [by_id[u] for u in gpu.table.column("utterance_id").to_pylist()]
+    for x, y in zip(cpu.matrix()[order], gpu.matrix(), strict=True):
+        assert np.corrcoef(x, y)[0, 1] > 0.98
