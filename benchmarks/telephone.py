@@ -92,7 +92,7 @@ def main() -> int:
     run("prepare", "emodb", args.data, "--out", str(work / "emodb.parquet"))
     table = manifest.read(str(work / "emodb.parquet"))
     speakers = np.asarray(table.column("speaker").to_pylist())
-    held = np.isin(speakers, args.held_out)
+    held = np.isin(speakers, args.held_out) | np.isin([v.rsplit("/", 1)[-1] for v in speakers], args.held_out)
     if held.sum() == 0:
         sys.exit(f"no EmoDB speaker named {args.held_out}; speakers are {sorted(set(speakers.tolist()))}")
     manifest.write(table.filter(~held), str(work / "train.parquet"))
