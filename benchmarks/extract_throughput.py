@@ -117,8 +117,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5, help="copies of the EmoDB manifest for the pipeline")
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=None, help="utterances per Ray task (default: seremo's own)")
-    p.add_argument("--sets", nargs="*", default=[*(n for n, c in features.FEATURE_SETS.items() if not c.batched), "whisper"])
-    p.add_argument("--pipeline-sets", nargs="*", default=[features.DEFAULT, "whisper"],
+    p.add_argument("--sets", nargs="*", default=[*(n for n, c in features.FEATURE_SETS.items() if c.reads_audio and not c.batched), "whisper"])
+    p.add_argument("--pipeline-sets", nargs="*", default=["seremo", "whisper"],
                    help="feature sets timed through the pipeline against the loop")
     args = p.parse_args()
 
