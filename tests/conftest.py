@@ -171,3 +171,23 @@ def assert_failed_reruns_keep(run: Path, argv: list[str], typo_at: int, monkeypa
         assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     assert tree_digest(run) == before, "an interrupted re-run changed the finished run"
+
+
+@pytest.fixture(autouse=True)
+def _no_placement_group_outlives_its_test():
+    """A run a test interrupts in-process (Ctrl-C injected, a typo'd re-run) leaves its Ray Train placement
+    group behind: a user's process would exit and Ray would free it, but the test session's driver lives
+    on, and the leaked CPUs starve the next Train run (its worker group then waits forever). Remove what a
+    finished test left."""
+    yield
+    import ray
+
+    if not ray.is_initialized():
+        return
+    from ray._raylet import PlacementGroupID
+    from ray.util import placement_group_table, remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+
+    for pg_id, info in placement_group_table().items():
+        if info.get("state") in ("CREATED", "PENDING", "RESCHEDULING"):
+            remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
