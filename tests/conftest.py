@@ -191,3 +191,39 @@ def _no_placement_group_outlives_its_test():
     for pg_id, info in placement_group_table().items():
         if info.get("state") in ("CREATED", "PENDING", "RESCHEDULING"):
             remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+
+
+def logreg_bundle(feats, out: Path) -> Path:
+    """A logistic regression on a features folder's rows (``shards.read_features``), saved as a bundle: the
+    feature set (and so any model weights) is named in it, as tune's bundles name it."""
+    import numpy as np
+
+    from seremo import bundle, classical
+
+    labels = np.asarray(feats.table.column("label").to_pylist())
+    fitted = classical.fit("logreg", {"C": 1.0}, feats.matrix(), labels)
+    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0},
+                            feature_set=feats.feature_set, classes=list(fitted.classes_),
+                            training={"corpora": ["emodb"], "utterances": len(labels), "groups": 10}, metrics={})  # fmt: skip
+    return bundle.save_classical(out, fitted, meta)
+
+
+def score_in_tasks_and_on_actors(wavs, model: Path, tmp_path: Path):
+    """``seremo score`` of three real files with ``model``, in the CPU tasks and on an actor pool: the two
+    segment tables, sorted alike."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from seremo.cli import main
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for p in wavs[:3]:
+        shutil.copy(p, calls / p.name)
+    runs = []
+    for name, argv in (("tasks", []), ("actors", ["--actors", "1"])):
+        scored = tmp_path / f"scored_{name}"
+        assert main(["score", str(calls), "--model", str(model), "--out", str(scored), "--segment", "fixed"] + argv) == 0
+        runs.append(pq.read_table(scored / "segments").sort_by([("path", "ascending"), ("start_s", "ascending")]))
+    return tuple(runs)

@@ -14,7 +14,9 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from seremo import audio, bundle, classical, features, manifest  # noqa: E402
+from conftest import logreg_bundle, score_in_tasks_and_on_actors  # noqa: E402
+
+from seremo import audio, bundle, features, manifest  # noqa: E402
 from seremo.cli import main  # noqa: E402
 from seremo.errors import ConfigError  # noqa: E402
 from seremo.shards import read_features  # noqa: E402
@@ -149,25 +151,10 @@ def test_extract_train_and_score_with_an_ssl_bundle(tiny, emodb_manifest, emodb_
     y, _ = audio.load(row["path"], sr=SR)
     np.testing.assert_allclose(feats.matrix()[3], features.get("ssl", model=model).extract(y, SR), atol=2e-5)
 
-    labels = np.asarray(feats.table.column("label").to_pylist())
-    fitted = classical.fit("logreg", {"C": 1.0}, feats.matrix(), labels)
-    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0},
-                            feature_set=feats.feature_set, classes=list(fitted.classes_),
-                            training={"corpora": ["emodb"], "utterances": len(labels), "groups": 10}, metrics={})  # fmt: skip
-    saved = bundle.save_classical(tmp_path / "model", fitted, meta)
+    saved = logreg_bundle(feats, tmp_path / "model")
     loaded = bundle.load(saved)
     assert loaded.meta.feature_set.params == feats.feature_set["params"]  # the bundle names the exact model
-
-    calls = tmp_path / "calls"
-    calls.mkdir()
-    for p in emodb_wavs[:3]:
-        shutil.copy(p, calls / p.name)
-    runs = {}
-    for name, argv in (("tasks", []), ("actors", ["--actors", "1"])):
-        scored = tmp_path / f"scored_{name}"
-        assert main(["score", str(calls), "--model", str(saved), "--out", str(scored), "--segment", "fixed"] + argv) == 0
-        runs[name] = pq.read_table(scored / "segments").sort_by([("path", "ascending"), ("start_s", "ascending")])
-    tasks, actors = runs["tasks"], runs["actors"]
+    tasks, actors = score_in_tasks_and_on_actors(emodb_wavs, saved, tmp_path)
     assert tasks.num_rows == actors.num_rows > 0
     assert tasks.column("label").to_pylist() == actors.column("label").to_pylist()
     proba = [c for c in tasks.column_names if c.startswith("p_")]
@@ -214,12 +201,7 @@ def test_extract_and_score_on_gpu_actors(tiny, emodb_manifest, emodb_wavs, ray_s
     a, b = cpu.matrix()[order], gpu.matrix()
     for x, y in zip(a, b, strict=True):
         assert np.corrcoef(x, y)[0, 1] > 0.99
-    labels = np.asarray(gpu.table.column("label").to_pylist())
-    fitted = classical.fit("logreg", {"C": 1.0}, gpu.matrix(), labels)
-    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0}, feature_set=gpu.feature_set,
-                            classes=list(fitted.classes_), training={"corpora": ["emodb"], "utterances": len(labels),
-                                                                     "groups": 10}, metrics={})  # fmt: skip
-    saved = bundle.save_classical(tmp_path / "model", fitted, meta)
+    saved = logreg_bundle(gpu, tmp_path / "model")
     calls = tmp_path / "calls"
     calls.mkdir()
     for p in emodb_wavs[:4]:

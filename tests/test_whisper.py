@@ -8,10 +8,10 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from conftest import logreg_bundle, score_in_tasks_and_on_actors
 
-from seremo import audio, bundle, classical, features, manifest
+from seremo import audio, bundle, features, manifest
 from seremo.cli import main
 from seremo.errors import ConfigError
 from seremo.features import whisper
@@ -134,24 +134,9 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     y, _ = audio.load(row["path"], sr=SR)
     np.testing.assert_array_equal(feats.matrix()[3], features.get("whisper").extract(y, SR))
 
-    labels = np.asarray(feats.table.column("label").to_pylist())
-    fitted = classical.fit("logreg", {"C": 1.0}, feats.matrix(), labels)
-    meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 1.0},
-                            feature_set=feats.feature_set, classes=list(fitted.classes_),
-                            training={"corpora": ["emodb"], "utterances": len(labels), "groups": 10}, metrics={})  # fmt: skip
-    saved = bundle.save_classical(tmp_path / "model", fitted, meta)
+    saved = logreg_bundle(feats, tmp_path / "model")
     assert bundle.load(saved).meta.feature_set.params == feats.feature_set["params"]
-
-    calls = tmp_path / "calls"
-    calls.mkdir()
-    for p in emodb_wavs[:3]:
-        shutil.copy(p, calls / p.name)
-    runs = {}
-    for name, argv in (("tasks", []), ("actors", ["--actors", "1"])):
-        scored = tmp_path / f"scored_{name}"
-        assert main(["score", str(calls), "--model", str(saved), "--out", str(scored), "--segment", "fixed"] + argv) == 0
-        runs[name] = pq.read_table(scored / "segments").sort_by([("path", "ascending"), ("start_s", "ascending")])
-    tasks, actors = runs["tasks"], runs["actors"]
+    tasks, actors = score_in_tasks_and_on_actors(emodb_wavs, saved, tmp_path)
     assert tasks.num_rows == actors.num_rows > 0
     assert tasks.column("label").to_pylist() == actors.column("label").to_pylist()
 
