@@ -150,27 +150,24 @@ class Encoder:
         self.pad = int(round(fs.pad_s * 100))  # a shorter window is padded to this many frames
         self.device, self.compute_type, self.threads = device, compute, threads
 
-    def _padded(self, mel: np.ndarray) -> np.ndarray:
-        """A window as the encoder takes it: padded with Whisper's silence (its log-mel floor, 8 decades
-        below the clip's peak) to ``pad_s``; ``_kept`` remembers how many output frames are the clip's."""
+    def _padded(self, mel: np.ndarray) -> tuple[np.ndarray, int]:
+        """A window as the encoder takes it, padded with Whisper's silence (its log-mel floor, 8 decades
+        below the clip's peak) to ``pad_s``, and how many of the encoder's output frames are the clip's."""
         n = mel.shape[1]
         if n < self.pad:
             mel = np.concatenate([mel, np.full((mel.shape[0], self.pad - n), mel.max() - 2.0, np.float32)], axis=1)
-        mel = np.ascontiguousarray(mel)
-        self._kept[id(mel)] = (n + 1) // 2  # the encoder's stride-2 convolution: one frame per 20 ms
-        return mel
+        return np.ascontiguousarray(mel), (n + 1) // 2  # the encoder's stride-2 convolution: a frame per 20 ms
 
     def frames(self, ys: list[np.ndarray]) -> list[np.ndarray]:
         """Each signal's encoder frames, its windows joined; windows of equal length run as one batch."""
-        self._kept: dict[int, int] = {}
-        pieces = []
+        pieces = []  # (signal, window, output frames that are the signal's)
         for i, y in enumerate(ys):
             mel = log_mel(y)
             starts = range(0, mel.shape[1], self.window)
             cut = [mel[:, s : s + self.window] for s in starts]
             if len(cut) > 1 and cut[-1].shape[1] < 10:  # a tail under 0.1 s: too short to say anything
                 cut = cut[:-1]
-            pieces += [(i, self._padded(c)) for c in cut]
+            pieces += [(i, *self._padded(c)) for c in cut]
         order = sorted(range(len(pieces)), key=lambda j: pieces[j][1].shape[1])
         out: list[np.ndarray | None] = [None] * len(pieces)
         start = 0
@@ -183,11 +180,10 @@ class Encoder:
             batch = np.stack([pieces[j][1] for j in order[start:end]])
             encoded = np.asarray(self.model.encode(self.ct2.StorageView.from_array(batch), to_cpu=True), np.float32)
             for k, j in enumerate(order[start:end]):
-                out[j] = encoded[k, : self._kept[id(pieces[j][1])]]
+                out[j] = encoded[k, : pieces[j][2]]
             start = end
-        self._kept.clear()
         joined: list[list[np.ndarray]] = [[] for _ in ys]
-        for (i, _), f in zip(pieces, out, strict=True):
+        for (i, _, _), f in zip(pieces, out, strict=True):
             joined[i].append(f)
         return [np.concatenate(f) for f in joined]
 
