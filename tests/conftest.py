@@ -227,3 +227,20 @@ def score_in_tasks_and_on_actors(wavs, model: Path, tmp_path: Path):
         assert main(["score", str(calls), "--model", str(model), "--out", str(scored), "--segment", "fixed"] + argv) == 0
         runs.append(pq.read_table(scored / "segments").sort_by([("path", "ascending"), ("start_s", "ascending")]))
     return tuple(runs)
+
+
+def every_nth_row(manifest_path: str, step: int, out: Path) -> int:
+    """A manifest of every ``step``-th row of ``manifest_path`` written to ``out``; its row count."""
+    from seremo import manifest
+
+    table = manifest.read(manifest_path)
+    subset = table.take(list(range(0, table.num_rows, step)))
+    manifest.write(subset, str(out))
+    return subset.num_rows
+
+
+def a_users_folder(path: Path) -> Path:
+    """A folder that already holds a file of someone else's (``notes.txt``), for output paths to respect."""
+    path.mkdir()
+    (path / "notes.txt").write_text("someone else's")
+    return path

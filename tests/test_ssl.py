@@ -14,7 +14,7 @@ import pytest
 
 transformers = pytest.importorskip("transformers")
 
-from conftest import logreg_bundle, score_in_tasks_and_on_actors  # noqa: E402
+from conftest import a_users_folder, every_nth_row, logreg_bundle, score_in_tasks_and_on_actors  # noqa: E402
 
 from seremo import audio, bundle, features, manifest  # noqa: E402
 from seremo.cli import main  # noqa: E402
@@ -130,23 +130,18 @@ def test_extract_train_and_score_with_an_ssl_bundle(tiny, emodb_manifest, emodb_
     """``seremo extract`` on CPU actors (each loads the model once) into a folder that already holds other
     things, twice; a model trained on the shards; its bundle names the SSL model and scores real audio, in
     the CPU tasks and on an actor pool (segments cut by CPU tasks, the embedding run on the actor), alike."""
-    t = manifest.read(emodb_manifest)
-    keep = np.zeros(t.num_rows, bool)
-    keep[::12] = True  # 45 utterances of every speaker
     subset = tmp_path / "subset.parquet"
-    manifest.write(t.filter(keep), str(subset))
-    out = tmp_path / "shared_out"
-    out.mkdir()
-    (out / "notes.txt").write_text("someone else's")
+    rows = every_nth_row(emodb_manifest, 12, subset)  # 45 utterances
+    out = a_users_folder(tmp_path / "shared_out")
     model = str(tiny["wav2vec2"])
     for _ in range(2):
         assert main(["extract", str(subset), "--features", "ssl", "--param", f"model={model}", "--out", str(out),
                      "--actors", "2", "--batch-size", "8"]) == 0  # fmt: skip
     assert (out / "notes.txt").read_text() == "someone else's"
     summary = json.loads((out / "extract.json").read_text())
-    assert summary["rows"] == keep.sum() and summary["errors"] == 0 and summary["actors"] == 2
+    assert summary["rows"] == rows and summary["errors"] == 0 and summary["actors"] == 2
     feats = read_features(str(out))
-    assert feats.feature_set["params"]["weights_sha256"] and feats.matrix().shape == (keep.sum(), 64)
+    assert feats.feature_set["params"]["weights_sha256"] and feats.matrix().shape == (rows, 64)
     row = feats.table.slice(3, 1).to_pylist()[0]
     y, _ = audio.load(row["path"], sr=SR)
     np.testing.assert_allclose(feats.matrix()[3], features.get("ssl", model=model).extract(y, SR), atol=2e-5)

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import logreg_bundle, score_in_tasks_and_on_actors
+from conftest import a_users_folder, every_nth_row, logreg_bundle, score_in_tasks_and_on_actors
 
 from seremo import audio, bundle, features, manifest
 from seremo.cli import main
@@ -114,22 +114,17 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     """``seremo extract --features whisper`` on CPU actors into a folder that already holds other things,
     twice; the shards equal the set run alone; a bundle trained on them names the weights and scores real
     audio the same in the CPU tasks and on an actor pool; a bundle naming other weights is refused."""
-    t = manifest.read(emodb_manifest)
-    keep = np.zeros(t.num_rows, bool)
-    keep[::15] = True  # 36 utterances of every speaker
     subset = tmp_path / "subset.parquet"
-    manifest.write(t.filter(keep), str(subset))
-    out = tmp_path / "shared_out"
-    out.mkdir()
-    (out / "notes.txt").write_text("someone else's")
+    rows = every_nth_row(emodb_manifest, 15, subset)  # 36 utterances
+    out = a_users_folder(tmp_path / "shared_out")
     for _ in range(2):
         assert main(["extract", str(subset), "--features", "whisper", "--out", str(out), "--batch-size", "8"]) == 0
     assert (out / "notes.txt").read_text() == "someone else's"
     summary = json.loads((out / "extract.json").read_text())
-    assert summary["rows"] == keep.sum() and summary["errors"] == 0 and summary["actors"] == 2
+    assert summary["rows"] == rows and summary["errors"] == 0 and summary["actors"] == 2
     feats = read_features(str(out))
     assert feats.feature_set["params"]["weights_sha256"] == whisper.PACKAGED_SHA256
-    assert feats.matrix().shape == (keep.sum(), 384 + 82)  # the default: the frames' mean, then seremo
+    assert feats.matrix().shape == (rows, 384 + 82)  # the default: the frames' mean, then seremo
     row = feats.table.slice(3, 1).to_pylist()[0]
     y, _ = audio.load(row["path"], sr=SR)
     np.testing.assert_array_equal(feats.matrix()[3], features.get("whisper").extract(y, SR))
