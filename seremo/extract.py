@@ -102,10 +102,6 @@ class ModelExtractor:
     """``extract_batch`` on an actor that loads the feature set's model once (a GPU share, or CPUs)."""
 
     def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None, channel: str = "as-is"):
-        if threads and device == "cpu":
-            import torch
-
-            torch.set_num_threads(threads)
         self.feature_set, self.channel = feature_set, channel
         self.runner = feature_set.load(device, threads)
 

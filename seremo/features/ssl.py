@@ -233,7 +233,11 @@ class SSLFeatures(FeatureSet):
         pinned = self.pinned()[1]
         return {"name": self.name, "kind": self.kind, "version": self.version, "params": pinned.params}
 
-    def load(self, device: str = "cpu", threads: int | None = None) -> Encoder:  # threads: torch's, set per actor
+    def load(self, device: str = "cpu", threads: int | None = None) -> Encoder:
+        if threads and device == "cpu":  # the actor's CPUs: torch's intra-op threads in this process
+            import torch
+
+            torch.set_num_threads(threads)
         key = (self.model, self.revision, self.weights_sha256, self.layer, self.chunk_s, device)
         if key not in _ENCODERS:
             log.info("loading %s on %s", self.model, device)
