@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from seremo import __version__
+from seremo.deep_models import NAMES as TRAIN_MODELS  # torch-free: --help imports no torch
 from seremo.errors import ConfigError, SeremoError, storage_error
 
-# `seremo train --model` (nets.MODELS; kept here so --help imports no torch; a test keeps them equal)
 # seremo.features.DEFAULT, spelled out: importing the feature sets here would load librosa for every verb
 # (tests/test_cli.py keeps the two equal)
 DEFAULT_FEATURES = "whisper"
-TRAIN_MODELS = ("bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn")
 
 log = logging.getLogger("seremo")
 

@@ -27,17 +27,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seremo.deep_models import KINDS, audio_kind, reads_text  # noqa: F401  (the torch-free registry; re-exported)
+
 MIN_FRAMES = 8  # the CNNs halve time three times
-
-
-def audio_kind(kind: str) -> str:
-    """The audio part of a model kind ("sequence+text" -> "sequence"); "" for text alone."""
-    return "" if kind == "text" else kind.removesuffix("+text")
-
-
-def reads_text(kind: str) -> bool:
-    """Whether items of this kind carry words (a text model, or a fusion model)."""
-    return kind == "text" or kind.endswith("+text")
 
 
 def time_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -342,11 +334,10 @@ class FusionCNN(AudioText):
         self._join(audio, 2 * list(channels)[-1], text, n_classes, dropout)
 
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[nn.Module]] = {  # the classes of seremo.deep_models.MODELS' names
     "bilstm": BiLSTMAttention, "cnn": CNN, "cnn_lstm": CNNLSTM, "mlp": MLP, "text_bilstm": TextBiLSTM,
     "fusion_bilstm": FusionBiLSTM, "fusion_cnn": FusionCNN,
 }  # fmt: skip
-KINDS = {name: cls.kind for name, cls in MODELS.items()}  # what each model reads: its feature set's kind
 
 
 def build(name: str, in_dim: int | Sequence[int], n_classes: int, **arch: Any) -> nn.Module:

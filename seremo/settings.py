@@ -9,15 +9,12 @@ re-export the names they run with.
 
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
 import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from seremo import classical, config
+from seremo import classical, config, deep_models
 from seremo.errors import ConfigError
 
 # --------------------------------------------------------------------------- tune
@@ -170,7 +167,7 @@ class TextSettings(BaseModel):
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: Literal["bilstm", "cnn", "cnn_lstm", "mlp", "text_bilstm", "fusion_bilstm", "fusion_cnn"] = "bilstm"
+    model: Literal[deep_models.NAMES] = "bilstm"  # type: ignore[valid-type]
     class_set: str | None = None
     folds: int = Field(5, ge=2, le=1000)
     groups: Literal["speaker", "corpus"] = Field(
@@ -213,23 +210,10 @@ class TrainSettings(BaseModel):
     def _known_arch(cls, arch: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """A typo in ``arch`` fails here, not as a traceback inside a Ray Train worker."""
         model = info.data.get("model")
-        problem = arch_problem(model, arch) if model else None
+        problem = deep_models.arch_problem(model, arch) if model else None
         if problem:
             raise ValueError(f"{problem[0]}: {problem[1]}")
         return arch
-
-
-def arch_problem(model: str, arch: dict[str, Any]) -> tuple[str, str] | None:
-    """(key, why) for the first ``arch`` key the model's constructor does not take, else None."""
-    data_args, takes = arch_args(model)
-    if takes is None:
-        return None
-    for key in arch:
-        if key in data_args:
-            return key, f"{model} gets {key} from the data; arch takes: {', '.join(takes)}"
-        if key not in takes:
-            return key, f"{model} has no argument {key!r}; arch takes: {', '.join(takes)}"
-    return None
 
 
 def load_train(path: str | None, **overrides: Any) -> TrainSettings:
@@ -237,38 +221,12 @@ def load_train(path: str | None, **overrides: Any) -> TrainSettings:
     raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
     source = path or "settings"
     model, arch = raw.get("model", TrainSettings.model_fields["model"].default), raw.get("arch")
-    if model in _constructors() and isinstance(arch, dict):  # else pydantic names what is wrong
-        problem = arch_problem(model, arch)
+    if model in deep_models.MODELS and isinstance(arch, dict):  # else pydantic names what is wrong
+        problem = deep_models.arch_problem(model, arch)
         if problem:
             raise ConfigError(f"{source}: train.arch.{problem[0]}: {problem[1]}")
     return config.validate(TrainSettings, raw, source, "train.", flags=[k for k, v in overrides.items() if v is not None])
 
-
-
-@functools.cache
-def _constructors() -> dict[str, ast.ClassDef]:
-    """The classes of :mod:`seremo.nets`, read from its source: their signatures without importing torch."""
-    spec = importlib.util.find_spec("seremo.nets")
-    with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr]
-        tree = ast.parse(f.read())
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    for node in tree.body:  # MODELS: dict[...] = {"bilstm": BiLSTMAttention, ...}
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "MODELS":
-            return {k.value: classes[v.id] for k, v in zip(node.value.keys, node.value.values, strict=True)}
-    raise RuntimeError("seremo/nets.py defines no MODELS table")
-
-
-def arch_args(name: str) -> tuple[list[str], list[str] | None]:
-    """(data arguments, ``arch`` arguments) of a model's constructor, read from its signature.
-
-    The first two (input dim, class count) come from the data; the rest are what a
-    config's ``arch`` may set. ``None`` for the latter when the constructor takes ``**kwargs``.
-    """
-    init = next(n for n in _constructors()[name].body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    args = [a.arg for a in [*init.args.posonlyargs, *init.args.args][1:]]  # without self
-    if init.args.kwarg is not None:
-        return args[:2], None
-    return args[:2], args[2:] + [a.arg for a in init.args.kwonlyargs]
 
 
 # --------------------------------------------------------------------------- deep search (tune --model)
@@ -331,8 +289,8 @@ def load_deep_search(path: str | None, model: str, **overrides: Any) -> DeepSear
     fixed = {k: v for k, v in raw.items() if k not in own}
     fixed.update({k: v for k, v in overrides.items() if v is not None})
     source = path or "settings"
-    if isinstance(fixed.get("arch"), dict):
-        problem = arch_problem(model, fixed["arch"])
+    if model in deep_models.MODELS and isinstance(fixed.get("arch"), dict):
+        problem = deep_models.arch_problem(model, fixed["arch"])
         if problem:
             raise ConfigError(f"{source}: tune.arch.{problem[0]}: {problem[1]}")
     train = config.validate(TrainSettings, {**fixed, "model": model}, source, "tune.")

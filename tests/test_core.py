@@ -90,11 +90,14 @@ def test_validating_configs_imports_neither_ray_nor_torch():
     assert loaded.strip() == "[]", f"validating configs imported {loaded.strip()}"
 
 
-def test_arch_args_read_from_source_are_the_constructors_signatures():
+def test_the_torch_free_model_registry_is_the_nets_constructors_and_kinds():
     import inspect
 
-    from seremo import nets, settings
+    from seremo import deep_models, nets
 
+    assert list(deep_models.MODELS) == list(nets.MODELS)
     for name, cls in nets.MODELS.items():
-        params = list(inspect.signature(cls).parameters.values())
-        assert settings.arch_args(name) == ([p.name for p in params[:2]], [p.name for p in params[2:]]), name
+        params = [p.name for p in inspect.signature(cls).parameters.values()]
+        spec = deep_models.MODELS[name]
+        assert (spec.data_args, spec.arch) == (tuple(params[:2]), tuple(params[2:])), name
+        assert spec.kind == cls.kind, name
