@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,52 +39,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seremo import __version__, config, storage
-from seremo.errors import SeremoError
+from seremo.bundle_models import MODEL_KINDS, BundleModel, skops_io
+from seremo.errors import BundleError, SeremoError
 
 FORMAT_VERSION = 2  # 2: bundle_sha256 covers bundle.json itself
 META = "bundle.json"
 TRAINING_IDS = "training_ids.json"
 ID_HEX = 16  # hex digits of sha256(utterance_id) kept per training row: collisions are negligible below 10^9 rows
 SELF_DIGEST = "bundle_sha256"
-# The weights each model kind loads: checked before loading, so a changed model_kind is one line.
-KIND_FILES = {
-    "sklearn": ("model.skops",),
-    "xgboost": ("preprocess.skops", "model.ubj"),
-    "torch": ("model.safetensors",),
-    "ensemble": ("members/0/bundle.json",),
-}
-
-# Every type a seremo classical pipeline may contain; anything else is refused at load time.
-SKOPS_TRUSTED = [
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._data.MinMaxScaler",
-    "sklearn.feature_selection._univariate_selection.SelectKBest",
-    "sklearn.feature_selection._univariate_selection.f_classif",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.svm._classes.SVC",
-    "sklearn.svm._classes.LinearSVC",
-    "sklearn.calibration.CalibratedClassifierCV",
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._tree.Tree",
-    "sklearn.naive_bayes.MultinomialNB",
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.utils._bunch.Bunch",
-    "numpy.random._mt19937.MT19937",
-    "numpy.random.mtrand.RandomState",
-    "builtins.slice",
-    "scipy.sparse._csr.csr_matrix",  # a fitted text or fusion pipeline's sparse state (skops stores it as npz)
-]
-
-
-class BundleError(SeremoError):
-    """A bundle that is missing, incomplete, tampered with or from another version."""
-
 
 class FeatureSetMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -174,7 +135,7 @@ class Bundle:
 
     path: Path
     meta: BundleMeta
-    model: Any  # a fitted pipeline, or (preprocess, booster), a torch module, or member Bundles
+    model: BundleModel  # one class per model_kind (seremo.bundle_models)
 
     @property
     def classes(self) -> list[str]:
@@ -207,29 +168,10 @@ class Bundle:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities for features as the model saw them (normalise first: ``normalisation``)."""
-        kind = self.meta.model_kind
-        if kind == "ensemble":  # tune's soft vote (no rule: the mean), or `seremo ensemble`'s rule and weights
-            from seremo import vote
-
-            rule = self.meta.params.get("rule", "average")
-            return vote.combine([m.predict_proba(input_view(X, self.meta.inputs, m.meta.inputs)) for m in self.model],
-                                rule, self.meta.params.get("weights"))  # fmt: skip
-        if kind == "sklearn":
-            return np.asarray(self.model.predict_proba(self._input(X)))
-        if kind == "xgboost":
-            pre, booster = self.model
-            Xt = pre.transform(self._input(X)) if pre is not None else self._input(X)
-            return np.asarray(booster.predict_proba(Xt))
-        from seremo.nets import predict_proba  # torch models take sequences/images too
-
-        return predict_proba(self.model, X)
+        return self.model.predict_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
         return np.asarray(self.classes)[np.argmax(self.predict_proba(X), axis=1)]
-
-    def _input(self, X: Any) -> np.ndarray:
-        """Audio vectors as float32; transcripts (1-D) and fusion rows (audio dims + transcript) as objects."""
-        return np.asarray(X, np.float32) if self.meta.inputs == "audio" else np.asarray(X, dtype=object)
 
 
 def id_hash(utterance_id: str) -> str:
@@ -291,34 +233,10 @@ def base_meta(
     }
 
 
-def _skops_io() -> Any:
-    """``skops.io``, imported without dragging torch in.
-
-    Importing ``skops.io`` lists every scikit-learn estimator (``all_estimators``), and
-    that package walk imports ``sklearn.externals.array_api_compat.torch``, hence torch:
-    3.6 s and 210 MiB in every process that loads a bundle (each scoring worker, the
-    driver). The walk skips packages that fail to import and lists no class from
-    ``externals``, so while it runs torch is hidden (unless it is loaded already): the
-    trusted-type list comes out the same (``tests/test_bundle_integrity.py`` checks), in 1.8 s and 30 MiB.
-    """
-    if "skops.io" in sys.modules or "torch" in sys.modules:
-        import skops.io
-
-        return skops.io
-    sys.modules["torch"] = None  # type: ignore[assignment]  # an import of torch raises ImportError
-    try:
-        import skops.io
-    finally:
-        del sys.modules["torch"]
-        for name in [m for m in sys.modules if m.startswith("sklearn.externals.array_api_compat.torch")]:
-            del sys.modules[name]
-    return skops.io
-
-
 def save_classical(out: str | Path, pipeline: Any, meta: dict[str, Any],
                    training_ids: Iterable[str] | None = None) -> Path:  # fmt: skip
     """Write a fitted classical pipeline (skops, or skops + XGBoost UBJ) as a bundle, with its training ids."""
-    sio = _skops_io()
+    sio = skops_io()
 
     from seremo.classical import XGBPipeline
 
@@ -455,24 +373,6 @@ def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: li
     return out
 
 
-def _valid_weights(weights: Any, n: int) -> bool:
-    """One finite, non-negative number per member, summing above zero (else every row would get NaN)."""
-    import math
-
-    return (isinstance(weights, list) and len(weights) == n
-            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                    for w in weights) and sum(weights) > 0)  # fmt: skip
-
-
-def _load_skops(path: Path) -> Any:
-    sio = _skops_io()
-
-    untrusted = set(sio.get_untrusted_types(file=path)) - set(SKOPS_TRUSTED)
-    if untrusted:
-        raise BundleError(f"{path}: holds types seremo does not load: {', '.join(sorted(untrusted))}")
-    return sio.load(path, trusted=sorted(set(sio.get_untrusted_types(file=path))))
-
-
 def load(path: str | Path) -> Bundle:
     """Load and verify a bundle (a directory, or a URI such as s3://.../model); problems are one BundleError line."""
     if storage.is_uri(str(path)):  # verified and loaded from a local copy; errors name the URI
@@ -495,7 +395,7 @@ def load(path: str | Path) -> Bundle:
     # A field that is wrong on its own (a feature set this seremo lacks) says what is wrong;
     # the digest then catches edits that still look valid (swapped classes).
     try:
-        Bundle(root, meta, None).feature_set  # noqa: B018 - validates name, parameters and version
+        Bundle(root, meta, None).feature_set  # type: ignore[arg-type]  # noqa: B018 - validates name, parameters and version
     except SeremoError as exc:
         raise BundleError(f"{meta_path}: {exc}") from None
     if meta_digest(raw) != meta.bundle_sha256:
@@ -508,19 +408,21 @@ def load(path: str | Path) -> Bundle:
             raise BundleError(f"{f}: listed in {META} but missing; the bundle is incomplete")
         if _sha256(f) != digest:
             raise BundleError(f"{f}: does not match its checksum in {META}; the file was changed or damaged")
-    absent = [n for n in KIND_FILES[meta.model_kind] if n not in meta.files]
+    absent = [n for n in MODEL_KINDS[meta.model_kind].files if n not in meta.files]
     if absent:
         raise BundleError(
             f"{meta_path}: model_kind {meta.model_kind!r} needs {', '.join(absent)}, which the bundle "
             f"does not hold (it has {', '.join(sorted(meta.files))})"
         )
     try:
-        model = _load_model(root, meta)
+        model = MODEL_KINDS[meta.model_kind].load(root, meta)
     except BundleError:
         raise
     except Exception as exc:  # a file that passed its checksum yet does not decode
         raise BundleError(f"{root}: the {meta.model_kind} weights do not load ({type(exc).__name__}: {_first_line(exc)})") from None
-    _check_classes(meta_path, meta, model)
+    problem = model.class_problem(list(meta.classes))
+    if problem:
+        raise BundleError(f"{meta_path}: lists {len(meta.classes)} classes ({', '.join(meta.classes)}) but {problem}")
     return Bundle(root, meta, model)
 
 
@@ -536,68 +438,3 @@ def _first_line(exc: BaseException) -> str:
     text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
     text = re.sub(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ", "", text)
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _check_classes(meta_path: Path, meta: BundleMeta, model: Any) -> None:
-    """The classes in bundle.json must be the model's: otherwise every label would be silently wrong.
-
-    scikit-learn keeps the class names, so names and order are compared; XGBoost and
-    torch know only how many outputs they have.
-    """
-    listed = f"{len(meta.classes)} classes ({', '.join(meta.classes)})"
-    if meta.model_kind == "ensemble":
-        for i, member in enumerate(model):
-            if member.classes != list(meta.classes):
-                raise BundleError(f"{meta_path}: lists {listed} but member {i} has {', '.join(member.classes)}")
-        return
-    if meta.model_kind == "sklearn":
-        own = [str(c) for c in getattr(model, "classes_", [])]
-        if own != list(meta.classes):
-            raise BundleError(f"{meta_path}: lists {listed} but the model has {len(own)} ({', '.join(own)})")
-        return
-    if meta.model_kind == "xgboost":
-        n = int(model[1].n_classes_)
-    else:
-        from seremo.nets import model_classes
-
-        n = model_classes(model)
-    if n != len(meta.classes):
-        raise BundleError(f"{meta_path}: lists {listed} but the model has {n} outputs")
-
-
-def _load_model(root: Path, meta: BundleMeta) -> Any:
-    if meta.model_kind == "ensemble":
-        members = meta.params.get("members")
-        if not isinstance(members, list) or not members:
-            raise BundleError(f"{root / META}: an ensemble lists no members")
-        loaded = [load(root / "members" / str(i)) for i in range(len(members))]
-        # tune's soft vote normalises once for all members (theirs is none); a `seremo ensemble` (a rule)
-        # holds whole bundles, each normalising as the ensemble records, each reading its part of the input
-        if "rule" in meta.params:
-            try:
-                why = "" if ensemble_input([m.meta for m in loaded]) == (meta.feature_set, meta.inputs,
-                                                                          meta.normalisation) else "it records another"  # fmt: skip
-            except ValueError as exc:
-                why = str(exc)
-            if why:
-                raise BundleError(f"{root / META}: its members do not take the ensemble's input ({why})")
-        for i, m in enumerate(loaded if "rule" not in meta.params else []):
-            if (m.meta.feature_set, m.meta.normalisation, m.meta.inputs) != (meta.feature_set, "none", meta.inputs):
-                raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
-        rule, weights = meta.params.get("rule", "average"), meta.params.get("weights")
-        from seremo import vote
-
-        if rule not in vote.RULES or (rule == "weighted" and not _valid_weights(weights, len(loaded))):
-            raise BundleError(f"{root / META}: rule {rule!r} with weights {weights!r} is not a valid ensemble")
-        return loaded
-    if meta.model_kind == "sklearn":
-        return _load_skops(root / "model.skops")
-    if meta.model_kind == "xgboost":
-        from xgboost import XGBClassifier
-
-        booster = XGBClassifier()
-        booster.load_model(str(root / "model.ubj"))
-        return (_load_skops(root / "preprocess.skops"), booster)
-    from seremo.nets import load_module
-
-    return load_module(root, meta)

@@ -64,6 +64,10 @@ class TextError(InputError):
 INPUT_KINDS = AudioError.KINDS + TextError.KINDS
 
 
+class BundleError(SeremoError):
+    """A bundle that is missing, incomplete, tampered with or from another version."""
+
+
 class ConfigError(SeremoError):
     """A bad config file, option or command-line value."""
 

@@ -158,7 +158,7 @@ def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path
     path = bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members, fs,
                              {"corpora": ["A", "B"]}, {"nested_uar": 0.5}, normalisation="speaker")  # fmt: skip
     b = bundle.load(path)
-    assert b.meta.model_kind == "ensemble" and b.meta.normalisation == "speaker" and len(b.model) == 2
+    assert b.meta.model_kind == "ensemble" and b.meta.normalisation == "speaker" and len(b.model.members) == 2
     expected = np.mean([m["model"].predict_proba(data["X"]) for m in final["members"]], axis=0)
     np.testing.assert_allclose(b.predict_proba(data["X"]), expected, rtol=1e-6)
     skops = path / "members" / "1" / "model.skops"

@@ -69,7 +69,7 @@ def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(
     assert late["rules"]["weighted"]["uar"] > max(uar["audio"], uar["text"]) and late["bundle"] == "model"
     # its bundle takes audio+text and gives each member its part: the audio run's vectors, the text run's words
     late_bundle = bundle.load(tmp_path / "late" / "model")
-    assert late_bundle.meta.inputs == "audio+text" and [m.meta.inputs for m in late_bundle.model] == ["audio", "text"]
+    assert late_bundle.meta.inputs == "audio+text" and [m.meta.inputs for m in late_bundle.model.members] == ["audio", "text"]
     feats_table = shards.read_features(feats)
     rows = feats_table.model_input("audio+text", feats)
     alone = [bundle.load(tmp_path / name / "model").predict_proba(feats_table.model_input(name, feats))

@@ -166,7 +166,7 @@ def test_fusion_pipeline_takes_audio_and_text_and_round_trips_as_a_bundle(tmp_pa
         loaded = bundle.load(path)
         assert loaded.meta.inputs == "audio+text"
         # vocabularies are saved with plain ints: numpy scalars made skops write one file per term (an hour for MELD)
-        vectoriser = loaded.model.named_steps["blocks"].named_transformers_["text"].transformer_list[0][1]
+        vectoriser = loaded.model.pipeline.named_steps["blocks"].named_transformers_["text"].transformer_list[0][1]
         assert vectoriser.vocabulary_ and all(type(i) is int for i in vectoriser.vocabulary_.values())
         assert np.allclose(loaded.predict_proba(X), fitted.predict_proba(X))
 
