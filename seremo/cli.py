@@ -235,13 +235,7 @@ def _config_args(p: argparse.ArgumentParser, seen_from: str) -> None:
     p.add_argument("--stages", default=None, help="comma-separated subset of the config's stages")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="seremo", description="Speech emotion recognition at cluster scale on Ray."
-    )
-    parser.add_argument("--version", action="version", version=f"seremo {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
+def _prepare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="read one or more corpora into one manifest (Parquet)")
     p.add_argument(
         "corpus_root", nargs="+", metavar="CORPUS ROOT",
@@ -257,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_prepare)
 
+
+def _extract_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="extract a feature set for a manifest with Ray Data")
     p.add_argument("manifest", help="manifest Parquet file (from `seremo prepare`)")
     p.add_argument("--features", default=DEFAULT_FEATURES, help=f"feature set (default: {DEFAULT_FEATURES})")
@@ -281,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_extract)
 
+
+def _tune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="nested speaker-independent search over classical models, or with --model "
                        "a deep model's (Ray Tune; each deep trial a Ray Train run)")  # fmt: skip
     p.add_argument("features_dir", help="features directory (from `seremo extract`): a vector or text set; with "
@@ -296,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_tune)
 
+
+def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ensemble", help="a decision-level ensemble of finished tune/train runs, evaluated on their folds")
     p.add_argument("runs", nargs="+", help="run directories (tune or train) with the same data, classes and folds")
     p.add_argument("--out", required=True, help="run directory to write (metrics, report, predictions, model/)")
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)  # every verb takes --address (DESIGN.md); an ensemble refits nothing, so it starts no Ray work
     p.set_defaults(handler=cmd_ensemble)
 
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a deep model data-parallel with Ray Train")
     p.add_argument("features_dir", help="features directory: mfcc_seq for bilstm and fusion_bilstm, logmel for "
                    "cnn/cnn_lstm/fusion_cnn, a vector set for mlp, text for text_bilstm")  # fmt: skip
@@ -318,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_train)
 
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="a trained bundle on labelled data it never saw")
     p.add_argument("bundle", help="a model bundle (a run's model/ directory)")
     p.add_argument("data", help="a features dir made with the bundle's feature set, or a manifest (.parquet)")
@@ -327,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_evaluate)
 
+
+def _score_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="label every segment of an audio archive (streaming Ray Data job)")
     p.add_argument("input", help="a directory or s3://bucket/prefix/ (recursive), a glob, or a manifest with a "
                    "`path` column")  # fmt: skip
@@ -349,11 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_score)
 
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the stages an experiment config lists, skipping finished ones")
     _config_args(p, "")
     _common(p)
     p.set_defaults(handler=cmd_run)
 
+
+def _submit_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="run a config's pipeline as a job on a Ray cluster")
     _config_args(p, " as the cluster sees it (absolute or URI)")
     p.add_argument("--no-wait", action="store_true", help="submit and return; do not stream logs")
@@ -362,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=cmd_submit)
 
+
+def _download_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="fetch a public corpus, verify its checksums, unpack it")
     p.add_argument("corpus", help="emodb")
     p.add_argument("--out", required=True, help="folder to unpack into")
@@ -370,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-archive", action="store_true", help="keep the zip beside the unpacked files")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=cmd_download)
+
+
+VERB_PARSERS = (_prepare_parser, _extract_parser, _tune_parser, _ensemble_parser, _train_parser,  # --help's order
+                _evaluate_parser, _score_parser, _run_parser, _submit_parser, _download_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``seremo VERB ...``: each verb's arguments are built by its own ``_<verb>_parser``."""
+    parser = _Parser(
+        prog="seremo", description="Speech emotion recognition at cluster scale on Ray."
+    )
+    parser.add_argument("--version", action="version", version=f"seremo {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for add in VERB_PARSERS:
+        add(sub)
     return parser
 
 
