@@ -39,11 +39,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seremo import __version__, config, storage
-from seremo.bundle_models import MODEL_KINDS, BundleModel, skops_io
+from seremo.bundle_models import (  # noqa: F401  (ensemble_input, input_view, join_inputs: part of bundle's API)
+    META,
+    MODEL_KINDS,
+    BundleModel,
+    ensemble_input,
+    input_view,
+    join_inputs,
+    skops_io,
+)
 from seremo.errors import BundleError, SeremoError
 
 FORMAT_VERSION = 2  # 2: bundle_sha256 covers bundle.json itself
-META = "bundle.json"
 TRAINING_IDS = "training_ids.json"
 ID_HEX = 16  # hex digits of sha256(utterance_id) kept per training row: collisions are negligible below 10^9 rows
 SELF_DIGEST = "bundle_sha256"
@@ -297,52 +304,6 @@ def save_tuned(out: str | Path, models: list[Any], members: list[dict[str, Any]]
     return out
 
 
-def ensemble_input(members: list[BundleMeta]) -> tuple[FeatureSetMeta, str, str]:
-    """The one input (feature set, inputs, normalisation) a ``seremo ensemble`` of these members takes.
-
-    Members that read audio must agree on the feature set and its normalisation (a bundle
-    extracts one feature set per segment); members that read transcripts only take them
-    from any of it. Members of different inputs (audio, text, audio+text) make an
-    ``audio+text`` ensemble, and each member gets its part (``input_view``). A ValueError
-    says which two members disagree.
-    """
-    audio = [m for m in members if m.inputs != "text"]
-    ref = audio[0] if audio else members[0]
-    for m in audio[1:]:
-        if (m.feature_set, m.normalisation) != (ref.feature_set, ref.normalisation):
-            raise ValueError(f"{_describe(m)} and {_describe(ref)}: members that read audio must share the feature "
-                             "set and its normalisation")  # fmt: skip
-    inputs = {m.inputs for m in members}
-    return ref.feature_set, (inputs.pop() if len(inputs) == 1 else "audio+text"), ref.normalisation
-
-
-def _describe(meta: BundleMeta) -> str:
-    fs = meta.feature_set
-    return f"{meta.model_name} takes {fs.name} v{fs.version} ({meta.inputs}, normalisation {meta.normalisation})"
-
-
-def join_inputs(audio: Any, texts: Any) -> Any:
-    """The ``audio+text`` input: a vector matrix gives ``classical.fusion_input``'s rows (what a pipeline
-    takes), a list of sequences or images gives (audio, transcript) pairs (what a deep fusion model takes)."""
-    if isinstance(audio, np.ndarray):
-        from seremo.classical import fusion_input
-
-        return fusion_input(audio, texts)
-    return list(zip(audio, list(texts), strict=True))
-
-
-def input_view(X: Any, have: str, want: str) -> Any:
-    """The part of an ``audio+text`` input (``join_inputs``) a member of ``want`` inputs reads: fusion rows
-    of a vector set (audio dims, transcript last) or (audio, transcript) pairs give their audio, or their
-    transcripts."""
-    if have == want or want == "audio+text":
-        return X
-    if isinstance(X, np.ndarray):  # classical.fusion_input's rows
-        return X[:, :-1].astype(np.float32) if want == "audio" else X[:, -1]
-    pairs = list(X)
-    return [a for a, _ in pairs] if want == "audio" else np.asarray([t for _, t in pairs], dtype=object)
-
-
 def save_ensemble(out: str | Path, members: list[Bundle], rule: str, weights: list[float] | None,
                   sources: list[str], training: dict[str, Any], metrics: dict[str, Any]) -> Path:  # fmt: skip
     """A ``seremo ensemble`` bundle: each member bundle copied whole into ``members/<i>/`` (its own
@@ -415,7 +376,7 @@ def load(path: str | Path) -> Bundle:
             f"does not hold (it has {', '.join(sorted(meta.files))})"
         )
     try:
-        model = MODEL_KINDS[meta.model_kind].load(root, meta)
+        model = MODEL_KINDS[meta.model_kind].load(root, meta, load)  # an ensemble loads its members with it
     except BundleError:
         raise
     except Exception as exc:  # a file that passed its checksum yet does not decode

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,7 +21,9 @@ import numpy as np
 from seremo.errors import BundleError
 
 if TYPE_CHECKING:
-    from seremo.bundle import Bundle, BundleMeta
+    from seremo.bundle import Bundle, BundleMeta, FeatureSetMeta
+
+META = "bundle.json"  # the bundle's own description (seremo.bundle)
 
 # Every type a seremo classical pipeline may contain; anything else is refused at load time.
 SKOPS_TRUSTED = [
@@ -90,6 +93,52 @@ def valid_weights(weights: Any, n: int) -> bool:
                     for w in weights) and sum(weights) > 0)  # fmt: skip
 
 
+def ensemble_input(members: list[BundleMeta]) -> tuple[FeatureSetMeta, str, str]:
+    """The one input (feature set, inputs, normalisation) a ``seremo ensemble`` of these members takes.
+
+    Members that read audio must agree on the feature set and its normalisation (a bundle
+    extracts one feature set per segment); members that read transcripts only take them
+    from any of it. Members of different inputs (audio, text, audio+text) make an
+    ``audio+text`` ensemble, and each member gets its part (``input_view``). A ValueError
+    says which two members disagree.
+    """
+    audio = [m for m in members if m.inputs != "text"]
+    ref = audio[0] if audio else members[0]
+    for m in audio[1:]:
+        if (m.feature_set, m.normalisation) != (ref.feature_set, ref.normalisation):
+            raise ValueError(f"{_describe(m)} and {_describe(ref)}: members that read audio must share the feature "
+                             "set and its normalisation")  # fmt: skip
+    inputs = {m.inputs for m in members}
+    return ref.feature_set, (inputs.pop() if len(inputs) == 1 else "audio+text"), ref.normalisation
+
+
+def _describe(meta: BundleMeta) -> str:
+    fs = meta.feature_set
+    return f"{meta.model_name} takes {fs.name} v{fs.version} ({meta.inputs}, normalisation {meta.normalisation})"
+
+
+def join_inputs(audio: Any, texts: Any) -> Any:
+    """The ``audio+text`` input: a vector matrix gives ``classical.fusion_input``'s rows (what a pipeline
+    takes), a list of sequences or images gives (audio, transcript) pairs (what a deep fusion model takes)."""
+    if isinstance(audio, np.ndarray):
+        from seremo.classical import fusion_input
+
+        return fusion_input(audio, texts)
+    return list(zip(audio, list(texts), strict=True))
+
+
+def input_view(X: Any, have: str, want: str) -> Any:
+    """The part of an ``audio+text`` input (``join_inputs``) a member of ``want`` inputs reads: fusion rows
+    of a vector set (audio dims, transcript last) or (audio, transcript) pairs give their audio, or their
+    transcripts."""
+    if have == want or want == "audio+text":
+        return X
+    if isinstance(X, np.ndarray):  # classical.fusion_input's rows
+        return X[:, :-1].astype(np.float32) if want == "audio" else X[:, -1]
+    pairs = list(X)
+    return [a for a, _ in pairs] if want == "audio" else np.asarray([t for _, t in pairs], dtype=object)
+
+
 class BundleModel(ABC):
     """A bundle's loaded model: class probabilities for features as the bundle takes them."""
 
@@ -98,7 +147,9 @@ class BundleModel(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, root: Path, meta: BundleMeta) -> BundleModel: ...
+    def load(cls, root: Path, meta: BundleMeta, load_bundle: Callable[[Path], Bundle]) -> BundleModel:
+        """The weights in ``root``, as ``meta`` describes them; ``load_bundle`` loads (and verifies) a member
+        bundle, for kinds that hold others."""
 
     @abstractmethod
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -127,7 +178,7 @@ class SklearnModel(BundleModel):
         self.pipeline, self.inputs = pipeline, inputs
 
     @classmethod
-    def load(cls, root: Path, meta: BundleMeta) -> SklearnModel:
+    def load(cls, root: Path, meta: BundleMeta, load_bundle: Callable[[Path], Bundle]) -> SklearnModel:
         return cls(load_skops(root / "model.skops"), meta.inputs)
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -148,7 +199,7 @@ class XGBoostModel(BundleModel):
         self.preprocess, self.booster, self.inputs = preprocess, booster, inputs
 
     @classmethod
-    def load(cls, root: Path, meta: BundleMeta) -> XGBoostModel:
+    def load(cls, root: Path, meta: BundleMeta, load_bundle: Callable[[Path], Bundle]) -> XGBoostModel:
         from xgboost import XGBClassifier
 
         booster = XGBClassifier()
@@ -174,7 +225,7 @@ class TorchModel(BundleModel):
         self.module = module
 
     @classmethod
-    def load(cls, root: Path, meta: BundleMeta) -> TorchModel:
+    def load(cls, root: Path, meta: BundleMeta, load_bundle: Callable[[Path], Bundle]) -> TorchModel:
         from seremo.nets import load_module
 
         return cls(load_module(root, meta))
@@ -205,32 +256,31 @@ class EnsembleModel(BundleModel):
         self.members, self.inputs, self.rule, self.weights = members, inputs, rule, weights
 
     @classmethod
-    def load(cls, root: Path, meta: BundleMeta) -> EnsembleModel:
-        from seremo import bundle, vote
+    def load(cls, root: Path, meta: BundleMeta, load_bundle: Callable[[Path], Bundle]) -> EnsembleModel:
+        from seremo import vote
 
         listed = meta.params.get("members")
         if not isinstance(listed, list) or not listed:
-            raise BundleError(f"{root / bundle.META}: an ensemble lists no members")
-        members = [bundle.load(root / "members" / str(i)) for i in range(len(listed))]
+            raise BundleError(f"{root / META}: an ensemble lists no members")
+        members = [load_bundle(root / "members" / str(i)) for i in range(len(listed))]
         if "rule" in meta.params:
             try:
-                why = "" if bundle.ensemble_input([m.meta for m in members]) == (
+                why = "" if ensemble_input([m.meta for m in members]) == (
                     meta.feature_set, meta.inputs, meta.normalisation) else "it records another"  # fmt: skip
             except ValueError as exc:
                 why = str(exc)
             if why:
-                raise BundleError(f"{root / bundle.META}: its members do not take the ensemble's input ({why})")
+                raise BundleError(f"{root / META}: its members do not take the ensemble's input ({why})")
         for i, m in enumerate(members if "rule" not in meta.params else []):
             if (m.meta.feature_set, m.meta.normalisation, m.meta.inputs) != (meta.feature_set, "none", meta.inputs):
                 raise BundleError(f"{root / 'members' / str(i)}: does not take the ensemble's input")
         rule, weights = meta.params.get("rule", "average"), meta.params.get("weights")
         if rule not in vote.RULES or (rule == "weighted" and not valid_weights(weights, len(members))):
-            raise BundleError(f"{root / bundle.META}: rule {rule!r} with weights {weights!r} is not a valid ensemble")
+            raise BundleError(f"{root / META}: rule {rule!r} with weights {weights!r} is not a valid ensemble")
         return cls(members, meta.inputs, rule, weights)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         from seremo import vote
-        from seremo.bundle import input_view
 
         return vote.combine([m.predict_proba(input_view(X, self.inputs, m.meta.inputs)) for m in self.members],
                             self.rule, self.weights)  # fmt: skip
