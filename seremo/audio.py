@@ -61,7 +61,7 @@ def is_audio_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(str(path))[1].lower() in AUDIO_EXTS
 
 
-def _name(source: Source, name: str | None) -> str:
+def source_name(source: Source, name: str | None) -> str:
     if name is not None:
         return name
     return "<bytes>" if isinstance(source, bytes) else os.fspath(source)
@@ -348,7 +348,7 @@ def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 def info(source: Source, name: str | None = None) -> AudioInfo:
     """Sample rate, channels and length, from the header where libsndfile can read it."""
-    name = _name(source, name)
+    name = source_name(source, name)
     if not isinstance(source, bytes) and "://" not in os.fspath(source) and _ext(name) not in AV_EXTS:
         path = os.fspath(source)
         _check_local(path, name)
@@ -405,7 +405,7 @@ def load(
     (resampled with soxr) else the file's own. ``start_s``/``end_s`` cut a
     segment; a result shorter than ``min_duration_s`` raises ``too_short``.
     """
-    name = _name(source, name)
+    name = source_name(source, name)
     # a null start_s/end_s read through pandas or numpy arrives as NaN: no bound
     start_s = None if start_s is None or np.isnan(start_s) else start_s
     end_s = None if end_s is None or np.isnan(end_s) else end_s
@@ -534,7 +534,7 @@ def stream(
     """
     if not block_s > 0:
         raise ValueError(f"block_s must be positive, not {block_s!r}")
-    name = _name(source, name)
+    name = source_name(source, name)
     resampler = None
     n_in = n_out = 0
     for block, rate in _native_blocks(source, block_s, name):
@@ -578,7 +578,7 @@ def spans(
     A null bound is the file's start or end. A span that ends before it starts, or starts
     past the file's end, is ``AudioError`` ``too_short``, as ``load`` has it.
     """
-    name = _name(source, name)
+    name = source_name(source, name)
     todo: list[tuple[int, int, float]] = []  # (index, first sample, end sample or inf)
     for i, (start_s, end_s) in enumerate(bounds):
         start_s = 0.0 if start_s is None or np.isnan(start_s) else max(float(start_s), 0.0)
@@ -609,7 +609,7 @@ def spans(
 
 def read_source(source: Source, name: str | None = None) -> bytes:
     """The raw bytes of a path, URI or bytes, with AudioError for missing/empty."""
-    return _read_bytes(source, _name(source, name))
+    return _read_bytes(source, source_name(source, name))
 
 
 __all__ = [

@@ -439,7 +439,7 @@ class FileSegmenter:
         self.n_segments = 0
         trackers: list[_Channel] = []
         n_channels = 0
-        name = self.name if self.name is not None else audio._name(self.path, None)
+        name = self.name if self.name is not None else audio.source_name(self.path, None)
         for _, block in audio.stream(self.path, block_s=self.settings.block_s, sr=self.sr, name=name):
             if not trackers:
                 n_channels = block.shape[0]
