@@ -19,6 +19,7 @@ from seremo import features
 from seremo.corpora import prepare_corpus
 from seremo.extract import extract
 from seremo.runtime import ensure_ray
+from seremo.settings import ExtractSettings
 from seremo.summary import format_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -68,7 +69,7 @@ def main() -> int:
         out = root / name
         started = time.perf_counter()
         kw = {"gpus_per_actor": args.gpus_per_actor, "actors": args.actors} if fs.batched else {}
-        result = extract(table, fs, str(out), overwrite=True, **kw)
+        result = extract(table, fs, str(out), ExtractSettings(**kw), overwrite=True)
         s = result.summary
         total = time.perf_counter() - started
         audio_s = s["audio_hours"] * 3600

@@ -74,11 +74,14 @@ def corpus_options(options: dict[str, str], corpus: str, corpora: Sequence[str])
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from seremo.settings import check_extract
+
+    settings = check_extract(batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                             channel=args.channel, failure_budget=args.failure_budget)  # before Ray or the manifest
     from seremo.extract import run_stage
 
-    print(run_stage(args.manifest, args.features, _parse_options(args.param), args.out, args.batch_size,
-                    args.address, args.overwrite, args.failure_budget, args.out_is_shared,
-                    gpus_per_actor=args.gpus_per_actor, actors=args.actors, channel=args.channel).text)  # fmt: skip
+    print(run_stage(args.manifest, args.features, _parse_options(args.param), args.out, settings, args.address,
+                    args.overwrite, args.out_is_shared).text)  # fmt: skip
     return 0
 
 

@@ -24,7 +24,7 @@ from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
-from seremo.settings import check_extract
+from seremo.settings import ExtractSettings
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
@@ -147,28 +147,26 @@ def extract(
     table: pa.Table,
     feature_set: FeatureSet,
     out: str,
+    settings: ExtractSettings | None = None,
     *,
-    batch_size: int | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
     overwrite: bool = False,
     source: str | None = None,
-    failure_budget: float = 0.05,
     out_is_shared: bool = False,
-    gpus_per_actor: float = 0.0,
-    actors: int | None = None,
-    channel: str = "as-is",
 ) -> ExtractResult:
     """Extract ``feature_set`` for every manifest row into ``out`` (a local path or a URI) with Ray Data.
 
     On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
-    ``batch_size``: utterances per task (default: about 8 tasks per CPU, at most 64 each).
-    Model-backed sets (``ssl``) run on an actor pool: ``actors`` actors of ``gpus_per_actor`` GPU each
-    (0: CPU actors, one per CPU by default). ``channel``: ``telephone`` extracts every row as a simulated
-    phone line delivers it (to train for call archives); the summary and the identity record it.
+    ``settings`` (:class:`seremo.settings.ExtractSettings`): ``batch_size``, utterances per task (default:
+    about 8 tasks per CPU, at most 64 each); model-backed sets (``ssl``, ``whisper``) run on an actor pool of
+    ``actors`` actors of ``gpus_per_actor`` GPU each (0: CPU actors, one per CPU by default); ``channel``:
+    ``telephone`` extracts every row as a simulated phone line delivers it (to train for call archives),
+    recorded in the summary and the identity; ``failure_budget``.
     """
-    preflight(feature_set, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
-              failure_budget=failure_budget, channel=channel)  # fmt: skip
+    settings = settings or ExtractSettings()
+    preflight(feature_set)
+    channel = settings.channel
     if table.num_rows == 0:
         raise SeremoError(f"{source or 'manifest'}: has no rows to extract")
     if feature_set.reads_audio:
@@ -187,7 +185,7 @@ def extract(
     outputs.check_apart(out, [], table.column("path").drop_null().to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
-    batch_size = batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
+    batch_size = settings.batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
     with outputs.Lease(out, "extract") as lease:
         # A finished extraction (--overwrite) stays until its replacement has succeeded: the new one is
         # written in a staging folder inside out and swapped in at the end (outputs.stage / publish).
@@ -197,13 +195,13 @@ def extract(
             outputs.record_owner(out, "extract", identity)
         target = staged.remote if staged else out
         try:
-            result = _extract(table, feature_set, target, batch_size, source, lease.token, gpus_per_actor, actors,
-                              lease_at=out, channel=channel)  # fmt: skip
+            result = _extract(table, feature_set, target, batch_size, source, lease.token, settings.gpus_per_actor,
+                              settings.actors, lease_at=out, channel=channel)  # fmt: skip
             result.summary.update(manifest_sha256=identity["manifest_sha256"], channel=channel)
             shards.write_summary(target, result.summary)
             s = result.summary
             check_failures(out, s["inputs"], s["rows"], [e["error"] for e in result.errors],
-                           [e["message"] for e in result.errors[:1]], failure_budget,
+                           [e["message"] for e in result.errors[:1]], settings.failure_budget,
                            see="the earlier extraction is kept as it was" if staged else None)  # fmt: skip
             if staged is not None:
                 _clear_own(out)
@@ -216,10 +214,10 @@ def extract(
     return result
 
 
-def preflight(feature_set: FeatureSet, **flags: Any) -> None:
-    """The flags and the set's optional packages, checked in the driver: a mistake is one line here,
-    not a traceback from Ray (or from every actor that would load the model)."""
-    check_extract(**flags)
+def preflight(feature_set: FeatureSet) -> None:
+    """The set's optional packages, checked in the driver: a missing one is one line here, not a traceback
+    from Ray (or from every actor that would load the model). The settings were checked when they were made
+    (``settings.check_extract``: one line naming the flag)."""
     feature_set.check_installed()
 
 
@@ -312,27 +310,24 @@ def _read_errors(out: str) -> list[dict]:
     return pq.read_table(f"{base}/{shards.ERRORS}", filesystem=filesystem).to_pylist()
 
 
-def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, **kwargs: Any) -> ExtractResult:
-    return extract(manifest.read(manifest_path), feature_set, out, source=manifest_path, **kwargs)
+def extract_manifest(manifest_path: str, feature_set: FeatureSet, out: str, settings: ExtractSettings | None = None,
+                     **kwargs: Any) -> ExtractResult:  # fmt: skip
+    return extract(manifest.read(manifest_path), feature_set, out, settings, source=manifest_path, **kwargs)
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, batch_size: int | None,
-              address: str | None, overwrite: bool, failure_budget: float = 0.05,
-              out_is_shared: bool = False, gpus_per_actor: float = 0.0, actors: int | None = None,
-              channel: str = "as-is") -> Outcome:  # fmt: skip
+def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, settings: ExtractSettings,
+              address: str | None, overwrite: bool, out_is_shared: bool = False) -> Outcome:  # fmt: skip
     """``seremo extract``: a feature set by name for a manifest, with the printed summary."""
     from seremo import features
 
     fs = features.get(feature_set, **params)
-    preflight(fs, batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
-              failure_budget=failure_budget, channel=channel)  # before the manifest is read  # fmt: skip
+    preflight(fs)  # before the manifest is read
     outputs.check_out(out, files=[manifest_path], what="manifest")  # extract() checks the audio files too
-    result = extract_manifest(manifest_path, fs, out, batch_size=batch_size, address=address, overwrite=overwrite,
-                              failure_budget=failure_budget, out_is_shared=out_is_shared,
-                              gpus_per_actor=gpus_per_actor, actors=actors, channel=channel)  # fmt: skip
+    result = extract_manifest(manifest_path, fs, out, settings, address=address, overwrite=overwrite,
+                              out_is_shared=out_is_shared)  # fmt: skip
     text = []
     if result.summary.get("skipped"):
         text.append(f"{out}: already extracted with these settings; skipped (pass --overwrite to redo)")

@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from seremo import config, outputs, storage
 from seremo.errors import ConfigError, SeremoError, storage_error
-from seremo.settings import ScoreSettings, TrainSettings, TuneSettings, tune_from_dict
+from seremo.settings import (
+    ExtractSettings,
+    ScoreSettings,
+    TrainSettings,
+    TuneSettings,
+    tune_from_dict,
+)
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
@@ -239,8 +245,9 @@ def _extract_steps(cfg: PipelineConfig, address: str | None) -> list[Step]:
         def work(e: ExtractStage = e, out: str = out) -> Outcome:
             from seremo.extract import run_stage
 
-            return run_stage(cfg.manifest_path(), e.features, e.params, out, e.batch_size, address, overwrite=True,
-                             out_is_shared=cfg.out_is_shared, channel=e.channel)
+            settings = ExtractSettings(batch_size=e.batch_size, channel=e.channel)
+            return run_stage(cfg.manifest_path(), e.features, e.params, out, settings, address, overwrite=True,
+                             out_is_shared=cfg.out_is_shared)
 
         steps.append(Step("extract", f"extract/{e.dirname}", e.model_dump(), out, storage.join(out, SUMMARY), work))
     return steps

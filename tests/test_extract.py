@@ -16,6 +16,7 @@ from seremo import features, manifest, shards
 from seremo.cli import main
 from seremo.errors import SeremoError
 from seremo.extract import extract
+from seremo.settings import ExtractSettings
 
 
 def test_extract_emodb_all_rows_no_errors(emodb_features, capsys):
@@ -59,7 +60,7 @@ def test_extract_is_deterministic(emodb_manifest, emodb_features, ray_session, t
 def test_every_feature_set_through_the_pipeline(name, emodb_manifest, ray_session, tmp_path):
     subset = manifest.read(emodb_manifest).slice(100, 24)
     fs = features.get(name)
-    result = extract(subset, fs, str(tmp_path / name), batch_size=8)
+    result = extract(subset, fs, str(tmp_path / name), ExtractSettings(batch_size=8))
     assert (result.summary["rows"], result.summary["errors"]) == (24, 0)
     loaded = shards.read_features(str(tmp_path / name))
     arrays = loaded.arrays()
