@@ -22,12 +22,13 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from seremo import truncation
 from seremo.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -135,130 +136,6 @@ def _check_local(path: str, name: str) -> None:
         raise AudioError(name, "empty", "file has 0 bytes")
 
 
-# --------------------------------------------------------------------------- truncated containers
-
-_UNSET_SIZES = frozenset({0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF})  # left unset by streaming writers
-_MAX_CHUNKS = 1024  # a walk that finds no data chunk by then gives up (the decoder decides)
-_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
-_W64_WAVE = b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
-
-
-@dataclass(frozen=True)
-class _Chunks:
-    """How a chunked container lays out its header: enough to find its sample chunk without reading samples."""
-
-    start: int  # offset of the first chunk header
-    id_len: int  # 4 (RIFF, IFF, CAF) or 16 (Sony Wave64 GUIDs)
-    size_len: int  # 4 or 8 bytes
-    order: Literal["little", "big"]
-    data: bytes  # the sample chunk's id (the first bytes of its GUID for W64)
-    align: int  # bodies are padded to 2 (RIFF, IFF), 8 (W64) or not at all (CAF)
-    counts_header: bool = False  # W64 sizes count the chunk's own header
-
-
-_RIFF = _Chunks(12, 4, 4, "little", b"data", 2)
-_AIFF = _Chunks(12, 4, 4, "big", b"SSND", 2)
-_SVX = _Chunks(12, 4, 4, "big", b"BODY", 2)
-_CAF = _Chunks(8, 4, 8, "big", b"data", 1)
-_W64 = _Chunks(40, 16, 8, "little", b"data", 8, counts_header=True)
-
-
-def _layout(head: bytes) -> _Chunks | None:
-    """The chunk layout of a container whose header states its sample bytes, by its magic; else None."""
-    kind, form = head[:4], head[8:12]
-    if kind in (b"RIFF", b"RF64") and form == b"WAVE":
-        return _RIFF
-    if kind == b"FORM" and form in (b"AIFF", b"AIFC"):
-        return _AIFF
-    if kind == b"FORM" and form in (b"8SVX", b"16SV"):
-        return _SVX
-    if kind == b"caff":
-        return _CAF
-    if head[:16] == _W64_RIFF and head[24:40] == _W64_WAVE:
-        return _W64
-    return None
-
-
-def _au_shortfall(head: bytes, size: int) -> tuple[int, int] | None:
-    """Sun AU (``.snd``): a fixed header giving the data offset and size (0xFFFFFFFF: unknown)."""
-    if len(head) < 12:
-        return None
-    offset, declared = int.from_bytes(head[4:8], "big"), int.from_bytes(head[8:12], "big")
-    held = size - offset
-    return None if declared in _UNSET_SIZES or held >= declared else (declared, held)
-
-
-def _shortfall(f: BinaryIO, size: int) -> tuple[int, int] | None:
-    """``(declared, held)`` sample bytes of a container cut short, else None.
-
-    libsndfile reads a WAV, RF64, W64, AIFF/AIFC, 8SVX or AU file whose sample
-    chunk runs past the end of the file as a shorter file, without a warning, so
-    a copy cut short would pass as a clip. One walk over the chunk headers (seeking
-    over each body, padded as the format says) to the sample chunk, never reading
-    samples; the layouts differ only in the fields of :class:`_Chunks`. Anything
-    else, or chunks that lead nowhere, gives None: the decoder then says what is
-    wrong with it.
-    """
-    head = f.read(40)
-    if head[:4] == b".snd":
-        return _au_shortfall(head, size)
-    layout = _layout(head)
-    if layout is None:
-        return None
-    header_len = layout.id_len + layout.size_len
-    ds64_data: int | None = None  # RF64: the real data size, when the chunk says 0xFFFFFFFF
-    pos = layout.start
-    for _ in range(_MAX_CHUNKS):
-        f.seek(pos)
-        header = f.read(header_len)
-        if len(header) < header_len:
-            return None
-        chunk, n = header[: layout.id_len], int.from_bytes(header[layout.id_len :], layout.order)
-        body = n - header_len if layout.counts_header and n not in _UNSET_SIZES else n
-        if chunk == b"ds64" and head[:4] == b"RF64":
-            sizes = f.read(16)  # riff size, data size (64-bit each)
-            if len(sizes) == 16:
-                ds64_data = int.from_bytes(sizes[8:], "little")
-        elif chunk.startswith(layout.data):
-            declared = ds64_data if n == 0xFFFFFFFF and ds64_data is not None else body
-            held = size - (pos + header_len)
-            if declared in _UNSET_SIZES or declared < 0 or held >= declared:
-                return None
-            return declared, held
-        if body < 0:
-            return None
-        pos += header_len + body + (-body % layout.align)
-    return None
-
-
-def _truncated(name: str, shortfall: tuple[int, int]) -> AudioError:
-    declared, held = shortfall
-    return AudioError(
-        name,
-        "truncated",
-        f"the header promises {declared} bytes of samples but the file holds {max(held, 0)} "
-        "(cut short?)",
-    )
-
-
-def _check_truncated_bytes(data: bytes, name: str) -> None:
-    """Raise ``truncated`` for container bytes cut short; other content passes."""
-    shortfall = _shortfall(io.BytesIO(data), len(data))
-    if shortfall is not None:
-        raise _truncated(name, shortfall)
-
-
-def _check_truncated_file(path: str, name: str) -> None:
-    """Raise ``truncated`` for a local container cut short, reading its chunk headers only."""
-    try:
-        with open(path, "rb") as f:
-            shortfall = _shortfall(f, os.fstat(f.fileno()).st_size)
-    except OSError:
-        return  # not readable as a plain file: the decoder gives the precise error
-    if shortfall is not None:
-        raise _truncated(name, shortfall)
-
-
 # --------------------------------------------------------------------------- decoders
 
 
@@ -326,7 +203,7 @@ def _av_decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
 
 def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
     """Decode with libsndfile where it can, else FFmpeg; (channels, frames), rate."""
-    _check_truncated_bytes(data, name)  # by content, whatever the extension
+    truncation.check_bytes(data, name)  # by content, whatever the extension
     if _ext(name) not in AV_EXTS:
         try:
             return _sf_decode(data, name)
@@ -353,7 +230,7 @@ def info(source: Source, name: str | None = None) -> AudioInfo:
         path = os.fspath(source)
         _check_local(path, name)
         if os.path.isfile(path):
-            _check_truncated_file(path, name)
+            truncation.check_file(path, name)
         try:
             i = sf.info(path)
             return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), i.format)
@@ -483,17 +360,17 @@ def _native_blocks(source: Source, block_s: float, name: str) -> Iterator[tuple[
     local = not isinstance(source, bytes) and "://" not in os.fspath(source)
     if _ext(name) in AV_EXTS:
         data = _read_bytes(source, name)
-        _check_truncated_bytes(data, name)  # a WAV named .mp3 is still checked
+        truncation.check_bytes(data, name)  # a WAV named .mp3 is still checked
         yield from _av_blocks(data, block_s, name)
         return
     data = None
     if local:  # read from disk block by block, never whole
         target: str | io.BytesIO = os.fspath(source)
         _check_local(target, name)
-        _check_truncated_file(target, name)
+        truncation.check_file(target, name)
     else:
         data = _read_bytes(source, name)
-        _check_truncated_bytes(data, name)
+        truncation.check_bytes(data, name)
         target = io.BytesIO(data)
     try:
         f = sf.SoundFile(target)

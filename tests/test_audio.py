@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from seremo import audio
+from seremo import audio, truncation
 from seremo.errors import AudioError
 
 F0, A0 = 440.0, 0.5  # channel 0
@@ -752,13 +752,13 @@ def test_wav_with_an_unset_data_size_is_not_truncated():
     assert data[36:40] == b"data"
     for unset in (0, 0xFFFFFFFF):
         patched = data[:40] + unset.to_bytes(4, "little") + data[44:]
-        assert audio._shortfall(io.BytesIO(patched), len(patched)) is None
+        assert truncation.shortfall(io.BytesIO(patched), len(patched)) is None
     # 0xFFFFFFFF: libsndfile reads to the end of the file (0 it reads as no samples, as before)
     patched = data[:40] + (0xFFFFFFFF).to_bytes(4, "little") + data[44:]
     assert len(audio.load(patched, name="live.wav")[0]) == y.shape[1]
     # not a WAV, or chunks that lead nowhere: left to the decoder
-    assert audio._shortfall(io.BytesIO(PNG), len(PNG)) is None
-    assert audio._shortfall(io.BytesIO(data[:30]), 30) is None
+    assert truncation.shortfall(io.BytesIO(PNG), len(PNG)) is None
+    assert truncation.shortfall(io.BytesIO(data[:30]), 30) is None
 
 
 def test_rf64_data_size_comes_from_ds64():
@@ -769,8 +769,8 @@ def test_rf64_data_size_comes_from_ds64():
     head = b"RF64" + (0xFFFFFFFF).to_bytes(4, "little") + b"WAVE" + ds64 + fmt
     head += b"data" + (0xFFFFFFFF).to_bytes(4, "little")
     whole, cut = head + bytes(n), head + bytes(n // 2)
-    assert audio._shortfall(io.BytesIO(whole), len(whole)) is None
-    assert audio._shortfall(io.BytesIO(cut), len(cut)) == (n, n // 2)
+    assert truncation.shortfall(io.BytesIO(whole), len(whole)) is None
+    assert truncation.shortfall(io.BytesIO(cut), len(cut)) == (n, n // 2)
 
 
 def test_zero_frame_ulaw_wav_stays_empty(tmp_path):
