@@ -11,6 +11,11 @@ attention/average/max pooling ignore padded frames.
 
 Input normalisation (per-dimension mean/std of the training set) lives inside
 the model as buffers, so a bundle needs nothing else to predict.
+
+Why one module of about 550 lines: the models, the batching that feeds them
+(collate, length buckets, SpecAugment masks) and their save/load all follow the
+item conventions above; apart, each would restate them. The torch-free part
+(names, kinds, arch arguments) is :mod:`seremo.deep_models`.
 """
 
 from __future__ import annotations
