@@ -122,3 +122,52 @@ def test_clear_in_a_folder_that_holds_other_things_twice(tmp_path):
             staging.clear()
         assert not (out / commit.PARTS).exists()
         assert sorted(p.name for p in Path(out).rglob("*")) == ["keep.parquet", "mine", "notes.txt"]
+
+
+# --------------------------------------------------------------------------- extract's sink on the protocol
+
+
+def _rows(ids: list[str], failed: tuple[str, ...] = ()) -> pa.Table:
+    """What extract's UDF hands the sink: manifest columns, features, and the in-flight error columns."""
+    from seremo import manifest, shards
+
+    table = pa.Table.from_pylist(
+        [{"utterance_id": u, "path": f"/a/{u}.wav", "corpus": "c", "speaker": "s", "group": "g", "duration_s": 1.0,
+          "features": [0.0, 1.0], "shape": [2]} for u in ids],  # fmt: skip
+        schema=shards.shard_schema({"name": "x"}).remove_metadata(),
+    )
+    assert set(manifest.SCHEMA.names) <= set(table.column_names)
+    bad = [u in failed for u in ids]
+    return (table.append_column(shards.ERROR_KIND, pa.array(["missing" if b else None for b in bad], pa.string()))
+            .append_column(shards.ERROR_MESSAGE, pa.array(["gone" if b else None for b in bad], pa.string()))
+            .append_column(shards.ERROR_STAGE, pa.array(["decode" if b else None for b in bad], pa.string())))  # fmt: skip
+
+
+def _write(sink, task_idx: int, table: pa.Table) -> dict:
+    import types
+
+    return sink.write([table], types.SimpleNamespace(task_idx=task_idx))
+
+
+def test_extract_publishes_its_own_commits_and_never_a_stale_or_killed_runs(tmp_path):
+    from seremo import shards
+
+    out = str(tmp_path / "features")
+    desc = {"name": "x", "kind": "vector", "version": "1"}
+    with outputs.Lease(out, "extract") as killed:  # a killed run: committed one task, staged another
+        sink = shards.FeatureShardSink(out, desc, killed.token)
+        _write(sink, 0, _rows(["k1"]))
+        key = commit.new_key(1)
+        storage.write_parquet(pa.table({"x": [1]}), sink.staging.part(shards.SHARDS, key))
+    with outputs.Lease(out, "extract") as lease:
+        sink = shards.FeatureShardSink(out, desc, lease.token)
+        returns = [_write(sink, 0, _rows(["a", "b"], failed=("b",))), _write(sink, 1, _rows(["c"], failed=("c",)))]
+        stale = shards.FeatureShardSink(out, desc, killed.token)  # the killed run's worker, waking late
+        assert _write(stale, 2, _rows(["z"])).get("fenced")
+        sink.on_write_complete(type("R", (), {"write_returns": returns})())
+        listed = sink.publish()
+    assert [s["rows"] for s in listed] == [1]  # task 1 failed every row: committed, no shard
+    assert sorted(p.name for p in (tmp_path / "features" / shards.SHARDS).iterdir()) == [listed[0]["name"]]
+    assert pq.read_table(tmp_path / "features" / shards.SHARDS / listed[0]["name"]).column("utterance_id").to_pylist() == ["a"]
+    assert [e["utterance_id"] for e in sink.errors] == ["b", "c"] and sink.rows == 1
+    assert not (tmp_path / "features" / commit.PARTS).exists()  # the killed run's parts went with the staging
