@@ -25,10 +25,13 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
 
 from seremo import outputs, storage
 
@@ -137,6 +140,21 @@ class Staging:
         for sub in (*self.parts, DONE):
             storage.remove_empty_dir(storage.join(self.root, sub))
         storage.remove_empty_dir(self.root)
+
+
+class CommitSink(Datasink):
+    """A Ray Data sink whose write tasks stage into ``staging`` and commit under the run's lease ``token``."""
+
+    def __init__(self, staging: Staging, token: str):
+        self.staging = staging
+        self.token = token  # the lease this run holds: checked before each commit
+
+    @staticmethod
+    def rows(blocks: Iterable[Any]) -> pa.Table | None:
+        """A write task's blocks as one table (None when they hold no row)."""
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
 def _pause_before_commit(paths: list[str]) -> None:

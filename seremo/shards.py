@@ -23,8 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
 
 from seremo import commit, manifest, storage
 from seremo.errors import ERROR_COLUMNS, SeremoError, errors_table
@@ -53,7 +51,7 @@ def staging(out: str, lease_at: str | None = None) -> commit.Staging:
     return commit.Staging(out, STAGED, lease_at)
 
 
-class FeatureShardSink(Datasink):
+class FeatureShardSink(commit.CommitSink):
     """A Ray Data datasink staging good rows as shards and returning failures.
 
     Each write task stages its rows as one Parquet file and commits it
@@ -65,20 +63,17 @@ class FeatureShardSink(Datasink):
     """
 
     def __init__(self, out: str, feature_set_desc: dict[str, Any], token: str, lease_at: str | None = None):
+        super().__init__(staging(out, lease_at), token)  # the lease lives at ``lease_at`` (the output, when ``out`` is its staging)
         self.out = out
         self.schema = shard_schema(feature_set_desc)
-        self.token = token  # the lease this run holds: checked before each commit
-        self.staging = staging(out, lease_at)  # the lease lives at ``lease_at`` (the output, when ``out`` is its staging)
 
     def get_name(self) -> str:
         return "WriteFeatureShards"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
+        table = self.rows(blocks)
+        if table is None:
             return {"rows": 0, "seconds": 0.0, "errors": []}
-        table = pa.concat_tables(tables, promote_options="default")
         failed = pc.is_valid(table.column(ERROR_KIND))
         ok = table.filter(pc.invert(failed)).select(self.schema.names).cast(self.schema)
         bad = table.filter(failed)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from seremo import commit, outputs, storage
 
@@ -24,28 +25,34 @@ def _stage(staging: commit.Staging, task_idx: int, paths: list[str]) -> tuple[st
     return key, staged
 
 
+def _committed(staging: commit.Staging, task_idx: int, paths: list[str], token: str) -> str:
+    """A task that staged ``paths`` and committed them under ``token``: its key."""
+    key, staged = _stage(staging, task_idx, paths)
+    assert staging.commit(key, pa.table({"path": paths}), token, staged)
+    return key
+
+
 def _complete(staging: commit.Staging):
     return lambda key: all(storage.is_file(staging.part(sub, key)) for sub in PARTS)
 
 
-def test_two_writers_of_one_task_index_never_overwrite_each_other(tmp_path):
-    out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "score") as lease:
-        a, staged_a = _stage(staging, 0, ["a.wav"])
-        b, staged_b = _stage(staging, 0, ["b.wav"])
-        assert a != b
-        assert staging.commit(a, pa.table({"path": ["a.wav"]}), lease.token, staged_a)
-        assert staging.commit(b, pa.table({"path": ["b.wav"]}), lease.token, staged_b)
+@pytest.fixture
+def staging(tmp_path) -> commit.Staging:
+    return commit.Staging(str(tmp_path / "out"), PARTS)
+
+
+def test_two_writers_of_one_task_index_never_overwrite_each_other(staging):
+    with outputs.Lease(staging.out, "score") as lease:
+        a = _committed(staging, 0, ["a.wav"], lease.token)
+        b = _committed(staging, 0, ["b.wav"], lease.token)
         commits = staging.commits(_complete(staging))
+    assert a != b
     assert {k: t.column("path").to_pylist() for k, t in commits.items()} == {a: ["a.wav"], b: ["b.wav"]}
     assert all(commit.commit_token(t) == lease.token for t in commits.values())
 
 
-def test_a_fenced_stale_writer_commits_nothing_and_removes_what_it_staged(tmp_path):
-    out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "score"):
+def test_a_fenced_stale_writer_commits_nothing_and_removes_what_it_staged(staging):
+    with outputs.Lease(staging.out, "score"):
         key, staged = _stage(staging, 3, ["a.wav"])
         assert not staging.commit(key, pa.table({"path": ["a.wav"]}), "a-killed-runs-token", staged)
         assert not any(storage.exists(f) for f in staged)
@@ -53,75 +60,59 @@ def test_a_fenced_stale_writer_commits_nothing_and_removes_what_it_staged(tmp_pa
 
 
 def test_the_fence_is_the_outputs_lease_when_staging_lives_elsewhere(tmp_path):
-    out, staged_run = str(tmp_path / "out"), str(tmp_path / "out" / ".seremo-staging-x")
-    staging = commit.Staging(staged_run, PARTS, lease_at=out)
-    with outputs.Lease(out, "extract") as lease:
-        key, staged = _stage(staging, 0, ["a.wav"])
-        assert staging.commit(key, pa.table({"path": ["a.wav"]}), lease.token, staged)
-
-
-def test_a_killed_runs_leftovers_go_and_commits_stay(tmp_path):
     out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "score") as lease:
-        kept, staged = _stage(staging, 0, ["a.wav"])
-        staging.commit(kept, pa.table({"path": ["a.wav"]}), lease.token, staged)
+    elsewhere = commit.Staging(str(tmp_path / "out" / ".seremo-staging-x"), PARTS, lease_at=out)
+    with outputs.Lease(out, "extract") as lease:
+        _committed(elsewhere, 0, ["a.wav"], lease.token)
+
+
+def test_a_killed_runs_leftovers_go_and_commits_stay(staging):
+    with outputs.Lease(staging.out, "score") as lease:
+        kept = _committed(staging, 0, ["a.wav"], lease.token)
         _, left = _stage(staging, 1, ["b.wav"])  # staged, never committed: its run was killed
         staging.remove_uncommitted()
     assert not any(storage.exists(f) for f in left)
     assert list(staging.commits(_complete(staging))) == [kept]
 
 
-def test_a_run_takes_only_its_own_commits_when_asked(tmp_path):
-    out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "extract") as first:
-        old, staged = _stage(staging, 0, ["a.wav"])
-        staging.commit(old, pa.table({"path": ["a.wav"]}), first.token, staged)
-    with outputs.Lease(out, "extract") as second:
-        new, staged = _stage(staging, 0, ["a.wav"])
-        staging.commit(new, pa.table({"path": ["a.wav"]}), second.token, staged)
+def test_a_run_takes_only_its_own_commits_when_asked(staging):
+    with outputs.Lease(staging.out, "extract") as first:
+        old = _committed(staging, 0, ["a.wav"], first.token)
+    with outputs.Lease(staging.out, "extract") as second:
+        new = _committed(staging, 0, ["a.wav"], second.token)
         assert list(staging.commits(_complete(staging), token=second.token)) == [new]
         assert sorted(staging.commits(_complete(staging))) == sorted([old, new])
 
 
-def test_a_commit_missing_a_part_is_not_taken(tmp_path):
-    out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "score") as lease:
-        key, staged = _stage(staging, 0, ["a.wav"])
-        staging.commit(key, pa.table({"path": ["a.wav"]}), lease.token, staged)
-        storage.delete_file(staged[1])
-        assert staging.commits(_complete(staging)) == {}
+def test_a_commit_missing_a_part_is_not_taken(staging):
+    with outputs.Lease(staging.out, "score") as lease:
+        key = _committed(staging, 0, ["a.wav"], lease.token)
+    storage.delete_file(staging.part(PARTS[1], key))
+    assert staging.commits(_complete(staging)) == {}
 
 
-def test_publish_moves_a_part_or_writes_what_the_commit_owns(tmp_path):
-    out = str(tmp_path / "out")
-    staging = commit.Staging(out, PARTS)
-    with outputs.Lease(out, "score") as lease:
-        key, staged = _stage(staging, 0, ["a.wav", "b.wav"])
-        staging.commit(key, pa.table({"path": ["a.wav", "b.wav"]}), lease.token, staged)
-    staging.publish("rows", key, str(tmp_path / "out" / "rows" / f"part-{key}.parquet"))
-    staging.publish("errors", key, str(tmp_path / "out" / "errors" / f"part-{key}.parquet"),
-                    table=pa.table({"path": ["a.wav"]}))  # fmt: skip
-    assert not any(storage.exists(f) for f in staged)
-    assert pq.read_table(tmp_path / "out" / "rows" / f"part-{key}.parquet").num_rows == 2
-    assert pq.read_table(tmp_path / "out" / "errors" / f"part-{key}.parquet").num_rows == 1
+def test_publish_moves_a_part_or_writes_what_the_commit_owns(staging):
+    out = Path(staging.out)
+    with outputs.Lease(staging.out, "score") as lease:
+        key = _committed(staging, 0, ["a.wav", "b.wav"], lease.token)
+    staging.publish("rows", key, str(out / "rows" / f"part-{key}.parquet"))
+    staging.publish("errors", key, str(out / "errors" / f"part-{key}.parquet"), table=pa.table({"path": ["a.wav"]}))
+    assert not any(storage.exists(staging.part(sub, key)) for sub in PARTS)
+    assert pq.read_table(out / "rows" / f"part-{key}.parquet").num_rows == 2
+    assert pq.read_table(out / "errors" / f"part-{key}.parquet").num_rows == 1
 
 
-def test_clear_in_a_folder_that_holds_other_things_twice(tmp_path):
-    out = tmp_path / "out"
+def test_clear_in_a_folder_that_holds_other_things_twice(staging):
+    out = Path(staging.out)
     (out / "mine").mkdir(parents=True)
     (out / "mine" / "notes.txt").write_text("the user's\n")
     (out / "keep.parquet").write_text("not seremo's\n")
-    staging = commit.Staging(str(out), PARTS)
     for _ in range(2):
-        with outputs.Lease(str(out), "score") as lease:
-            key, staged = _stage(staging, 0, ["a.wav"])
-            staging.commit(key, pa.table({"path": ["a.wav"]}), lease.token, staged)
+        with outputs.Lease(staging.out, "score") as lease:
+            _committed(staging, 0, ["a.wav"], lease.token)
             staging.clear()
         assert not (out / commit.PARTS).exists()
-        assert sorted(p.name for p in Path(out).rglob("*")) == ["keep.parquet", "mine", "notes.txt"]
+        assert sorted(p.name for p in out.rglob("*")) == ["keep.parquet", "mine", "notes.txt"]
 
 
 # --------------------------------------------------------------------------- extract's sink on the protocol

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
 
 from seremo import commit, outputs, storage
 from seremo.errors import errors_table
@@ -66,7 +64,7 @@ def file_summary(path: str, duration: float, channels: int, segs: list[dict], cl
     return row
 
 
-class ScoreSink(Datasink):
+class ScoreSink(commit.CommitSink):
     """Stages each task's segments, file rows and error rows under ``_parts/``, then commits.
 
     The commit (:mod:`seremo.commit`) is the task's ``done`` marker, written last and
@@ -77,22 +75,19 @@ class ScoreSink(Datasink):
     """
 
     def __init__(self, out: str, classes: list[str], model_id: str, token: str, by_row: bool = False):
+        super().__init__(staging(out), token)
         self.out = out
         self.classes = classes
         self.model_id = model_id
-        self.token = token
         self.by_row = by_row  # manifest-row scoring: segments carry their utterance_id
-        self.staging = staging(out)
 
     def get_name(self) -> str:
         return "WriteScores"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
+        table = self.rows(blocks)
+        if table is None:
             return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0}
-        table = pa.concat_tables(tables, promote_options="default")
         key = commit.new_key(ctx.task_idx)
         names = ("path", *(("utterance_id",) if self.by_row else ()), "channel", "start_s", "end_s", "label",
                  "confidence", "model_id")  # fmt: skip
