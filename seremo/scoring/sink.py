@@ -10,7 +10,6 @@ or lost, and nothing seremo did not write is touched.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,8 +20,6 @@ from seremo import commit, outputs, storage
 from seremo.errors import errors_table
 from seremo.labels import NEGATIVE
 from seremo.scoring.report import REPORT_FILES
-
-log = logging.getLogger(__name__)
 
 STAGED = ("segments", "files", "errors")  # the parts each write task stages
 SEGMENTS = "segments"  # where committed segments are published
