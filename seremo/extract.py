@@ -2,7 +2,8 @@
 
 manifest rows -> blocks of ``batch_size`` -> ``map_batches(extract_batch)`` on a
 pool of CPU tasks (decode, resample, extract) -> ``FeatureShardSink`` (Parquet
-shards + error records) -> ``errors.parquet`` and ``extract.json``.
+shards staged and committed by :mod:`seremo.commit`, + error records) -> the
+run's committed shards published into ``shards/``, ``errors.parquet`` and ``extract.json``.
 
 Nothing is dropped: every manifest row ends as a shard row or an error row, and
 the run fails loudly if the two do not add up to the input.
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import __version__, audio, augment, manifest, outputs, shards, storage
+from seremo import __version__, audio, augment, commit, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.progress import NewFiles, Progress
@@ -116,7 +117,7 @@ class ExtractResult:
 
 
 # What ``seremo extract`` writes at the top of its --out (checked against a user's folder).
-WRITES = (shards.SHARDS, shards.ERRORS, shards.SUMMARY)
+WRITES = (shards.SHARDS, shards.ERRORS, shards.SUMMARY, commit.PARTS)
 
 
 def manifest_fingerprint(table: pa.Table) -> str:
@@ -129,7 +130,7 @@ def manifest_fingerprint(table: pa.Table) -> str:
 
 
 def _clear_own(out: str) -> None:
-    """Remove what an earlier extraction into ``out`` wrote: its shards, errors and summary."""
+    """Remove what an earlier extraction into ``out`` wrote: its shards, errors, summary and staging."""
     from pyarrow import fs as pafs
 
     filesystem, base = shards.filesystem(out)
@@ -141,6 +142,7 @@ def _clear_own(out: str) -> None:
     for name in (shards.ERRORS, shards.SUMMARY):
         if filesystem.get_file_info(f"{base}/{name}").type == pafs.FileType.File:
             filesystem.delete_file(f"{base}/{name}")
+    shards.staging(out).clear()  # a killed run's staged shards and commits
 
 
 def extract(
@@ -261,8 +263,11 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
             ds, writer = dataset_of(blocks).map_batches(extract_batch, fn_kwargs={"feature_set": feature_set, "channel": channel},
                                                         batch_format="pyarrow", batch_size=batch_size,
                                                         compute=ray.data.TaskPoolStrategy(), num_cpus=1), None  # fmt: skip
-        with Progress("extract", table.num_rows, _written_rows(out), "rows"):
+        with Progress("extract", table.num_rows, NewFiles(sink.staging.markers, storage.parquet_rows), "rows"):
             ds.write_datasink(sink, ray_remote_args=writer)
+    if sink.fenced:  # another run owns the output now: publish nothing, leave its staging to it
+        raise SeremoError(f"{out}: another run took this output over while it was written; nothing was committed")
+    sink.publish()
     wall = time.perf_counter() - started
     shards.write_errors(out, sink.errors)
     n_in, n_out, n_err = table.num_rows, sink.rows, len(sink.errors)
@@ -280,27 +285,11 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
         "cpus": ray.cluster_resources().get("CPU"),
         **({"actors": stage["compute"].max_size, "gpus_per_actor": gpus_per_actor} if feature_set.batched else {}),
     }
-    if sink.fenced:
-        raise SeremoError(f"{out}: another run took this output over while it was written; nothing was committed")
     if n_out + n_err != n_in:
         raise SeremoError(
             f"{out}: {n_in} inputs but {n_out} rows + {n_err} errors; the extraction lost rows"
         )
     return ExtractResult(summary, sink.errors)
-
-
-def _written_rows(out: str) -> NewFiles:
-    """Rows in the shards written so far (the progress of an extraction)."""
-    import pyarrow.parquet as pq
-    from pyarrow import fs as pafs
-
-    filesystem, base = shards.filesystem(out)
-
-    def listing() -> list[str]:
-        infos = filesystem.get_file_info(pafs.FileSelector(f"{base}/{shards.SHARDS}", allow_not_found=True))
-        return [i.path for i in infos if i.path.endswith(".parquet")]
-
-    return NewFiles(listing, lambda p: pq.read_metadata(p, filesystem=filesystem).num_rows)
 
 
 def _read_errors(out: str) -> list[dict]:

@@ -5,6 +5,7 @@ A features directory holds::
     shards/part-*.parquet   manifest columns + ``features`` (list<float32>) + ``shape``
     errors.parquet          one row per input that failed (path, utterance_id, stage, error, message)
     extract.json            feature set, parameters, version, counts, hours, wall time
+    _parts/                 while a run writes: its staged shards and commits (:mod:`seremo.commit`)
 
 Every shard's Parquet metadata names the feature set (``seremo.feature_set``:
 name, kind, version, params). Paths may be local or pyarrow filesystem URIs.
@@ -13,7 +14,6 @@ name, kind, version, params). Paths may be local or pyarrow filesystem URIs.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
 
-from seremo import manifest, outputs
+from seremo import commit, manifest, storage
 from seremo.errors import ERROR_COLUMNS, SeremoError, errors_table
 from seremo.storage import filesystem  # noqa: F401  (re-exported: shards.filesystem)
 
 SHARDS = "shards"
+STAGED = (SHARDS,)  # the part each write task stages (commit.Staging)
 ERRORS = "errors.parquet"
 SUMMARY = "extract.json"
 META_KEY = b"seremo.feature_set"
@@ -47,40 +46,44 @@ def shard_schema(feature_set_desc: dict[str, Any]) -> pa.Schema:
     return pa.schema(fields, metadata={META_KEY: json.dumps(feature_set_desc).encode()})
 
 
-class FeatureShardSink(Datasink):
-    """A Ray Data datasink writing good rows to ``shards/`` and returning failures.
+def staging(out: str, lease_at: str | None = None) -> commit.Staging:
+    """The staging folder of a features directory (``OUT/_parts``), fenced by the lease at ``lease_at``."""
+    return commit.Staging(out, STAGED, lease_at)
 
-    Each write task writes its rows as one Parquet file and returns its error
-    records (small) to the driver, which writes ``errors.parquet`` once: one
-    streaming pass, no staging copy, and shards never carry error columns.
+
+class FeatureShardSink(commit.CommitSink):
+    """A Ray Data datasink staging good rows as shards and returning failures.
+
+    Each write task stages its rows as one Parquet file and commits it
+    (:mod:`seremo.commit`: a fresh key, a commit marker written last, only while
+    this run holds the output's lease), returning its error records (small) to the
+    driver, which writes ``errors.parquet`` once. The driver then publishes this
+    run's committed shards into ``shards/`` (:meth:`publish`): shards never carry
+    error columns, and a killed or fenced run's shards never reach ``shards/``.
     """
 
     def __init__(self, out: str, feature_set_desc: dict[str, Any], token: str, lease_at: str | None = None):
+        super().__init__(staging(out, lease_at), token)  # the lease lives at ``lease_at`` (the output, when ``out`` is its staging)
         self.out = out
         self.schema = shard_schema(feature_set_desc)
-        self.token = token  # the lease this run holds: checked before each shard is written
-        self.lease_at = lease_at or out  # where that lease lives (the output, when ``out`` is its staging)
 
     def get_name(self) -> str:
         return "WriteFeatureShards"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        fs, base = filesystem(self.out)
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
-            return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None}
-        if not outputs.holds(self.lease_at, self.token):  # a killed run's worker: another run owns the output
-            return {"rows": 0, "seconds": 0.0, "errors": [], "shard": None, "fenced": True}
-        table = pa.concat_tables(tables, promote_options="default")
+        table = self.rows(blocks)
+        if table is None:
+            return {"rows": 0, "seconds": 0.0, "errors": []}
         failed = pc.is_valid(table.column(ERROR_KIND))
         ok = table.filter(pc.invert(failed)).select(self.schema.names).cast(self.schema)
         bad = table.filter(failed)
-        shard = None
-        if ok.num_rows:
-            shard = {"name": f"part-{ctx.task_idx:05d}-{uuid.uuid4().hex[:8]}.parquet", "rows": ok.num_rows}
-            with fs.open_output_stream(f"{base}/{SHARDS}/{shard['name']}") as f:
-                pq.write_table(ok, f)
+        key = commit.new_key(ctx.task_idx)
+        staged = [self.staging.part(SHARDS, key)] if ok.num_rows else []
+        for path in staged:
+            storage.write_parquet(ok, path)
+        inputs = pa.table({"utterance_id": table.column("utterance_id")})
+        if not self.staging.commit(key, inputs, self.token, staged):  # a killed run's worker: another run owns it
+            return {"rows": 0, "seconds": 0.0, "errors": [], "fenced": True}
         errors = [
             {
                 "path": p,
@@ -98,7 +101,6 @@ class FeatureShardSink(Datasink):
             "rows": ok.num_rows,
             "seconds": float(pc.sum(ok.column("duration_s")).as_py() or 0.0),
             "errors": errors,
-            "shard": shard,
         }
 
     def on_write_complete(self, write_result: Any) -> None:
@@ -106,8 +108,21 @@ class FeatureShardSink(Datasink):
         self.rows = sum(r["rows"] for r in returns)
         self.seconds = sum(r["seconds"] for r in returns)
         self.errors = [e for r in returns for e in r["errors"]]
-        self.shards = sorted((r["shard"] for r in returns if r["shard"]), key=lambda d: d["name"])
         self.fenced = any(r.get("fenced") for r in returns)
+
+    def publish(self) -> list[dict[str, Any]]:
+        """Move this run's committed shards into ``shards/part-KEY.parquet`` and remove the staging folder
+        (with any other run's parts). Returns the shard list ``extract.json`` keeps (name, rows)."""
+        published = []
+        for key in sorted(self.staging.commits(lambda key: True, token=self.token)):
+            if storage.is_file(self.staging.part(SHARDS, key)):  # a task whose every row failed stages no shard
+                name = f"part-{key}.parquet"
+                self.staging.publish(SHARDS, key, storage.join(self.out, SHARDS, name))
+                published.append({"name": name, "rows": storage.parquet_rows(storage.join(self.out, SHARDS, name))})
+        self.staging.clear()
+        self.shards = published
+        self.rows = sum(s["rows"] for s in published)  # what reached shards/, not what the tasks said
+        return published
 
 
 def write_errors(out: str, records: list[dict]) -> None:

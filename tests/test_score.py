@@ -170,9 +170,9 @@ def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
     for sub, name in (("segments", f"part-{key}.parquet"), ("_parts/files", f"{key}.parquet"),
                       ("_parts/errors", f"{key}.parquet"), ("_parts/done", f"{key}.parquet")):  # fmt: skip
         shutil.copy(out / sub / name, out / sub / name.replace(key, "zzzzz-dup"))
-    from seremo.score import _consolidate
+    from seremo.scoring.sink import consolidate
 
-    files, errors = _consolidate(out, json.loads((scored / "score.json").read_text())["classes"])
+    files, errors = consolidate(out, json.loads((scored / "score.json").read_text())["classes"])
     assert files.num_rows + errors.num_rows == 10
     a = pq.read_table(scored / "segments").num_rows
     assert pq.read_table(out / "segments").num_rows == a
@@ -223,7 +223,7 @@ def test_an_out_dir_of_another_model_or_segmentation_is_refused_not_mixed(scored
 def test_the_archive_report_matches_the_parquet_it_summarises(scored):
     """report.json's figures, recomputed here from segments/, files.parquet and errors.parquet."""
     from seremo.labels import NEGATIVE
-    from seremo.score_report import REPORT_FILES
+    from seremo.scoring.report import REPORT_FILES
 
     fig = json.loads((scored / "report.json").read_text())
     segs = pq.read_table(scored / "segments").to_pandas()
