@@ -58,8 +58,8 @@ class Predictor:
             model = model.load()
         self.bundle = model if isinstance(model, bundle.Bundle) else bundle.load(model)
         self.classes = self.bundle.classes
-        if device and self.bundle.meta.model_kind == "torch":
-            self.bundle.model.to(device)
+        if device:
+            self.bundle.model.to(device)  # torch weights move (an ensemble's torch members too); others stay
         # ``defer``: segments arrive as audio, and the bundle's model-backed feature set (ssl) runs here,
         # its model loaded once per actor, on the actor's device
         self.runner = self.bundle.feature_set.load(device or "cpu") if defer else None
