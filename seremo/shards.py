@@ -183,7 +183,7 @@ class Features:
         a kept row without one is refused in one line, never dropped.
         """
         from seremo.bundle import join_inputs
-        from seremo.text import clean_transcript
+        from seremo.transcripts import clean_transcript
 
         keep = np.ones(self.table.num_rows, bool) if keep is None else np.asarray(keep, bool)
         vectors = self.kind in ("vector", "text")

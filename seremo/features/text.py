@@ -17,7 +17,7 @@ import numpy as np
 
 from seremo.errors import TextError
 from seremo.features.base import FeatureSet
-from seremo.text import clean_transcript
+from seremo.transcripts import clean_transcript
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,7 +98,7 @@ def manifest_rows(source: str, inputs: str) -> dict[str, list[dict[str, Any]]]:
     (``text:<utterance_id>``). Every row needs a transcript, and for ``audio+text``
     an audio path: rows that lack one are refused in one line, never skipped.
     """
-    from seremo.text import clean_transcript
+    from seremo.transcripts import clean_transcript
 
     if not _is_manifest(source):
         raise SeremoError(f"{source}: a {inputs} bundle scores a manifest's rows (path, transcript, optional "
