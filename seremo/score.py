@@ -123,16 +123,28 @@ def score(source: str, model: str, out: str, settings: ScoreSettings, address: s
     ensure_ray(address)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
     with outputs.Lease(out, "score") as lease:
-        if stale:
-            log.info("%s: settings or model changed since the last run; scoring afresh", out)
+        if not stale:  # a new output, or the same run resumed
+            outputs.record_owner(out, "score", identity)
+            return _score(inputs, b, out, settings, lease.token, rows)
+        # Other settings or another model (afresh): the new run is written in a staging folder inside out and
+        # swapped in only when it has succeeded, so a failed re-run leaves the finished one as it was.
+        log.info("%s: settings or model changed since the last run; scoring afresh", out)
+        staged = outputs.stage(out, lease.token)
+        try:
+            summary = _score(inputs, b, staged.remote, settings, lease.token, rows, lease_at=out)
             sink.clear_own(out)
-        outputs.record_owner(out, "score", identity)
-        return _score(inputs, b, out, settings, lease.token, rows)
+            outputs.publish(staged)
+            outputs.record_owner(out, "score", identity)
+        except BaseException:
+            outputs.discard(staged)
+            raise
+        return summary
 
 
 def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSettings, token: str,
-           rows: dict[str, list[dict]] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Score ``inputs``: audio files segmented here, or (``rows``) manifest rows grouped by input."""
+           rows: dict[str, list[dict]] | None = None, lease_at: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score ``inputs`` into ``out``: audio files segmented here, or (``rows``) manifest rows grouped by input.
+    ``lease_at``: the output whose lease fences the commits, where ``out`` is its staging place."""
     import json
 
     import ray
@@ -150,7 +162,7 @@ def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSetting
             items = [{"path": p} if rows is None else {"path": p, "rows": json.dumps(rows[p])} for p in todo]
             ds = ray.data.from_items(items, override_num_blocks=-(-len(todo) // per_task))
             ds = _predicted(ds, b, settings, per_task, by_row=rows is not None)
-            writer = ScoreSink(out, b.classes, b.model_id, token, by_row=rows is not None)
+            writer = ScoreSink(out, b.classes, b.model_id, token, by_row=rows is not None, lease_at=lease_at)
             committed = NewFiles(writer.staging.markers, storage.parquet_rows).skip_existing()
             with Progress("score", len(todo), committed, "inputs"):
                 ds.write_datasink(writer)
@@ -170,8 +182,9 @@ def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSetting
         raise SeremoError(f"{out}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
     storage.write_json(storage.join(out, "score.json"), summary)
     _write_report(out, b.classes)
-    check_failures(out, len(inputs), files.num_rows, errors.column("error").to_pylist(),
-                   errors.column("message").to_pylist()[:1], settings.failure_budget)  # fmt: skip
+    check_failures(lease_at or out, len(inputs), files.num_rows, errors.column("error").to_pylist(),
+                   errors.column("message").to_pylist()[:1], settings.failure_budget,
+                   see="the earlier scores are kept as they were" if lease_at else None)  # fmt: skip
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from conftest import kill_tree
 
 from seremo import bundle, classical, features, manifest
 from seremo.cli import main
+from seremo.errors import SeremoError
 from seremo.extract import extract
 from seremo.score import ScoreSettings, score
 from seremo.shards import read_features
@@ -258,3 +260,33 @@ def test_an_actor_pool_scores_exactly_what_the_fused_tasks_score(scored, archive
     b = pq.read_table(out / "segments").to_pandas().sort_values(keys).reset_index(drop=True)
     assert len(a) == len(b) > 0
     assert a.equals(b)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_afresh_rerun_leaves_the_earlier_scores_as_they_were(scored, archive, phone_bundle, tmp_path):
+    """Other settings or another model score afresh (``seremo run``): beside the finished run, swapped in
+    only when the new one has succeeded; a user's file in the folder stays through both."""
+    out = tmp_path / "out"
+    shutil.copytree(scored, out)
+    (out / "my_notes.txt").write_text("mine\n")
+    before = _snapshot(out)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for i in range(2):
+        (broken / f"call{i}.wav").write_bytes(os.urandom(2048))
+    with pytest.raises(SeremoError, match="every one of the 2 inputs failed.*earlier scores are kept"):
+        score(str(broken), str(phone_bundle), str(out), ScoreSettings(), afresh=True)
+    assert _snapshot(out) == before, "a failed re-run changed the finished one"
+
+    fixed = ScoreSettings(segment={"mode": "fixed"})
+    summary = score(str(archive[0]), str(phone_bundle), str(out), fixed, afresh=True)
+    assert (summary["inputs"], summary["files"], summary["errors"]) == (10, 6, 4)
+    assert (out / "my_notes.txt").read_text() == "mine\n"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".seremo-staging-")]
+    files = pq.read_table(out / "files.parquet").to_pandas()
+    segs = pq.read_table(out / "segments").to_pandas()
+    assert sorted(files["path"]) == sorted(set(segs["path"])) and len(files) == 6  # the new run's rows only
+    assert json.loads((out / "score.json").read_text())["settings"]["segment"] == {"mode": "fixed"}

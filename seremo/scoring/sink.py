@@ -25,9 +25,9 @@ STAGED = ("segments", "files", "errors")  # the parts each write task stages
 SEGMENTS = "segments"  # where committed segments are published
 
 
-def staging(out: str) -> commit.Staging:
-    """The staging folder of a score output (``OUT/_parts``)."""
-    return commit.Staging(out, STAGED)
+def staging(out: str, lease_at: str | None = None) -> commit.Staging:
+    """The staging folder of a score output (``OUT/_parts``), fenced by the lease at ``lease_at`` (default ``out``)."""
+    return commit.Staging(out, STAGED, lease_at)
 
 
 def file_summary(path: str, duration: float, channels: int, segs: list[dict], classes: list[str]) -> dict[str, Any]:
@@ -71,8 +71,9 @@ class ScoreSink(commit.CommitSink):
     committed parts, so no reader ever sees a row twice.
     """
 
-    def __init__(self, out: str, classes: list[str], model_id: str, token: str, by_row: bool = False):
-        super().__init__(staging(out), token)
+    def __init__(self, out: str, classes: list[str], model_id: str, token: str, by_row: bool = False,
+                 lease_at: str | None = None):  # fmt: skip
+        super().__init__(staging(out, lease_at), token)  # ``lease_at``: the output, when ``out`` is its staging place
         self.out = out
         self.classes = classes
         self.model_id = model_id
