@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seremo import evaluate
+from seremo import evaluate, folds
 from seremo.tune import _nested, load_data
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     data = load_data(args.features, args.class_set or metrics.get("class_set"))
     proto = metrics["protocol"]
     units = data["corpus"] if proto.get("groups") == "corpus" else data["groups"]
-    outer = evaluate.group_folds(units, proto["outer_folds"])
+    outer = folds.group_folds(units, proto["outer_folds"])
     y, classes = data["y"], data["classes"]
     trials = load_trials(run)
     print(f"{run}: {len(trials)} trials, {len(outer)} outer folds ({proto['outer']}), {len(y)} utterances")

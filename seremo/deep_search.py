@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import evaluate, nets, outputs, storage, train
+from seremo import evaluate, folds, nets, outputs, storage, train
 from seremo.errors import ConfigError, SeremoError
 from seremo.runtime import ensure_ray
 from seremo.settings import DeepSearchSettings, TrainSettings
@@ -473,8 +473,8 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         optuna_search(settings.seed)
     data = train.load_data(features_dir, base)
     train.check_model(base, data)
-    outer = train.plan_folds(data["groups"], base.model_copy(update={"folds": settings.outer_folds,
-                                                                      "final_fit": True}))  # fmt: skip
+    outer = folds.plan_validated(data["groups"], base.model_copy(update={"folds": settings.outer_folds,
+                                                                          "final_fit": True}))  # fmt: skip
     ensure_ray(address)
     if settings.gpu_fraction:
         import ray
@@ -491,7 +491,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     per_fold = []
     for k, (tr, te) in enumerate(outer):
         label = f"fold {k + 1}/{len(outer)}"
-        fit, val = train.split_validation(data["groups"], tr, base.val_fraction, base.seed + k)
+        fit, val = folds.split_validation(data["groups"], tr, base.val_fraction, base.seed + k)
         inputs = search_inputs(data, tr, fit, val, settings)
         print(f"[{label}] search on {len(fit)} rows, validated on {len(val)}; test {len(te)} "
               f"({held_out(sorted(set(data['groups'][te].tolist())))}) kept out", flush=True)  # fmt: skip
@@ -516,10 +516,9 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     metrics["final_config"] = chosen["config"]
     final = _final_fit(data, final_settings, ray_storage)
     metrics["wall_s"] = time.perf_counter() - started
-    folds = [(tr, te) for tr, te in outer]
     view = train.model_view(data, final_settings, final["fit_idx"])
     train._write_run(out_path, metrics, [], {**view, "labels": data["labels"]}, pred_names, final_settings,
-                     final, folds, proba, report=False)  # fmt: skip
+                     final, list(outer), proba, report=False)  # fmt: skip
     _write_search(out_path, metrics, trials)
     return metrics
 
@@ -529,7 +528,7 @@ def _final_fit(data: dict[str, Any], settings: TrainSettings, ray_storage: str) 
     import ray
 
     everyone = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
+    fit, val = folds.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
     print(f"final fit of the chosen configuration: train {len(fit)}, validate {len(val)}", flush=True)
     view = train.model_view(data, settings, fit)
     final = train.fit_one("final", view, ray.put(train.shipped(view)), fit, val, settings, ray_storage)
@@ -541,7 +540,7 @@ def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str
     """One search over all speakers, then the chosen configuration by grouped folds: optimistic."""
     base = settings.train
     everyone = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
+    fit, val = folds.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
     inputs = search_inputs(data, everyone, fit, val, settings)
     trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all", seed=settings.seed)]
     best = best_trial(trials, "search", settings.time_budget_s)
@@ -565,7 +564,7 @@ def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: A
         "model": settings.train.model, "settings": settings.train.model_dump(), "search": settings.model_dump(),
         "space": search_space(settings), "per_fold": per_fold if nested else [],
         "protocol": {
-            "outer": (evaluate.describe_folds(outer, data["groups"]) if nested else
+            "outer": (folds.describe_folds(outer, data["groups"]) if nested else
                       f"{settings.outer_folds} grouped folds after one search over all speakers (optimistic)"),
             "outer_folds": settings.outer_folds, "groups": "speaker", "search": settings.protocol,
             "early_stopping": "validation speakers split from each search's training speakers",

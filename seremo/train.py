@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, evaluate, nets, outputs, shards
+from seremo import bundle, evaluate, folds, nets, outputs, shards
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -313,58 +313,6 @@ def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.
     return frames.mean(axis=0), frames.std(axis=0)
 
 
-def n_validation_groups(n_groups: int, fraction: float) -> int:
-    """How many of ``n_groups`` training-side groups become validation groups (at least one)."""
-    return max(1, int(round(fraction * n_groups)))
-
-
-def plan_folds(groups: np.ndarray, settings: TrainSettings, corpus: np.ndarray | None = None) -> evaluate.Folds:
-    """The grouped test folds, after checking each leaves training and validation groups.
-
-    With ``groups: corpus`` the folds hold out whole corpora (leave-one-corpus-out,
-    unless ``folds`` asks for fewer); validation still holds out training-side speakers.
-    Checked on the driver before Ray starts, so a fold count or validation share the
-    data cannot give is one line naming the setting, not a failure inside a worker.
-    """
-    n_groups = len(set(groups.tolist()))
-    if settings.groups == "corpus":
-        corpora = sorted(set(np.asarray(corpus).tolist()))
-        if len(corpora) < 2:
-            raise ConfigError(f"train.groups: corpus holds out whole corpora, but the data has one ({corpora[0]})")
-        units, n_units, what = np.asarray(corpus), len(corpora), "corpora"
-        n_folds = settings.folds if "folds" in settings.model_fields_set else n_units
-    else:
-        units, n_units, what = groups, n_groups, "groups (speakers)"
-        n_folds = settings.folds if "folds" in settings.model_fields_set else min(settings.folds, n_groups)
-    if n_folds > n_units:
-        raise ConfigError(
-            f"train.folds: {settings.folds} folds asked for, but the data has {n_units} "
-            f"{what}; use at most {n_units} ({n_units} is leave-one-group-out)"
-        )
-    folds = evaluate.group_folds(units, n_folds)
-    sides = [
-        (f"fold {k + 1} of {len(folds)}", len(set(groups[tr].tolist())))
-        for k, (tr, _) in enumerate(folds)
-    ]
-    if settings.final_fit:
-        sides.append(("the final fit", n_groups))
-    for where, n_side in sides:
-        if n_side < 2:
-            raise ConfigError(
-                f"train.folds: {where} leaves {n_side} group(s) for training and validation; "
-                f"each fold needs at least 2 (one to train on, one to validate on): use more "
-                f"folds (at most {n_groups})"
-            )
-        n_val = n_validation_groups(n_side, settings.val_fraction)
-        if n_val >= n_side:
-            raise ConfigError(
-                f"train.val_fraction: {settings.val_fraction} of the {n_side} training-side groups "
-                f"in {where} is {n_val} validation group(s), leaving none to train on; use a "
-                f"smaller val_fraction"
-            )
-    return folds
-
-
 def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
     """Build the model once on CPU with the real input size and classes and run two utterances.
 
@@ -394,16 +342,6 @@ def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
 
 def _dims(in_dim: int | list[int]) -> str:
     return f"{in_dim}-dim" if isinstance(in_dim, int) else f"{in_dim[0]}-dim audio and text"
-
-
-def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out whole training-side groups (about ``fraction`` of them) for early stopping."""
-    names = sorted(set(groups[idx].tolist()))
-    rng = np.random.default_rng(seed)
-    n_val = n_validation_groups(len(names), fraction)
-    val_names = set(rng.choice(names, size=n_val, replace=False).tolist())
-    is_val = np.array([g in val_names for g in groups[idx]])
-    return idx[~is_val], idx[is_val]
 
 
 def model_view(data: dict[str, Any], settings: TrainSettings, fitted_rows: np.ndarray,
@@ -505,7 +443,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     import ray
 
     data = load_data(features_dir, settings)
-    folds = plan_folds(data["groups"], settings, data["corpus"])
+    outer = folds.plan_validated(data["groups"], settings, data["corpus"])
     tests = load_tests(settings, data)
     check_model(settings, data)
     ensure_ray(address)
@@ -544,9 +482,9 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     oof_proba = np.zeros((n_orig, len(data["classes"])), np.float32)
     fold_rows, curves = [], []
     started = time.perf_counter()
-    for k, (tr, te) in enumerate(folds):
-        fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
-        print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
+    for k, (tr, te) in enumerate(outer):
+        fit_idx, val_idx = folds.split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
+        print(f"fold {k + 1}/{len(outer)}: train {len(fit_idx)}, validate {len(val_idx)}, "
               f"test {len(te)} ({held_out(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
         if settings.normalise != "none" or words:  # statistics / words of its training rows only
             fold_data, data_ref = normalised(with_copies(fit_idx))
@@ -573,9 +511,8 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     metrics.update({
         "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
         "protocol": {
-            "outer": (evaluate.describe_folds(folds, data["groups"]) if settings.groups == "speaker"
-                      else evaluate.describe_corpus_folds(folds, data["corpus"])),  # fmt: skip
-            "outer_folds": len(folds), "groups": settings.groups,
+            "outer": folds.describe_outer(outer, data["groups"], data["corpus"], settings.groups),
+            "outer_folds": len(outer), "groups": settings.groups,
             "early_stopping": "validation speakers split from each fold's training speakers",
             "normalise": settings.normalise,
         },
@@ -587,7 +524,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
     final = None
     if settings.final_fit:
         everyone = np.arange(n_orig)
-        fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
+        fit_idx, val_idx = folds.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
         print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
         if settings.normalise != "none" or words:
             fold_data, data_ref = normalised(with_copies(fit_idx if words else everyone))
@@ -596,7 +533,7 @@ def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tr
             metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
                                for name, t in tests.items()}  # fmt: skip
     originals = {**fold_data, "items": fold_data["items"][:n_orig], "labels": data["labels"][:n_orig]}
-    _write_run(out_path, metrics, curves, originals, pred_names, settings, final, folds, oof_proba)
+    _write_run(out_path, metrics, curves, originals, pred_names, settings, final, outer, oof_proba)
     return metrics
 
 

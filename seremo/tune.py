@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, evaluate, outputs, shards, vote
+from seremo import bundle, classical, evaluate, folds, outputs, shards, vote
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -129,52 +129,6 @@ def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
         raise ConfigError(f"tune.groups: corpus holds out whole corpora, but the data has one ({data['corpora'][0]}); "
                           "prepare several corpora into one manifest, or use test: for another corpus")  # fmt: skip
     return data["corpus"]
-
-
-def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int, inner_is_default: bool = False,
-               inner_groups: np.ndarray | None = None) -> tuple[list, list]:  # fmt: skip
-    """Outer grouped folds, and inner grouped folds inside each outer training set.
-
-    The outer folds hold out ``groups`` (speakers, or corpora); the inner folds
-    always split by ``inner_groups`` (speakers; default: ``groups``). Fold counts
-    the data cannot give are a ConfigError naming the setting, raised before any
-    work, so a run never quietly runs (and reports) other folds than asked; only
-    the default inner count (3) shrinks to what a small corpus has, as reported.
-    """
-    groups = np.asarray(groups)
-    inner_groups = groups if inner_groups is None else np.asarray(inner_groups)
-    n_groups = len(set(groups.tolist()))
-    if outer_folds is not None and not 2 <= outer_folds <= n_groups:
-        raise ConfigError(
-            f"tune.outer_folds: {outer_folds} folds asked for, but the data has {n_groups} groups "
-            f"({'corpora' if inner_groups is not groups else 'speakers'}); use at most {n_groups}, "
-            "or leave it unset for the default (leave-one-group-out up to 30 groups, else 10 grouped folds)"
-        )
-    outer = evaluate.group_folds(groups, outer_folds)
-    smallest = min(len(set(inner_groups[tr].tolist())) for tr, _ in outer)
-    if smallest < 2:
-        raise SeremoError(
-            "an outer training set has fewer than 2 groups: nested CV needs at least 3 groups"
-        )
-    if inner_is_default and inner_folds > smallest:
-        inner_folds = smallest
-    if not 2 <= inner_folds <= smallest:
-        raise ConfigError(
-            f"tune.inner_folds: {inner_folds} folds asked for, but the smallest outer training set "
-            f"has {smallest} groups (speakers); use at most {smallest}"
-        )
-    inner = [evaluate.group_folds(inner_groups[tr], inner_folds) for tr, _ in outer]
-    return outer, inner
-
-
-def describe_protocol(outer: list, inner: list, groups: np.ndarray) -> dict[str, str]:
-    """The outer and inner fold schemes as they ran (counts from the folds, not the settings)."""
-    counts = sorted({len(folds) for folds in inner})
-    n_inner = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-    return {
-        "outer": evaluate.describe_folds(outer, groups),
-        "inner": f"{n_inner} grouped folds inside each outer training set",
-    }
 
 
 # --------------------------------------------------------------------------- the trial
@@ -335,7 +289,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         raise ConfigError(f"tune: speaker_norm and corpus_norm normalise audio vectors; with inputs "
                           f"{data['inputs']!r} leave them off")  # fmt: skip
     tests = load_tests(settings.test, data, settings.class_set)
-    outer, inner = plan_folds(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
+    outer, inner = folds.plan_nested(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
                               inner_is_default="inner_folds" not in settings.model_fields_set,
                               inner_groups=data["groups"])  # fmt: skip
     spaces = full_spaces(settings, data["inputs"])
@@ -511,7 +465,7 @@ def summarise(
     metrics = block("raw")
     predicted = metrics.pop("predicted"), metrics.pop("proba")
     metrics["protocol"] = {
-        **describe_protocol(outer, inner, groups),
+        **folds.describe_protocol(outer, inner, groups),
         "outer_folds": len(outer),
         "groups": settings.groups,
         "selection": settings.describe_selection(),
@@ -520,7 +474,7 @@ def summarise(
         "speaker_norm": False,
     }
     if settings.groups == "corpus":
-        metrics["protocol"]["outer"] = evaluate.describe_corpus_folds(outer, data["corpus"])
+        metrics["protocol"]["outer"] = folds.describe_corpus_folds(outer, data["corpus"])
     metrics["classes"] = classes
     metrics["class_set"] = settings.class_set
     metrics["groups"] = sorted(set(groups.tolist()))

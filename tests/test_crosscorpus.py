@@ -15,13 +15,13 @@ from sklearn.preprocessing import StandardScaler
 
 from seremo import bundle, classical, evaluate, features
 from seremo.errors import ConfigError
+from seremo.folds import plan_nested
 from seremo.tune import (
     TuneSettings,
     _fit_final,
     _nested,
     outer_units,
     pick,
-    plan_folds,
     run_config,
     variant_features,
 )
@@ -38,7 +38,7 @@ DATA = {"X": X.astype(np.float32), "y": Y, "groups": GROUPS, "corpus": CORPUS, "
 
 
 def loco():
-    return plan_folds(outer_units(DATA, TuneSettings(groups="corpus")), None, 2, inner_groups=GROUPS)
+    return plan_nested(outer_units(DATA, TuneSettings(groups="corpus")), None, 2, inner_groups=GROUPS)
 
 
 def test_leave_one_corpus_out_holds_out_corpora_and_splits_inner_folds_by_speaker():
@@ -138,7 +138,7 @@ def _trials(outer, inner):
 
 
 def test_soft_vote_averages_the_top_k_by_inner_score_only():
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
     pred, chosen, _ = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
     for f, (_, te) in enumerate(outer):
@@ -149,7 +149,7 @@ def test_soft_vote_averages_the_top_k_by_inner_score_only():
 
 
 def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path):
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
     data = {**DATA, "X": DATA["X"][:, 1:]}
     final = _fit_final(trials, data, "raw", "top_k", 2)
@@ -179,8 +179,9 @@ def test_settings_name_the_variant_they_ship():
 
 
 def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
-    from seremo.train import TrainSettings, split_validation
-    from seremo.train import plan_folds as train_folds
+    from seremo.folds import plan_validated as train_folds
+    from seremo.folds import split_validation
+    from seremo.train import TrainSettings
 
     settings = TrainSettings(model="mlp", groups="corpus", val_fraction=0.34)
     folds = train_folds(GROUPS, settings, CORPUS)
@@ -264,7 +265,7 @@ def test_a_test_sets_labels_and_audio_never_reach_the_shipped_model():
 def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
     from seremo import outputs
 
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     final = _fit_final(_trials(outer, inner), {**DATA, "X": DATA["X"][:, 1:]}, "raw", "family_vote")
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members,

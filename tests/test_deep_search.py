@@ -18,6 +18,7 @@ from conftest import assert_failed_reruns_keep
 from seremo import bundle, deep_search, train
 from seremo.cli import main
 from seremo.errors import ConfigError
+from seremo.folds import split_validation
 from seremo.settings import load_deep_search
 
 SMALL = """tune:
@@ -150,7 +151,7 @@ def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features,
     assert all(c["arch.hidden"] in (16, 32) and 0.001 <= c["lr"] <= 0.01 and len(c) == 4 for c in drawn)
     data = train.load_data(emodb_features, two.train)
     rows = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], rows, 0.25, 0)
+    fit, val = split_validation(data["groups"], rows, 0.25, 0)
     inputs = deep_search.search_inputs(data, rows, fit, val, one)
     where = tmp_path / "search" / "fold1"
     first = deep_search.run_search("fold 1/1", inputs, one, str(where), seed=7)

@@ -15,6 +15,7 @@ from seremo import bundle, classical, features, manifest, shards, tune
 from seremo.cli import main
 from seremo.corpora import prepare_corpus
 from seremo.errors import ConfigError, SeremoError
+from seremo.folds import plan_nested
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_tfidf_vocabulary_is_fitted_on_training_rows_only(monkeypatch) -> None:
     y = np.tile(["happy", "sad", "angry"], 12)
     # each group has its own word (twice, so min_df keeps it wherever that group is in the fit)
     X = np.asarray([f"{lab} words token{g} token{g}" for lab, g in zip(y, groups, strict=True)], dtype=object)
-    outer, inner = tune.plan_folds(groups, 3, 2)
+    outer, inner = plan_nested(groups, 3, 2)
     fits: list[tuple[set, set]] = []
     real_fit = classical.fit
 
