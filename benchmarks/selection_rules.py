@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seremo import evaluate, folds
-from seremo.tune import _nested, load_data
+from seremo import evaluate, folds, selection
+from seremo.tune import load_data
 
 
 def load_trials(run: Path) -> list[dict]:
@@ -59,7 +59,7 @@ def main() -> None:
         ok = [t for t in trials if t["variant"] == variant]
 
         def nested(rule: str, k: int = 5, pool: list[dict] = ok) -> float:
-            return evaluate.uar(y, _nested(pool, outer, len(y), classes, rule, k)[0])
+            return evaluate.uar(y, selection.nested(pool, outer, len(y), classes, rule, k)[0])
 
         rows = [("best (single configuration)", nested("best"))]
         rows += [(f"top_k, k={k}", nested("top_k", k)) for k in (3, 5, 10)]

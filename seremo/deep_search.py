@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import evaluate, folds, nets, outputs, storage, train
+from seremo import evaluate, fitting, folds, nets, outputs, selection, storage, train
 from seremo.errors import ConfigError, SeremoError
 from seremo.runtime import ensure_ray
 from seremo.settings import DeepSearchSettings, TrainSettings
@@ -149,7 +149,7 @@ def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
     view = {"classes": shared["classes"], "kind": shared["kind"], "in_dim": shared["in_dim"]}
     trial_id = tune.get_context().get_trial_id()
     resources = {"CPU": WORKER_CPU, **({"GPU": shared["gpu_fraction"]} if shared["gpu_fraction"] else {})}
-    train.fit_one(f"trial_{trial_id}", view, shared["data_ref"], np.asarray(shared["fit"]), np.asarray(shared["val"]),
+    fitting.fit_one(f"trial_{trial_id}", view, shared["data_ref"], np.asarray(shared["fit"]), np.asarray(shared["val"]),
                   settings.model_copy(update={"final_fit": False}), shared["storage"],
                   callbacks=[TuneReportCallback()], resources_per_worker=resources, norm=shared["norm"],
                   keep_model=False)  # fmt: skip
@@ -167,14 +167,14 @@ def search_inputs(data: dict[str, Any], rows: np.ndarray, fit: np.ndarray, val: 
     them with normalisation and vocabulary fitted on ``fit``; ``fit``/``val`` as positions in ``rows``."""
     import ray
 
-    view = train.model_view(data, settings.train, fit)
-    local = {**train.shipped(view), "items": [view["items"][i] for i in rows], "labels": view["labels"][rows]}
+    view = fitting.model_view(data, settings.train, fit)
+    local = {**fitting.shipped(view), "items": [view["items"][i] for i in rows], "labels": view["labels"][rows]}
     at = {int(r): j for j, r in enumerate(rows)}
     fit_l, val_l = [at[int(i)] for i in fit], [at[int(i)] for i in val]
     return {
         "data_ref": ray.put(local), "fit": fit_l, "val": val_l, "ids": data["ids"][rows].tolist(),
         "classes": data["classes"], "kind": data["kind"], "in_dim": view["in_dim"],
-        "norm": train.norm_stats(local["items"], np.asarray(fit_l), data["kind"]),
+        "norm": fitting.norm_stats(local["items"], np.asarray(fit_l), data["kind"]),
         "base": settings.train.model_dump(), "gpu_fraction": settings.gpu_fraction, "view": view,
     }  # fmt: skip
 
@@ -335,9 +335,7 @@ def _experiment(where: str, trainable: Any, trainable_storage: str, settings: De
     scheduler = _asha(settings, _asha_marks(trainable_storage)) if settings.scheduler == "asha" else FIFOScheduler()
     search_alg = None
     if configs is None:
-        from seremo.tune import optuna_search
-
-        search_alg, space, n = optuna_search(settings.seed), param_space(settings), len(samples)
+        search_alg, space, n = selection.optuna_search(settings.seed), param_space(settings), len(samples)
     else:  # the drawn configurations, by index: Tune runs each once
         space, n = {"sample": tune.grid_search(list(samples))}, 1
     parent, name = where.rsplit("/", 1)
@@ -446,7 +444,7 @@ def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any
     if not found:
         raise SeremoError(f"{run}: trial {t['trial_id']} left no checkpoint; run the search again to redo it")
     settings = trial_settings(base, t["config"])
-    return train.best_model(Checkpoint(found[-1], filesystem=filesystem), settings, view)["model"]
+    return fitting.best_model(Checkpoint(found[-1], filesystem=filesystem), settings, view)["model"]
 
 
 # --------------------------------------------------------------------------- the run
@@ -468,11 +466,9 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         raise ConfigError("tune: augment is not searched yet; train the chosen configuration with `seremo train`")
     check_space(settings)
     if settings.search == "optuna":  # the extra is there, before any work
-        from seremo.tune import optuna_search
-
-        optuna_search(settings.seed)
+        selection.optuna_search(settings.seed)
     data = train.load_data(features_dir, base)
-    train.check_model(base, data)
+    fitting.check_model(base, data)
     outer = folds.plan_validated(data["groups"], base.model_copy(update={"folds": settings.outer_folds,
                                                                           "final_fit": True}))  # fmt: skip
     ensure_ray(address)
@@ -516,7 +512,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     metrics["final_config"] = chosen["config"]
     final = _final_fit(data, final_settings, ray_storage)
     metrics["wall_s"] = time.perf_counter() - started
-    view = train.model_view(data, final_settings, final["fit_idx"])
+    view = fitting.model_view(data, final_settings, final["fit_idx"])
     train._write_run(out_path, metrics, [], {**view, "labels": data["labels"]}, pred_names, final_settings,
                      final, list(outer), proba, report=False)  # fmt: skip
     _write_search(out_path, metrics, trials)
@@ -530,8 +526,8 @@ def _final_fit(data: dict[str, Any], settings: TrainSettings, ray_storage: str) 
     everyone = np.arange(len(data["labels"]))
     fit, val = folds.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
     print(f"final fit of the chosen configuration: train {len(fit)}, validate {len(val)}", flush=True)
-    view = train.model_view(data, settings, fit)
-    final = train.fit_one("final", view, ray.put(train.shipped(view)), fit, val, settings, ray_storage)
+    view = fitting.model_view(data, settings, fit)
+    final = fitting.fit_one("final", view, ray.put(fitting.shipped(view)), fit, val, settings, ray_storage)
     return {**final, "fit_idx": fit}
 
 

@@ -30,13 +30,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, evaluate, folds, outputs, shards, vote
+from seremo import bundle, classical, evaluate, folds, outputs, selection, shards
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 from seremo.runtime import ensure_ray
@@ -46,20 +46,6 @@ from seremo.settings import tune_from_dict as settings_from_dict  # noqa: F401
 from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
-
-
-def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
-    """The members a selection rule takes from trials ranked best first (by inner, or plain-CV, UAR)."""
-    if selection == "best":
-        return ranked[:1]
-    if selection == "top_k":
-        return ranked[:top_k]
-    members, families = [], set()
-    for t in ranked:  # family_vote: the best of each family
-        if t["family"] not in families:
-            members.append(t)
-            families.add(t["family"])
-    return members
 
 
 # --------------------------------------------------------------------------- data
@@ -307,7 +293,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         space["variant"]["grid_search"]
     )
     print(f"tune: {n_trials} trials, each {n_fits} model fits", flush=True)
-    search_alg = optuna_search(settings.seed) if settings.search == "optuna" else None
+    search_alg = selection.optuna_search(settings.seed) if settings.search == "optuna" else None
     tuner = tune.Tuner(
         tune.with_parameters(_trial, data=shared),
         param_space=space,
@@ -331,24 +317,12 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
     metrics = summarise(trials, data, outer, inner, settings)
-    finals = {v: _fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
+    finals = {v: fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
     _write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
     return metrics
-
-
-def optuna_search(seed: int) -> Any:
-    """Ray Tune's Optuna searcher; without the optional extra, one line saying how to get it."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise ConfigError("search: optuna needs the optuna package: pip install -e '.[optuna]' "
-                          "(or use search: random)") from None  # fmt: skip
-    from ray.tune.search.optuna import OptunaSearch
-
-    return OptunaSearch(seed=seed)
 
 
 def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
@@ -379,41 +353,6 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-COMBINATIONS = vote.RULES
-
-
-def combine(probas: list[np.ndarray], rule: str, inner_uar: list[float], n_classes: int) -> np.ndarray:
-    """Members' class probabilities joined by a decision-level rule (``vote.combine``); the ``weighted``
-    rule's weights come from the members' inner-CV UAR, so from the training folds only."""
-    weights = vote.weights_from_uar(inner_uar, n_classes) if rule == "weighted" else None
-    return vote.combine(probas, rule, weights)
-
-
-class NestedPredictions(NamedTuple):
-    predicted: np.ndarray  # class names, one per row
-    chosen: list[dict]  # per outer fold, the members picked
-    proba: np.ndarray  # rows x classes: each row's probabilities from the fold that held it out
-
-
-def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
-            top_k: int = 5, rule: str = "average") -> NestedPredictions:  # fmt: skip
-    """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
-
-    ``best`` is the single best configuration. A soft vote is the default because
-    with few speakers per inner fold, which one configuration wins is mostly noise,
-    and the best of each family (``family_vote``) are diverse models whose errors
-    partly cancel; every vote is chosen from inner scores only, like the single choice.
-    """
-    probas = np.zeros((n, len(classes)), np.float32)
-    chosen = []
-    for f, (_, te) in enumerate(outer):
-        top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
-        probas[te] = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
-        chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
-                                    "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip
-    return NestedPredictions(np.asarray(classes, dtype=object)[np.argmax(probas, axis=1)], chosen, probas)
-
-
 def summarise(
     trials: list[dict], data: dict, outer: list, inner: list, settings: TuneSettings
 ) -> dict[str, Any]:
@@ -423,14 +362,14 @@ def summarise(
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = evaluate.uar(y, t["predicted"])
-        pred, chosen, proba = _nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
-        single = _nested(ok, outer, len(y), classes, "best").predicted
+        pred, chosen, proba = selection.nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
+        single = selection.nested(ok, outer, len(y), classes, "best").predicted
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
         # Decision-level ensembles of the tuned families (each family's best by inner UAR, per outer fold).
         result["ensembles"] = {}
-        for rule in COMBINATIONS:
-            joined = _nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
+        for rule in selection.COMBINATIONS:
+            joined = selection.nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
             s = evaluate.scores(y, joined, classes)
             result["ensembles"][rule] = {k: s[k] for k in ("uar", "wa", "macro_f1")}
         result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
@@ -448,7 +387,7 @@ def summarise(
         families = {}
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
-            fp, fchosen, _ = _nested(fam_trials, outer, len(y), classes, "best")
+            fp, fchosen, _ = selection.nested(fam_trials, outer, len(y), classes, "best")
             s = evaluate.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
@@ -498,10 +437,10 @@ def summarise(
     return metrics
 
 
-def _fit_final(trials: list[dict], data: dict, variant: str, selection: str, top_k: int = 5) -> dict[str, Any]:
-    """The shipped model: the members ``selection`` picks by plain grouped-CV UAR, refitted on all data."""
-    ok = pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
-                     key=lambda t: (-t["loso_uar"], t["trial"])), selection, top_k)  # fmt: skip
+def fit_final(trials: list[dict], data: dict, variant: str, rule: str, top_k: int = 5) -> dict[str, Any]:
+    """The shipped model: the members selection ``rule`` picks by plain grouped-CV UAR, refitted on all data."""
+    ok = selection.pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
+                               key=lambda t: (-t["loso_uar"], t["trial"])), rule, top_k)  # fmt: skip
     X = as_model_input(evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]))
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],

@@ -16,12 +16,11 @@ from sklearn.preprocessing import StandardScaler
 from seremo import bundle, classical, evaluate, features
 from seremo.errors import ConfigError
 from seremo.folds import plan_nested
+from seremo.selection import nested, pick
 from seremo.tune import (
     TuneSettings,
-    _fit_final,
-    _nested,
+    fit_final,
     outer_units,
-    pick,
     run_config,
     variant_features,
 )
@@ -140,7 +139,7 @@ def _trials(outer, inner):
 def test_soft_vote_averages_the_top_k_by_inner_score_only():
     outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
-    pred, chosen, _ = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
+    pred, chosen, _ = nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
     for f, (_, te) in enumerate(outer):
         ranked = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:2]
         assert [m["params"] for m in chosen[f]["members"]] == [json.loads(t["params"]) for t in ranked]
@@ -152,7 +151,7 @@ def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path
     outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
     data = {**DATA, "X": DATA["X"][:, 1:]}
-    final = _fit_final(trials, data, "raw", "top_k", 2)
+    final = fit_final(trials, data, "raw", "top_k", 2)
     fs = features.get("compact8").describe()
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     path = bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members, fs,
@@ -249,7 +248,7 @@ def test_a_test_sets_labels_and_audio_never_reach_the_shipped_model():
     for t in trials:
         t["variant"] = "corpus_norm"
     data = {**DATA, "X": DATA["X"][:, 1:]}
-    final = _fit_final(trials, data, "corpus_norm", "family_vote")
+    final = fit_final(trials, data, "corpus_norm", "family_vote")
     test = {"X": rng.normal(size=(40, 4)).astype(np.float32) * 5 + 3, "y": np.array(["angry", "sad"] * 20),
             "groups": np.repeat(["T/s0", "T/s1"], 20), "corpus": np.array(["T"] * 40), "excluded": {}}  # fmt: skip
     ref = score_test({"corpus_norm": final}, data, test)["corpus_norm"]
@@ -266,7 +265,7 @@ def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
     from seremo import outputs
 
     outer, inner = plan_nested(GROUPS, None, 2)
-    final = _fit_final(_trials(outer, inner), {**DATA, "X": DATA["X"][:, 1:]}, "raw", "family_vote")
+    final = fit_final(_trials(outer, inner), {**DATA, "X": DATA["X"][:, 1:]}, "raw", "family_vote")
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members,
                       features.get("compact8").describe(), {}, {})  # fmt: skip

@@ -63,7 +63,7 @@ def test_the_search_space_reads_in_one_place_and_a_typo_is_one_line(tmp_path):
     try:
         import optuna  # noqa: F401
     except ImportError:  # the optional extra is missing: one line that says how to get it
-        from seremo.tune import optuna_search
+        from seremo.selection import optuna_search
 
         with pytest.raises(ConfigError, match=r"pip install -e '.\[optuna\]'"):
             optuna_search(0)

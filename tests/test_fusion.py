@@ -152,7 +152,7 @@ def fusion_sequences(fusion_features, tmp_path_factory) -> str:
 
 def test_deep_fusion_learns_each_fold_vocabulary_from_its_training_rows_only(fusion_sequences, monkeypatch, tmp_path):
     """Every TorchTrainer run of a fusion model gets word ids from a vocabulary of its own training rows."""
-    from seremo import nets, train
+    from seremo import fitting, nets, train
     from seremo.settings import TrainSettings
 
     seen: list[tuple[set, set, int]] = []
@@ -168,7 +168,7 @@ def test_deep_fusion_learns_each_fold_vocabulary_from_its_training_rows_only(fus
     loaded = train.load_data(fusion_sequences, TrainSettings(model="fusion_bilstm"))
     texts = [t for _, t in loaded["items"]]
     assert loaded["kind"] == "sequence+text" and loaded["items"][0][0].ndim == 2  # (frames, transcript) pairs
-    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    monkeypatch.setattr(fitting, "fit_one", recording_fit_one)
     train.train_run(fusion_sequences, str(tmp_path / "run"), TrainSettings(model="fusion_bilstm", folds=5, workers=1,
                                                                            text={"min_count": 1}))  # fmt: skip
     assert len(seen) == 6  # five folds and the final fit

@@ -177,7 +177,7 @@ def test_fusion_pipeline_takes_audio_and_text_and_round_trips_as_a_bundle(tmp_pa
 
 def test_text_bilstm_learns_each_fold_vocabulary_from_its_training_rows_only(meld_text, monkeypatch, tmp_path):
     """Every TorchTrainer run (folds and final fit) gets word ids from a vocabulary of its own training rows."""
-    from seremo import nets, train
+    from seremo import fitting, nets, train
     from seremo.settings import TrainSettings
 
     seen: list[tuple[set, set]] = []
@@ -191,7 +191,7 @@ def test_text_bilstm_learns_each_fold_vocabulary_from_its_training_rows_only(mel
         return {"model": model.eval(), "history": history, "wall_s": 0.0}
 
     texts = train.load_data(meld_text[0], TrainSettings(model="text_bilstm"))["items"]
-    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    monkeypatch.setattr(fitting, "fit_one", recording_fit_one)
     settings = TrainSettings(model="text_bilstm", folds=3, workers=1, text={"min_count": 1})
     train.train_run(meld_text[0], str(tmp_path / "run"), settings)
     assert len(seen) == 4  # three folds and the final fit

@@ -253,7 +253,7 @@ def test_every_family_round_trips_through_a_bundle(tmp_path):
 def test_decision_level_combinations():
     """average is the soft vote; weighted leans to the member with the higher inner UAR; max_confidence
     takes, row by row, the probabilities of the member most sure of its top class."""
-    from seremo.tune import combine
+    from seremo.selection import combine
 
     a = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
     b = np.array([[0.1, 0.1, 0.8], [0.4, 0.35, 0.25]])
