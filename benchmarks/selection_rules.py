@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seremo import evaluate, folds, selection
-from seremo.tune import load_data
+from seremo import dataset, evaluate, folds, selection
 
 
 def load_trials(run: Path) -> list[dict]:
@@ -48,11 +47,11 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
-    data = load_data(args.features, args.class_set or metrics.get("class_set"))
+    data = dataset.load(args.features, args.class_set or metrics.get("class_set"))
     proto = metrics["protocol"]
-    units = data["corpus"] if proto.get("groups") == "corpus" else data["groups"]
+    units = data.corpus if proto.get("groups") == "corpus" else data.groups
     outer = folds.group_folds(units, proto["outer_folds"])
-    y, classes = data["y"], data["classes"]
+    y, classes = data.y, data.classes
     trials = load_trials(run)
     print(f"{run}: {len(trials)} trials, {len(outer)} outer folds ({proto['outer']}), {len(y)} utterances")
     for variant in sorted({t["variant"] for t in trials}):

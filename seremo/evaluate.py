@@ -66,16 +66,16 @@ def describe_set(fs: dict[str, Any]) -> str:
     return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
 
 
-def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, Any]:
     """Each ``test:`` features dir through ``load(dir)``, named by its folder; a feature set other than
     the training one (``feature_set``) is one line, raised before any work."""
     from seremo.errors import ConfigError
 
-    tests: dict[str, dict[str, Any]] = {}
+    tests: dict[str, Any] = {}
     for d in dirs:
-        t = load(d)
-        if t["feature_set"] != feature_set:
-            raise ConfigError(f"test {d}: feature set {describe_set(t['feature_set'])} differs from the training "
+        t = load(d)  # a dataset.FeatureTable
+        if t.feature_set != feature_set:
+            raise ConfigError(f"test {d}: feature set {describe_set(t.feature_set)} differs from the training "
                               f"features' {describe_set(feature_set)}; extract it with the same set")  # fmt: skip
         name = d.rstrip("/").rsplit("/", 1)[-1]
         tests[name if name not in tests else d] = t

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seremo import evaluate, nets
+from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.settings import TrainSettings
 
@@ -36,14 +38,14 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     data = ray.get(config["data_ref"])
     s = config["settings"]
-    items, labels, kind = data["items"], data["labels"], data["kind"]
+    items, labels, kind = data.items, data.labels, data.kind
     train_idx, val_idx = np.asarray(config["train_idx"]), np.asarray(config["val_idx"])
     torch.manual_seed(s["seed"])
-    model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
+    model = nets.build(s["model"], data.in_dim, len(data.classes), **s["arch"])
     model.norm.set(*config["norm"])
     if nets.reads_text(kind):  # the fold's vocabulary; pretrained vectors, where given, start its embeddings
-        model.vocab = data["vocab"]
-        model.set_vectors(data.get("vectors") or {})
+        model.vocab = data.vocab
+        model.set_vectors(data.vectors or {})
     state = _resumed_state(model, rank)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)  # DDP: gradients all-reduced every step
@@ -51,7 +53,7 @@ def train_loop(config: dict[str, Any]) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     if state["optimizer"] is not None:
         opt.load_state_dict(state["optimizer"])
-    counts = np.bincount(labels[train_idx], minlength=len(data["classes"])).astype(np.float64)
+    counts = np.bincount(labels[train_idx], minlength=len(data.classes)).astype(np.float64)
     weights = torch.as_tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
     lengths = np.array([nets.frames_of(items[i], kind) for i in train_idx])
@@ -214,11 +216,11 @@ def with_vocabulary(items: list[Any], kind: str, vocab: list[str]) -> list[Any]:
     return ids if kind == "text" else list(zip(nets.split_items(items, kind)[0], ids, strict=True))
 
 
-def read_vectors(settings: TrainSettings, data: dict[str, Any]) -> dict[str, np.ndarray] | None:
+def read_vectors(settings: TrainSettings, data: FeatureTable) -> dict[str, np.ndarray] | None:
     """The pretrained vectors (``text.vectors``) of every word the transcripts hold, read once on the driver."""
     if not settings.text.vectors:
         return None
-    words = {w for text in texts_of(data["items"], data["kind"]) for w in nets.tokens(text)}
+    words = {w for text in texts_of(data.items, data.kind) for w in nets.tokens(text)}
     found = nets.read_vectors(settings.text.vectors, words, int(settings.arch.get("embed", 100)))
     print(f"word vectors: {len(found)} of {len(words)} words found in {settings.text.vectors}", flush=True)
     return found
@@ -240,7 +242,7 @@ def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.
     return frames.mean(axis=0), frames.std(axis=0)
 
 
-def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
+def check_model(settings: TrainSettings, data: FeatureTable) -> None:
     """Build the model once on CPU with the real input size and classes and run two utterances.
 
     A bad ``arch`` value (a string for a size, a dropout above 1, more conv blocks than the
@@ -250,20 +252,20 @@ def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
 
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            n_classes = len(data["classes"])
-            items, in_dim, kind = data["items"][:2], data["in_dim"], data["kind"]
+            n_classes = len(data.classes)
+            items, in_dim, kind = data.items[:2], data.in_dim, data.kind
             if nets.reads_text(kind):  # word ids of a vocabulary of these two rows (folds learn their own)
                 vocab = nets.fit_vocabulary(texts_of(items, kind), min_count=1)
                 items = with_vocabulary(items, kind, vocab)
                 in_dim = len(vocab) if kind == "text" else [in_dim[0], len(vocab)]
             model = nets.build(settings.model, in_dim, n_classes, **settings.arch).eval()
-            model(*nets.collate(items, data["kind"]))
+            model(*nets.collate(items, data.kind))
     except (TypeError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         arch = json.dumps(settings.arch, default=str)
         raise ConfigError(
-            f"train.arch: {settings.model} with arch {arch} does not work on {_dims(data['in_dim'])} "
-            f"{data['kind']} features and {len(data['classes'])} classes: {first}"
+            f"train.arch: {settings.model} with arch {arch} does not work on {_dims(data.in_dim)} "
+            f"{data.kind} features and {len(data.classes)} classes: {first}"
         ) from None
 
 
@@ -271,36 +273,47 @@ def _dims(in_dim: int | list[int]) -> str:
     return f"{in_dim}-dim" if isinstance(in_dim, int) else f"{in_dim[0]}-dim audio and text"
 
 
-def model_view(data: dict[str, Any], settings: TrainSettings, fitted_rows: np.ndarray,
-               keys: dict[str, np.ndarray] | None = None, vectors: dict[str, np.ndarray] | None = None,
-               n_orig: int | None = None) -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class NetInputs:
+    """The rows as a net reads them (normalised, transcripts as word ids): what every Ray Train worker
+    of a fit reads, sent once through the object store."""
+
+    items: list[Any]
+    labels: np.ndarray  # class indices
+    classes: list[str]
+    kind: str  # ``nets.KINDS``
+    in_dim: int | list[int]
+    vocab: list[str] | None = None  # a text or fusion net's vocabulary, learnt from the fit rows
+    vectors: dict[str, np.ndarray] | None = None  # pretrained vectors of the vocabulary's words
+
+    def rows(self, idx: np.ndarray) -> NetInputs:
+        """These inputs for rows ``idx`` alone (in that order)."""
+        return replace(self, items=[self.items[i] for i in idx], labels=self.labels[idx])
+
+
+def model_view(data: FeatureTable, settings: TrainSettings, fitted_rows: np.ndarray,
+               vectors: dict[str, np.ndarray] | None = None, n_orig: int | None = None) -> NetInputs:  # fmt: skip
     """The data as the net sees it: ``settings.normalise`` fitted on ``fitted_rows``, and transcripts as
-    word ids of a vocabulary learnt from ``fitted_rows`` alone (original rows: an augmented copy repeats
-    its source's words, which would halve ``min_count``). ``keys``: every item's group and corpus."""
-    kind = data["kind"]
-    keys = keys or {"groups": data["groups"], "corpus": data["corpus"]}
-    n_orig = len(data["items"]) if n_orig is None else n_orig
-    items = evaluate.normalise_audio(data["items"], kind, settings.normalise, keys["groups"], keys["corpus"],
+    word ids of a vocabulary learnt from ``fitted_rows`` alone. ``data`` may hold augmented copies after
+    its ``n_orig`` original rows (each with its source's group and corpus); the vocabulary reads original
+    rows only (an augmented copy repeats its source's words, which would halve ``min_count``)."""
+    kind = data.kind
+    n_orig = len(data.items) if n_orig is None else n_orig
+    items = evaluate.normalise_audio(data.items, kind, settings.normalise, data.groups, data.corpus,
                                      fitted_rows)  # fmt: skip
-    view = {**data, "items": items}
+    view = NetInputs(items=items, labels=data.labels, classes=data.classes, kind=kind, in_dim=data.in_dim)
     if nets.reads_text(kind):
-        texts = texts_of(data["items"], kind)
+        texts = texts_of(data.items, kind)
         vocab = nets.fit_vocabulary([texts[i] for i in fitted_rows if i < n_orig], settings.text.min_count,
                                     settings.text.max_words)  # fmt: skip
         known = set(vocab)
-        view.update(items=with_vocabulary(items, kind, vocab), vocab=vocab,
-                    in_dim=len(vocab) if kind == "text" else [data["in_dim"][0], len(vocab)],
-                    vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
+        view = replace(view, items=with_vocabulary(items, kind, vocab), vocab=vocab,
+                       in_dim=len(vocab) if kind == "text" else [data.in_dim[0], len(vocab)],
+                       vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
     return view
 
 
-def shipped(view: dict[str, Any]) -> dict[str, Any]:
-    """What every Ray Train worker reads of a model view (sent once through the object store)."""
-    names = ["items", "labels", "classes", "kind", "in_dim"] + (["vocab", "vectors"] if "vocab" in view else [])
-    return {k: view[k] for k in names}
-
-
-def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
+def fit_one(name: str, data: NetInputs, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
             settings: TrainSettings, ray_storage: str, callbacks: list | None = None,
             resources_per_worker: dict[str, float] | None = None, norm: tuple | None = None,
             keep_model: bool = True) -> dict[str, Any] | None:  # fmt: skip
@@ -323,7 +336,7 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
             "settings": settings.model_dump(),
             "train_idx": train_idx.tolist(),
             "val_idx": val_idx.tolist(),
-            "norm": norm if norm is not None else norm_stats(data["items"], train_idx, data["kind"]),
+            "norm": norm if norm is not None else norm_stats(data.items, train_idx, data.kind),
         },
         scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu,
                                      resources_per_worker=resources_per_worker),  # fmt: skip
@@ -345,16 +358,16 @@ def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx
     return {**best_model(result.checkpoint, settings, data), "wall_s": wall}
 
 
-def best_model(checkpoint: Any, settings: TrainSettings, data: dict[str, Any]) -> dict[str, Any]:
+def best_model(checkpoint: Any, settings: TrainSettings, data: NetInputs) -> dict[str, Any]:
     """The best model (by validation UAR) a training checkpoint holds, and the curves up to it."""
     import torch
 
     with checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=True)
-    model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
+    model = nets.build(settings.model, data.in_dim, len(data.classes), **settings.arch)
     model.load_state_dict(state["best_model"])
-    if nets.reads_text(data["kind"]):
-        model.vocab = data["vocab"]
+    if nets.reads_text(data.kind):
+        model.vocab = data.vocab
     return {"model": model.eval(), "history": json.loads(state["history"])}
 
 
