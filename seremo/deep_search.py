@@ -153,47 +153,6 @@ def _progress(label: str, total: int, configs: list[dict[str, Any]] | None, mark
     return Progress()
 
 
-def _release_resources():
-    """A Tune callback that removes an ended trial's Ray Train placement group.
-
-    A trial's TorchTrainer reserves its workers' CPUs (GPU shares) in a placement group of its
-    own. When the trial function ends, or ASHA stops it, Tune ends the trial's actor, but that
-    placement group outlived it here (Ray 2.60, a local cluster without the dashboard, whose
-    state API Ray Train's own cleaner needs) and kept its CPUs, so the next trials waited for
-    ever. The workers report their placement group; once Tune has ended the trial, nothing
-    of it still runs in there, and the driver removes it.
-    """
-    from ray.tune import Callback
-
-    class ReleaseTrialResources(Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            _remove_placement_group((trial.last_result or {}).get("placement_group"))
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            _remove_placement_group((trial.last_result or {}).get("placement_group"))
-
-    return ReleaseTrialResources()
-
-
-def _remove_placement_group(pg_hex: str | None) -> None:
-    if not pg_hex:
-        return
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import (
-        PlacementGroup,
-        placement_group_table,
-        remove_placement_group,
-    )
-
-    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
-    try:
-        if placement_group_table(pg).get("state") not in (None, "REMOVED"):
-            remove_placement_group(pg)
-            log.debug("removed the placement group %s of an ended trial", pg_hex)
-    except Exception as exc:  # it went in the meantime: nothing to release
-        log.debug("placement group %s: %s", pg_hex, exc)
-
-
 def _config_text(config: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={_short(v)}" for k, v in sorted((config or {}).items()))
 
@@ -253,7 +212,7 @@ def _experiment(where: str, trainable: Any, trainable_storage: str, settings: De
     else:  # the drawn configurations, by index: Tune runs each once
         space, n = {"sample": tune.grid_search(list(samples))}, 1
     parent, name = where.rsplit("/", 1)
-    callbacks = [_release_resources(), _progress(label, total, configs, _asha_marks(trainable_storage))]
+    callbacks = [fitting.release_trial_resources(), _progress(label, total, configs, _asha_marks(trainable_storage))]
     tuner = tune.Tuner(
         trainable,
         param_space=space,

@@ -11,6 +11,7 @@ resumes from its last checkpoint. ``model_view`` is the data as a net sees it
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -23,6 +24,8 @@ from seremo import evaluate, nets
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.settings import TrainSettings
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- the worker loop
 
@@ -103,8 +106,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def _placement_group() -> str | None:
-    """This worker group's placement group (hex id): a search removes it once its trial ends (see
-    ``deep_search.ReleaseTrialResources``)."""
+    """This worker group's placement group (hex id): a search removes it once its trial ends
+    (``release_trial_resources``)."""
     from ray.util import get_current_placement_group
 
     pg = get_current_placement_group()
@@ -371,3 +374,42 @@ def best_model(checkpoint: Any, settings: TrainSettings, data: NetInputs) -> dic
     return {"model": model.eval(), "history": json.loads(state["history"])}
 
 
+def release_trial_resources() -> Any:
+    """A Tune callback that removes an ended trial's Ray Train placement group.
+
+    A trial's TorchTrainer reserves its workers' CPUs (GPU shares) in a placement group of its
+    own. When the trial function ends, or ASHA stops it, Tune ends the trial's actor, but that
+    placement group outlived it here (Ray 2.60, a local cluster without the dashboard, whose
+    state API Ray Train's own cleaner needs) and kept its CPUs, so the next trials waited for
+    ever. The workers report their placement group; once Tune has ended the trial, nothing
+    of it still runs in there, and the driver removes it.
+    """
+    from ray.tune import Callback
+
+    class ReleaseTrialResources(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            _remove_placement_group((trial.last_result or {}).get("placement_group"))
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            _remove_placement_group((trial.last_result or {}).get("placement_group"))
+
+    return ReleaseTrialResources()
+
+
+def _remove_placement_group(pg_hex: str | None) -> None:
+    if not pg_hex:
+        return
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
+    try:
+        if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+            remove_placement_group(pg)
+            log.debug("removed the placement group %s of an ended trial", pg_hex)
+    except Exception as exc:  # it went in the meantime: nothing to release
+        log.debug("placement group %s: %s", pg_hex, exc)
