@@ -39,8 +39,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from seremo import evaluate, features
-from seremo.tune import load_data
+from seremo import dataset, evaluate, features
 
 GROUPS = {  # by "name@version": a new version of a set gets its own groups
     "seremo@2": {
@@ -107,18 +106,18 @@ def main() -> None:
     ap.add_argument("--class-set", default=None)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    data = load_data(args.features, args.class_set)
-    name = f"{data['feature_set']['name']}@{data['feature_set']['version']}"
-    names = features.from_description(data["feature_set"]).feature_names()
+    data = dataset.load(args.features, args.class_set)
+    name = f"{data.feature_set['name']}@{data.feature_set['version']}"
+    names = features.from_description(data.feature_set).feature_names()
     if name not in GROUPS or not names:
         raise SystemExit(f"no groups defined for feature set {name!r} (groups exist for {', '.join(GROUPS)})")
     cols = {g: np.array([bool(re.search(rx, n)) for n in names]) for g, rx in GROUPS[name].items()}
     cols = {"all": np.ones(len(names), bool), **{g: m for g, m in cols.items() if m.any()}}  # groups it has
-    X, y, groups, corpus = data["X"], data["y"], data["groups"], data["corpus"]
+    X, y, groups, corpus = data.X, data.y, data.groups, data.corpus
     corpora = sorted(set(corpus.tolist()))
     pairs = [(a, b) for a in corpora for b in corpora if a != b]
     head = ["group", "dims", *[f"LOSO {c}" for c in corpora], *[f"{a}->{b}" for a, b in pairs], "speaker ID"]
-    print(f"{args.features}: {name}, {len(y)} utterances, classes {', '.join(data['classes'])}")
+    print(f"{args.features}: {name}, {len(y)} utterances, classes {', '.join(data.classes)}")
     print(" | ".join(head))
     started = time.perf_counter()
     for g, keep in cols.items():

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seremo import evaluate
-from seremo.tune import _nested, load_data
+from seremo import dataset, evaluate, folds, selection
 
 
 def load_trials(run: Path) -> list[dict]:
@@ -48,18 +47,18 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
-    data = load_data(args.features, args.class_set or metrics.get("class_set"))
+    data = dataset.load(args.features, args.class_set or metrics.get("class_set"))
     proto = metrics["protocol"]
-    units = data["corpus"] if proto.get("groups") == "corpus" else data["groups"]
-    outer = evaluate.group_folds(units, proto["outer_folds"])
-    y, classes = data["y"], data["classes"]
+    units = data.corpus if proto.get("groups") == "corpus" else data.groups
+    outer = folds.group_folds(units, proto["outer_folds"])
+    y, classes = data.y, data.classes
     trials = load_trials(run)
     print(f"{run}: {len(trials)} trials, {len(outer)} outer folds ({proto['outer']}), {len(y)} utterances")
     for variant in sorted({t["variant"] for t in trials}):
         ok = [t for t in trials if t["variant"] == variant]
 
         def nested(rule: str, k: int = 5, pool: list[dict] = ok) -> float:
-            return evaluate.uar(y, _nested(pool, outer, len(y), classes, rule, k)[0])
+            return evaluate.uar(y, selection.nested(pool, outer, len(y), classes, rule, k)[0])
 
         rows = [("best (single configuration)", nested("best"))]
         rows += [(f"top_k, k={k}", nested("top_k", k)) for k in (3, 5, 10)]

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, evaluate, outputs, shards, storage
+from seremo import bundle, dataset, evaluate, outputs, shards, storage
+from seremo.dataset import FeatureTable
 from seremo.errors import SeremoError
-from seremo.labels import get_class_set
 from seremo.summary import Outcome
 
 log = logging.getLogger(__name__)
@@ -63,37 +62,16 @@ def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> 
     return feats
 
 
-def select_rows(feats: shards.Features, classes: list[str], class_set: str | None, inputs: str = "audio",
-                where: str = "data") -> dict[str, Any]:  # fmt: skip
-    """Rows whose label maps onto one of the bundle's classes; the others counted by their label.
-
-    ``inputs`` (the bundle's): audio features, the transcripts, or both (``Features.model_input``).
-    """
-    t = feats.table
-    labels = t.column("label").to_pylist()
-    mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
-    mapped = [mapping(lab) if lab is not None else None for lab in labels]
-    keep = np.array([m in classes for m in mapped])
-    excluded = Counter("(unlabelled)" if lab is None else str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    if not keep.any():
-        raise SeremoError(f"no row has a label the bundle predicts ({', '.join(classes)}); labels found: "
-                          f"{', '.join(sorted(excluded))}; pass --class-set to map them")  # fmt: skip
-    col = lambda name: np.asarray(t.column(name).to_pylist(), dtype=object)[keep]  # noqa: E731
-    X = feats.model_input(inputs, where, keep)
-    return {"X": X, "y": np.asarray([m for m, k in zip(mapped, keep, strict=True) if k]), "ids": col("utterance_id"),
-            "groups": col("group").astype(str), "corpus": col("corpus").astype(str), "excluded": dict(excluded)}  # fmt: skip
-
-
-def predict(b: bundle.Bundle, rows: dict[str, Any]) -> np.ndarray:
+def predict(b: bundle.Bundle, rows: FeatureTable) -> np.ndarray:
     """The bundle's probabilities, with its normalisation fitted on this data's own (unlabelled) rows."""
-    X, how, inputs = rows["X"], b.meta.normalisation, b.meta.inputs
+    X, how, inputs = rows.X, b.meta.normalisation, b.meta.inputs
     if how == "none" or inputs == "text":
         return b.predict_proba(X)
     audio = bundle.input_view(X, inputs, "audio")  # transcripts are not normalised: only the audio part is
     if isinstance(audio, np.ndarray):
-        audio = evaluate.normalise(audio, how, rows["groups"], rows["corpus"]).astype(np.float32)
+        audio = evaluate.normalise(audio, how, rows.groups, rows.corpus).astype(np.float32)
     else:
-        audio = evaluate.normalise_items(audio, b.meta.feature_set.kind, how, rows["groups"], rows["corpus"])
+        audio = evaluate.normalise_items(audio, b.meta.feature_set.kind, how, rows.groups, rows.corpus)
     if inputs == "audio+text":
         audio = bundle.join_inputs(audio, bundle.input_view(X, inputs, "text"))
     return b.predict_proba(audio)
@@ -110,15 +88,15 @@ def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = Non
                       what="bundle or data")  # fmt: skip
     with outputs.run_dir(out, "evaluate", identity, writes=(*outputs.RUN_WRITES, "features")) as run:
         feats = features_for(b, data, run.remote, address)
-        rows = select_rows(feats, b.classes, class_set, b.meta.inputs, data)
-        seen = training_rows(b, rows["ids"], data)
+        rows = dataset.from_features(feats, data, class_set, classes=b.classes, inputs=b.meta.inputs, any_kind=True)
+        seen = training_rows(b, rows.ids, data)
         proba = predict(b, rows)
         classes = b.classes
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
         metrics = unseen_scores(rows, pred, classes, seen)
         metrics.update({
             "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,
-            "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows["excluded"],
+            "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows.excluded,
             "feature_set": b.meta.feature_set.model_dump(), "trained_on": b.meta.training,
             "wall_s": time.perf_counter() - started,
         })  # fmt: skip
@@ -144,10 +122,10 @@ def training_rows(b: bundle.Bundle, ids: np.ndarray, data: str) -> np.ndarray | 
     return seen
 
 
-def unseen_scores(rows: dict[str, Any], pred: np.ndarray, classes: list[str], seen: np.ndarray | None) -> dict:
+def unseen_scores(rows: FeatureTable, pred: np.ndarray, classes: list[str], seen: np.ndarray | None) -> dict:
     """The figures on the rows the bundle never trained on, and ``overlap``: how many it did (or that nobody knows)."""
     unseen = np.ones(len(pred), bool) if seen is None else ~seen
-    y, corpus = rows["y"][unseen], rows["corpus"][unseen]
+    y, corpus = rows.y[unseen], rows.corpus[unseen]
     metrics = evaluate.scores(y, pred[unseen], classes)
     metrics["per_corpus"] = evaluate.per_corpus(y, pred[unseen], corpus, classes)
     metrics["overlap"] = ({"rows": None, "of": len(pred), "note": "training rows unknown (the bundle predates "
@@ -156,14 +134,14 @@ def unseen_scores(rows: dict[str, Any], pred: np.ndarray, classes: list[str], se
     return metrics
 
 
-def _write(out: Path, metrics: dict, rows: dict, pred: np.ndarray, proba: np.ndarray, classes: list[str],
+def _write(out: Path, metrics: dict, rows: FeatureTable, pred: np.ndarray, proba: np.ndarray, classes: list[str],
            seen: np.ndarray | None) -> None:  # fmt: skip
     """metrics.json, report.md, the confusion matrix (unseen rows) and every row's prediction, training rows marked."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     training_row = pa.nulls(len(pred), pa.bool_()) if seen is None else pa.array(seen)
     pq.write_table(
-        pa.table({"utterance_id": rows["ids"].astype(str), "corpus": rows["corpus"], "group": rows["groups"],
-                  "label": rows["y"], "predicted": pred, "training_row": training_row,
+        pa.table({"utterance_id": rows.ids.astype(str), "corpus": rows.corpus, "group": rows.groups,
+                  "label": rows.y, "predicted": pred, "training_row": training_row,
                   **{f"p_{c}": proba[:, i].astype(np.float32) for i, c in enumerate(classes)}}),
         out / "predictions.parquet",
     )  # fmt: skip

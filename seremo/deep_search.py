@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import evaluate, nets, outputs, storage, train
+from seremo import (
+    dataset,
+    evaluate,
+    fitting,
+    folds,
+    nets,
+    outputs,
+    runs,
+    selection,
+    spaces,
+    storage,
+    train,
+)
+from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.runtime import ensure_ray
 from seremo.settings import DeepSearchSettings, TrainSettings
@@ -44,115 +58,50 @@ from seremo.summary import Outcome, format_table, held_out
 
 log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- search spaces
-
-_COMMON = {
-    "lr": {"loguniform": [5e-4, 5e-3]},
-    "weight_decay": {"loguniform": [1e-5, 1e-3]},
-    "batch_size": {"choice": [16, 32]},
-    "arch.dropout": {"uniform": [0.1, 0.5]},
-}
-_MASKING = {"masking.time_width": {"choice": [10, 20, 30]}}
-# Each model's default search space, in one place: settings paths (``arch.*``, ``masking.*`` or a
-# train setting) to a domain (``choice``, ``uniform``, ``loguniform``, ``randint``). ``space:`` in the
-# YAML replaces a path's domain, adds a path, or fixes one with a plain value.
-SPACES: dict[str, dict[str, Any]] = {
-    "bilstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96, 128]},
-               "masking.freq_width": {"choice": [2, 3, 4]}},
-    "cnn": {**_COMMON, **_MASKING, "arch.channels": {"choice": [[16, 32, 64], [32, 64, 128]]},
-            "masking.freq_width": {"choice": [4, 8, 12]}},
-    "cnn_lstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96, 128]},
-                 "masking.freq_width": {"choice": [4, 8, 12]}},
-    "mlp": {**_COMMON, "arch.hidden": {"choice": [128, 256, 512]}},
-    "text_bilstm": {**_COMMON, "arch.embed": {"choice": [50, 100]}, "arch.hidden": {"choice": [64, 96, 128]}},
-    "fusion_bilstm": {**_COMMON, **_MASKING, "arch.hidden": {"choice": [64, 96]},
-                      "arch.text_hidden": {"choice": [32, 64, 96]}},
-    "fusion_cnn": {**_COMMON, **_MASKING, "arch.text_hidden": {"choice": [32, 64, 96]}},
-}  # fmt: skip
-DOMAINS = ("choice", "uniform", "loguniform", "randint")
 # A trial's function only starts its TorchTrainer and waits: it holds a sliver of a CPU, and each Ray Train
 # worker the rest of one, so that N one-worker trials run at once on N CPUs (1 + 1 per trial would halve it).
 TRIAL_CPU, WORKER_CPU = 0.01, 0.99
 
-
-def search_space(settings: DeepSearchSettings) -> dict[str, Any]:
-    """The model's space with the YAML's ``space:`` applied (a path set to null leaves the space)."""
-    space = {**SPACES[settings.train.model], **settings.space}
-    return {k: v for k, v in space.items() if v is not None}
-
-
-def _domain(path: str, spec: Any, grid: bool) -> Any:
-    from ray import tune
-
-    if not isinstance(spec, dict):
-        return spec  # a fixed value
-    if len(spec) != 1 or next(iter(spec)) not in DOMAINS:
-        raise ConfigError(f"tune.space.{path}: give one of {', '.join(DOMAINS)} (e.g. {{choice: [64, 128]}}), "
-                          f"or a plain value; not {spec!r}")  # fmt: skip
-    (kind, args), = spec.items()
-    if grid:
-        if kind != "choice":
-            raise ConfigError(f"tune.space.{path}: search: grid takes choice lists only, not {kind}")
-        return tune.grid_search(list(args))
-    if kind == "choice":
-        return tune.choice(list(args))
-    if not (isinstance(args, list) and len(args) == 2):
-        raise ConfigError(f"tune.space.{path}: {kind} takes [low, high], not {args!r}")
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
-
-
-def param_space(settings: DeepSearchSettings) -> dict[str, Any]:
-    """Tune's ``param_space``: flat keys (``arch.hidden``) so trial tables and plots read them as named."""
-    grid = settings.search == "grid"
-    return {path: _domain(path, spec, grid) for path, spec in search_space(settings).items()}
-
-
-def trial_settings(base: TrainSettings, config: dict[str, Any]) -> TrainSettings:
-    """``base`` with a trial's values set at their paths (``arch.hidden`` -> ``arch: {hidden: ...}``)."""
-    raw = base.model_dump()
-    for path, value in config.items():
-        node = raw
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return TrainSettings.model_validate(raw)
-
-
-def check_space(settings: DeepSearchSettings) -> None:
-    """Every path of the space names a setting the model takes, checked with a sample of each domain,
-    so a typo is one line before any trial starts."""
-    from pydantic import ValidationError
-
-    for path, spec in search_space(settings).items():
-        _domain(path, spec, settings.search == "grid")
-        value = spec
-        if isinstance(spec, dict):
-            (kind, args), = spec.items()
-            value = args[0]
-        try:
-            trial_settings(settings.train, {path: value})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"tune.space.{path}: {err['msg']}") from None
-
-
 # --------------------------------------------------------------------------- the trial
 
 
-def _trial(config: dict[str, Any], shared: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class SearchInputs:
+    """What every trial of one search reads (sent once to the trials), and on the driver, the rows' view.
+
+    ``data_ref`` holds the search's rows alone, as the net sees them (``fitting.NetInputs``);
+    ``fit``/``val`` are positions in those rows, ``norm`` the fit rows' input statistics.
+    """
+
+    data_ref: Any
+    fit: list[int]
+    val: list[int]
+    classes: list[str]
+    kind: str
+    in_dim: int | list[int]
+    norm: tuple[np.ndarray, np.ndarray]
+    base: dict[str, Any]  # the train settings every trial's values are set into
+    gpu_fraction: float | None
+    ids: list[str] = field(default_factory=list)  # driver only: the rows' utterance ids
+    view: fitting.NetInputs | None = None  # driver only: every row's inputs (the outer test rows' too)
+    configs: list[dict[str, Any]] | None = None  # trials only: the drawn configurations
+    storage: str = ""  # trials only: where their Ray Train runs live
+
+
+def _trial(config: dict[str, Any], shared: SearchInputs) -> None:
     """A Tune trial: one TorchTrainer run of the trial's settings on the search's fit/validation rows."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    settings = trial_settings(TrainSettings.model_validate(shared["base"]), _config_of(config, shared["configs"]))
-    view = {"classes": shared["classes"], "kind": shared["kind"], "in_dim": shared["in_dim"]}
+    settings = spaces.trial_settings(TrainSettings.model_validate(shared.base), _config_of(config, shared.configs))
+    view = fitting.NetInputs(items=[], labels=np.zeros(0, np.int64), classes=shared.classes, kind=shared.kind,
+                             in_dim=shared.in_dim)  # the items are in data_ref; the statistics in norm
     trial_id = tune.get_context().get_trial_id()
-    resources = {"CPU": WORKER_CPU, **({"GPU": shared["gpu_fraction"]} if shared["gpu_fraction"] else {})}
-    train.fit_one(f"trial_{trial_id}", view, shared["data_ref"], np.asarray(shared["fit"]), np.asarray(shared["val"]),
-                  settings.model_copy(update={"final_fit": False}), shared["storage"],
-                  callbacks=[TuneReportCallback()], resources_per_worker=resources, norm=shared["norm"],
-                  keep_model=False)  # fmt: skip
+    resources = {"CPU": WORKER_CPU, **({"GPU": shared.gpu_fraction} if shared.gpu_fraction else {})}
+    fitting.fit_one(f"trial_{trial_id}", view, shared.data_ref, np.asarray(shared.fit), np.asarray(shared.val),
+                    settings.model_copy(update={"final_fit": False}), shared.storage,
+                    callbacks=[TuneReportCallback()], resources_per_worker=resources, norm=shared.norm,
+                    keep_model=False)  # fmt: skip
 
 
 def _config_of(config: dict[str, Any] | None, configs: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -161,22 +110,21 @@ def _config_of(config: dict[str, Any] | None, configs: list[dict[str, Any]] | No
     return dict(configs[config["sample"]]) if configs is not None and "sample" in config else config
 
 
-def search_inputs(data: dict[str, Any], rows: np.ndarray, fit: np.ndarray, val: np.ndarray,
-                  settings: DeepSearchSettings) -> dict[str, Any]:  # fmt: skip
+def search_inputs(data: FeatureTable, rows: np.ndarray, fit: np.ndarray, val: np.ndarray,
+                  settings: DeepSearchSettings) -> SearchInputs:  # fmt: skip
     """What every trial of a search receives: the ``rows`` (an outer training set) alone, as the net sees
     them with normalisation and vocabulary fitted on ``fit``; ``fit``/``val`` as positions in ``rows``."""
     import ray
 
-    view = train.model_view(data, settings.train, fit)
-    local = {**train.shipped(view), "items": [view["items"][i] for i in rows], "labels": view["labels"][rows]}
+    view = fitting.model_view(data, settings.train, fit)
+    local = view.rows(rows)
     at = {int(r): j for j, r in enumerate(rows)}
     fit_l, val_l = [at[int(i)] for i in fit], [at[int(i)] for i in val]
-    return {
-        "data_ref": ray.put(local), "fit": fit_l, "val": val_l, "ids": data["ids"][rows].tolist(),
-        "classes": data["classes"], "kind": data["kind"], "in_dim": view["in_dim"],
-        "norm": train.norm_stats(local["items"], np.asarray(fit_l), data["kind"]),
-        "base": settings.train.model_dump(), "gpu_fraction": settings.gpu_fraction, "view": view,
-    }  # fmt: skip
+    return SearchInputs(
+        data_ref=ray.put(local), fit=fit_l, val=val_l, ids=data.ids[rows].tolist(), classes=data.classes,
+        kind=data.kind, in_dim=view.in_dim, norm=fitting.norm_stats(local.items, np.asarray(fit_l), data.kind),
+        base=settings.train.model_dump(), gpu_fraction=settings.gpu_fraction, view=view,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- one search
@@ -205,47 +153,6 @@ def _progress(label: str, total: int, configs: list[dict[str, Any]] | None, mark
     return Progress()
 
 
-def _release_resources():
-    """A Tune callback that removes an ended trial's Ray Train placement group.
-
-    A trial's TorchTrainer reserves its workers' CPUs (GPU shares) in a placement group of its
-    own. When the trial function ends, or ASHA stops it, Tune ends the trial's actor, but that
-    placement group outlived it here (Ray 2.60, a local cluster without the dashboard, whose
-    state API Ray Train's own cleaner needs) and kept its CPUs, so the next trials waited for
-    ever. The workers report their placement group; once Tune has ended the trial, nothing
-    of it still runs in there, and the driver removes it.
-    """
-    from ray.tune import Callback
-
-    class ReleaseTrialResources(Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            _remove_placement_group((trial.last_result or {}).get("placement_group"))
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            _remove_placement_group((trial.last_result or {}).get("placement_group"))
-
-    return ReleaseTrialResources()
-
-
-def _remove_placement_group(pg_hex: str | None) -> None:
-    if not pg_hex:
-        return
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import (
-        PlacementGroup,
-        placement_group_table,
-        remove_placement_group,
-    )
-
-    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex)))
-    try:
-        if placement_group_table(pg).get("state") not in (None, "REMOVED"):
-            remove_placement_group(pg)
-            log.debug("removed the placement group %s of an ended trial", pg_hex)
-    except Exception as exc:  # it went in the meantime: nothing to release
-        log.debug("placement group %s: %s", pg_hex, exc)
-
-
 def _config_text(config: dict[str, Any] | None) -> str:
     return " ".join(f"{k}={_short(v)}" for k, v in sorted((config or {}).items()))
 
@@ -254,39 +161,7 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else str(v)
 
 
-def sample_configs(settings: DeepSearchSettings, seed: int) -> list[dict[str, Any]] | None:
-    """The search's trials, drawn before any runs: grid, every combination (``num_samples`` times);
-    random, ``num_samples`` draws, one configuration after another from ``seed`` (so the first k of n
-    draws are the k draws of a smaller search). Drawn up front, the list is what a resumed search
-    must hold, whatever Tune had made of it before it was cut off. Optuna proposes as it learns,
-    so it draws nothing here (``None``)."""
-    import itertools
-
-    space = search_space(settings)
-    if settings.search == "optuna":
-        return None
-    fixed = {p: v for p, v in space.items() if not isinstance(v, dict)}
-    domains = {p: next(iter(v.items())) for p, v in sorted(space.items()) if isinstance(v, dict)}
-    if settings.search == "grid":
-        combos = itertools.product(*(args for _, args in domains.values()))
-        grid = [{**fixed, **dict(zip(domains, combo, strict=True))} for combo in combos]
-        return [dict(c) for _ in range(settings.num_samples) for c in grid]
-    rng = np.random.default_rng(seed)
-
-    def draw(kind: str, args: list) -> Any:
-        if kind == "choice":
-            return args[int(rng.integers(len(args)))]
-        if kind == "randint":
-            return int(rng.integers(args[0], args[1]))
-        if kind == "loguniform":
-            return float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
-        return float(rng.uniform(args[0], args[1]))
-
-    return [{**fixed, **{p: draw(kind, args) for p, (kind, args) in domains.items()}}
-            for _ in range(settings.num_samples)]  # fmt: skip
-
-
-def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings, where: str,
+def run_search(label: str, inputs: SearchInputs, settings: DeepSearchSettings, where: str,
                seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
     """One search: a Tune experiment (``where``), resumed when an earlier run of it was cut off; its trials.
 
@@ -296,11 +171,9 @@ def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings,
     ones, itself resumable. A search ended by ``time_budget_s`` is not topped up."""
     from ray import tune
 
-    shared = {k: v for k, v in inputs.items() if k not in ("view", "ids")}
-    configs = sample_configs(settings, seed)
-    shared["configs"] = configs
-    trainable = tune.with_resources(tune.with_parameters(_trial, shared={**shared, "storage": f"{where}_train"}),
-                                    {"cpu": TRIAL_CPU})  # fmt: skip
+    configs = spaces.sample_configs(settings, seed)
+    shared = replace(inputs, ids=[], view=None, configs=configs, storage=f"{where}_train")
+    trainable = tune.with_resources(tune.with_parameters(_trial, shared=shared), {"cpu": TRIAL_CPU})
     total = len(configs) if configs is not None else settings.num_samples
     rows: list[dict[str, Any]] = []
     for part in range(8):
@@ -313,7 +186,7 @@ def run_search(label: str, inputs: dict[str, Any], settings: DeepSearchSettings,
             print(f"[{label}] {len(missing)} of {total} trials were never made before the search was cut off: "
                   f"running them in {name}", flush=True)  # fmt: skip
         grid = _experiment(name, trainable, f"{where}_train", settings, missing, configs, label, total, restoring)
-        rows += [{**t, "fit_rows": len(inputs["fit"])}
+        rows += [{**t, "fit_rows": len(inputs.fit)}
                  for t in _trials(grid, label, settings, configs, _asha_marks(f"{where}_train"))]
     if len(rows) < total:
         log.warning("%s: the search holds %d of %d trials (a time budget ends a search early)", label, len(rows), total)
@@ -335,13 +208,11 @@ def _experiment(where: str, trainable: Any, trainable_storage: str, settings: De
     scheduler = _asha(settings, _asha_marks(trainable_storage)) if settings.scheduler == "asha" else FIFOScheduler()
     search_alg = None
     if configs is None:
-        from seremo.tune import optuna_search
-
-        search_alg, space, n = optuna_search(settings.seed), param_space(settings), len(samples)
+        search_alg, space, n = selection.optuna_search(settings.seed), spaces.param_space(settings), len(samples)
     else:  # the drawn configurations, by index: Tune runs each once
         space, n = {"sample": tune.grid_search(list(samples))}, 1
     parent, name = where.rsplit("/", 1)
-    callbacks = [_release_resources(), _progress(label, total, configs, _asha_marks(trainable_storage))]
+    callbacks = [fitting.release_trial_resources(), _progress(label, total, configs, _asha_marks(trainable_storage))]
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -430,7 +301,7 @@ def best_trial(trials: list[dict[str, Any]], label: str, time_budget_s: float | 
     return max(ok, key=lambda t: (t["best_val_uar"], -t["epochs"]))
 
 
-def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any], where: str) -> Any:
+def load_trial_model(t: dict[str, Any], base: TrainSettings, view: fitting.NetInputs, where: str) -> Any:
     """The best model (by validation UAR) of a finished trial of the search ``where``: its newest Ray Train
     checkpoint holds the best model so far. Read from the trial's run folder, not from the path its last
     report named: a trial restarted by a resumed search continues its Train run, whose older checkpoints
@@ -445,8 +316,8 @@ def load_trial_model(t: dict[str, Any], base: TrainSettings, view: dict[str, Any
     found = [d for d in found if filesystem.get_file_info(f"{d}/state.pt").type == pafs.FileType.File]
     if not found:
         raise SeremoError(f"{run}: trial {t['trial_id']} left no checkpoint; run the search again to redo it")
-    settings = trial_settings(base, t["config"])
-    return train.best_model(Checkpoint(found[-1], filesystem=filesystem), settings, view)["model"]
+    settings = spaces.trial_settings(base, t["config"])
+    return fitting.best_model(Checkpoint(found[-1], filesystem=filesystem), settings, view)["model"]
 
 
 # --------------------------------------------------------------------------- the run
@@ -466,15 +337,13 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     base = settings.train
     if base.augment.copies:
         raise ConfigError("tune: augment is not searched yet; train the chosen configuration with `seremo train`")
-    check_space(settings)
+    spaces.check_space(settings)
     if settings.search == "optuna":  # the extra is there, before any work
-        from seremo.tune import optuna_search
-
-        optuna_search(settings.seed)
-    data = train.load_data(features_dir, base)
-    train.check_model(base, data)
-    outer = train.plan_folds(data["groups"], base.model_copy(update={"folds": settings.outer_folds,
-                                                                      "final_fit": True}))  # fmt: skip
+        selection.optuna_search(settings.seed)
+    data = dataset.load(features_dir, base.class_set, model=base.model)
+    fitting.check_model(base, data)
+    outer = folds.plan_validated(data.groups, base.model_copy(update={"folds": settings.outer_folds,
+                                                                       "final_fit": True}))  # fmt: skip
     ensure_ray(address)
     if settings.gpu_fraction:
         import ray
@@ -485,70 +354,67 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
           f"({settings.search} search, {settings.scheduler}), {concurrency(settings)} at once", flush=True)  # fmt: skip
     if settings.protocol == "search_once":
         return _search_once(features_dir, out_path, where, ray_storage, settings, data, started)
-    n = len(data["labels"])
-    proba = np.zeros((n, len(data["classes"])), np.float32)
+    proba = np.zeros((len(data.y), len(data.classes)), np.float32)
     trials: list[dict[str, Any]] = []
     per_fold = []
     for k, (tr, te) in enumerate(outer):
         label = f"fold {k + 1}/{len(outer)}"
-        fit, val = train.split_validation(data["groups"], tr, base.val_fraction, base.seed + k)
+        fit, val = folds.split_validation(data.groups, tr, base.val_fraction, base.seed + k)
         inputs = search_inputs(data, tr, fit, val, settings)
         print(f"[{label}] search on {len(fit)} rows, validated on {len(val)}; test {len(te)} "
-              f"({held_out(sorted(set(data['groups'][te].tolist())))}) kept out", flush=True)  # fmt: skip
+              f"({held_out(sorted(set(data.groups[te].tolist())))}) kept out", flush=True)  # fmt: skip
         search_dir = f"{where}/fold{k + 1}"
         fold_trials = run_search(label, inputs, settings, search_dir, seed=settings.seed + k)
         trials += [{**t, "fold": k + 1} for t in fold_trials]
         best = best_trial(fold_trials, label, settings.time_budget_s)
-        model = load_trial_model(best, base, inputs["view"], search_dir)
-        proba[te] = nets.predict_proba(model, [inputs["view"]["items"][i] for i in te])
-        fold_uar = evaluate.uar(data["labels"][te], proba[te].argmax(axis=1))
-        per_fold.append({"fold": k + 1, "held_out": sorted(set(data["groups"][te].tolist())), "n": int(len(te)),
+        model = load_trial_model(best, base, inputs.view, search_dir)
+        proba[te] = nets.predict_proba(model, [inputs.view.items[i] for i in te])
+        fold_uar = evaluate.uar(data.labels[te], proba[te].argmax(axis=1))
+        per_fold.append({"fold": k + 1, "held_out": sorted(set(data.groups[te].tolist())), "n": int(len(te)),
                          "uar": fold_uar, "best_config": best["config"], "best_val_uar": best["best_val_uar"],
                          "trials": len(fold_trials), "asha_stopped": sum(t["stopped"] == "asha" for t in fold_trials)})  # fmt: skip
         print(f"[{label}] chosen {_config_text(best['config'])} (validation UAR {best['best_val_uar']:.3f}): "
               f"test UAR {fold_uar:.3f}", flush=True)  # fmt: skip
-    classes = data["classes"]
+    classes = data.classes
     pred_names = np.asarray(classes)[proba.argmax(axis=1)]
-    metrics = evaluate.scores(np.asarray(classes)[data["labels"]], pred_names, classes)
+    metrics = evaluate.scores(data.y, pred_names, classes)
     chosen = max((t for t in trials if t["status"] == "ok"), key=lambda t: t["best_val_uar"])
-    final_settings = trial_settings(base, chosen["config"])
+    final_settings = spaces.trial_settings(base, chosen["config"])
     metrics.update(_search_metrics(settings, data, outer, per_fold, trials, started))
     metrics["final_config"] = chosen["config"]
     final = _final_fit(data, final_settings, ray_storage)
     metrics["wall_s"] = time.perf_counter() - started
-    folds = [(tr, te) for tr, te in outer]
-    view = train.model_view(data, final_settings, final["fit_idx"])
-    train._write_run(out_path, metrics, [], {**view, "labels": data["labels"]}, pred_names, final_settings,
-                     final, folds, proba, report=False)  # fmt: skip
+    oof = runs.OutOfFold(data.ids, data.groups, data.y, pred_names, list(outer), proba, classes, data.corpus)
+    train.write_run(out_path, metrics, [], data, final["view"], oof, final_settings, final, report=False)
     _write_search(out_path, metrics, trials)
     return metrics
 
 
-def _final_fit(data: dict[str, Any], settings: TrainSettings, ray_storage: str) -> dict[str, Any]:
+def _final_fit(data: FeatureTable, settings: TrainSettings, ray_storage: str) -> dict[str, Any]:
     """The chosen configuration trained on all speakers (less the validation speakers it stops on)."""
     import ray
 
-    everyone = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
+    everyone = np.arange(len(data.y))
+    fit, val = folds.split_validation(data.groups, everyone, settings.val_fraction, settings.seed)
     print(f"final fit of the chosen configuration: train {len(fit)}, validate {len(val)}", flush=True)
-    view = train.model_view(data, settings, fit)
-    final = train.fit_one("final", view, ray.put(train.shipped(view)), fit, val, settings, ray_storage)
-    return {**final, "fit_idx": fit}
+    view = fitting.model_view(data, settings, fit)
+    final = fitting.fit_one("final", view, ray.put(view), fit, val, settings, ray_storage)
+    return {**final, "view": view}
 
 
 def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str, settings: DeepSearchSettings,
-                 data: dict[str, Any], started: float) -> dict[str, Any]:  # fmt: skip
+                 data: FeatureTable, started: float) -> dict[str, Any]:  # fmt: skip
     """One search over all speakers, then the chosen configuration by grouped folds: optimistic."""
     base = settings.train
-    everyone = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], everyone, base.val_fraction, base.seed)
+    everyone = np.arange(len(data.y))
+    fit, val = folds.split_validation(data.groups, everyone, base.val_fraction, base.seed)
     inputs = search_inputs(data, everyone, fit, val, settings)
     trials = [{**t, "fold": 0} for t in run_search("search", inputs, settings, f"{where}/all", seed=settings.seed)]
     best = best_trial(trials, "search", settings.time_budget_s)
-    chosen = trial_settings(base, best["config"]).model_copy(update={"folds": settings.outer_folds})
+    chosen = spaces.trial_settings(base, best["config"]).model_copy(update={"folds": settings.outer_folds})
     print(f"[search] chosen {_config_text(best['config'])}; evaluating it by {settings.outer_folds} grouped folds "
           "(optimistic: these speakers chose it)", flush=True)  # fmt: skip
-    metrics = train._train_run(features_dir, out_path, ray_storage, chosen, None)
+    metrics = train.train_in(features_dir, out_path, ray_storage, chosen, None)
     metrics.update(_search_metrics(settings, data, None, [], trials, started))
     metrics["final_config"] = best["config"]
     metrics["wall_s"] = time.perf_counter() - started
@@ -556,16 +422,16 @@ def _search_once(features_dir: str, out_path: Path, where: str, ray_storage: str
     return metrics
 
 
-def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: Any, per_fold: list, trials: list,
+def _search_metrics(settings: DeepSearchSettings, data: FeatureTable, outer: Any, per_fold: list, trials: list,
                     started: float) -> dict[str, Any]:  # fmt: skip
     nested = settings.protocol == "nested"
     stopped = [t["epochs"] for t in trials if t["stopped"] == "asha"]
     wall = time.perf_counter() - started
     return {
         "model": settings.train.model, "settings": settings.train.model_dump(), "search": settings.model_dump(),
-        "space": search_space(settings), "per_fold": per_fold if nested else [],
+        "space": spaces.search_space(settings), "per_fold": per_fold if nested else [],
         "protocol": {
-            "outer": (evaluate.describe_folds(outer, data["groups"]) if nested else
+            "outer": (folds.describe_folds(outer, data.groups) if nested else
                       f"{settings.outer_folds} grouped folds after one search over all speakers (optimistic)"),
             "outer_folds": settings.outer_folds, "groups": "speaker", "search": settings.protocol,
             "early_stopping": "validation speakers split from each search's training speakers",
@@ -575,7 +441,7 @@ def _search_metrics(settings: DeepSearchSettings, data: dict[str, Any], outer: A
                    "asha_stopped": len(stopped), "asha_stopped_at_epochs": sorted(stopped),
                    "budget_stopped": sum(t["stopped"] == "budget" for t in trials),
                    "epochs": sum(t["epochs"] for t in trials)},  # fmt: skip
-        "feature_set": data["feature_set"], "classes": data["classes"], "workers": settings.train.workers,
+        "feature_set": data.feature_set, "classes": data.classes, "workers": settings.train.workers,
         "gpu": bool(settings.gpu_fraction),
         # throughput of the searches as a whole (trial start-up included): what a cluster buys
         "trials_per_hour": len(trials) / wall * 3600, "samples_per_s": sum(t["epochs"] * t["fit_rows"] for t in trials) / wall,
@@ -599,8 +465,7 @@ def _write_search(out: Path, metrics: dict[str, Any], trials: list[dict[str, Any
     })  # fmt: skip
     pq.write_table(table, out / "trials.parquet")
     plot_hyperparameters(trials, keys, str(out / "hyperparameters.png"), metrics["model"])
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    (out / "report.md").write_text(search_report(metrics))
+    runs.write_metrics(out, metrics, search_report(metrics), default=str)
 
 
 def plot_hyperparameters(trials: list[dict[str, Any]], keys: list[str], path: str, title: str) -> None:

@@ -23,7 +23,6 @@ run says in one line that it writes no ``model/``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -32,9 +31,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from seremo import bundle, evaluate, outputs, storage, vote
+from seremo import bundle, evaluate, outputs, runs, storage, vote
 from seremo.errors import ConfigError, SeremoError
 from seremo.summary import Outcome, format_table
 
@@ -216,16 +214,14 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
 
 def _write_run(out: Path, members: list[Member], metrics: dict, proba: np.ndarray, weights: list | None,
                rule: str) -> None:  # fmt: skip
+    """The run dir: the evaluation of the nested ensemble predictions (``runs``) and the ensemble bundle."""
     first = members[0]
     classes = first.model.classes
     predicted = np.asarray(classes)[proba.argmax(axis=1)]
     folds = [(np.flatnonzero(first.folds != f), np.flatnonzero(first.folds == f)) for f in np.unique(first.folds)]
-    pq.write_table(evaluate.oof_table(first.ids, first.groups, first.labels, predicted, folds, proba, classes),
-                   out / evaluate.PREDICTIONS)  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "report.md").write_text(report_text(metrics))
-    evaluate.plot_confusion(metrics["confusion"], classes, str(out / "confusion_matrix.png"),
-                            f"{rule} ensemble of {len(members)}: UAR {metrics['uar']:.3f}")  # fmt: skip
+    oof = runs.OutOfFold(first.ids, first.groups, first.labels, predicted, folds, proba, classes)
+    runs.write_evaluation(out, metrics, oof, f"{rule} ensemble of {len(members)}: UAR {metrics['uar']:.3f}",
+                          report_text(metrics))  # fmt: skip
     if metrics["bundle"] is None:
         return
     training = dict(first.model.meta.training)

@@ -1,7 +1,6 @@
-"""Speaker-independent evaluation: grouped folds, metrics, normalisation, plots.
+"""Speaker-independent evaluation: metrics, normalisation, plots (the folds are ``seremo.folds``).
 
-Folds always hold out whole groups (speakers, or sessions for IEMOCAP). The
-headline metric is UAR (unweighted average recall = balanced accuracy); WA
+The headline metric is UAR (unweighted average recall = balanced accuracy); WA
 (weighted accuracy = plain accuracy) and macro-F1 stand beside it.
 """
 
@@ -19,64 +18,8 @@ from sklearn.metrics import (
     f1_score,
     precision_recall_fscore_support,
 )
-from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
-from seremo.errors import SeremoError
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
-
-
-# The default protocol scales with the data: leave-one-group-out up to this many groups (RAVDESS's
-# 24 actors included), else AUTO_FOLDS grouped folds (CREMA-D's 91 speakers, MELD's ~1,000 dialogues).
-LOGO_UP_TO = 30
-AUTO_FOLDS = 10
-
-
-def default_folds(n_groups: int) -> int:
-    """The fold count used when none is set: one per group up to ``LOGO_UP_TO`` groups, else ``AUTO_FOLDS``."""
-    return n_groups if n_groups <= LOGO_UP_TO else AUTO_FOLDS
-
-
-def group_folds(groups: Sequence[str], n_folds: int | None = None) -> Folds:
-    """(train, test) index pairs holding out whole groups.
-
-    ``n_folds=None`` is the default protocol (``default_folds``: leave-one-group-out
-    for up to 30 groups, else 10 grouped folds); an int gives that many grouped folds
-    (as many as there are groups is leave-one-group-out). More folds than groups
-    is an error, not a quiet fallback, so a run never reports folds it did not run.
-    """
-    groups = np.asarray(groups)
-    n_groups = len(np.unique(groups))
-    if n_folds is None and n_groups >= 2:
-        n_folds = default_folds(n_groups)
-    if n_groups < 2:
-        raise SeremoError(f"speaker-independent evaluation needs at least 2 groups, found {n_groups}")
-    dummy = np.zeros(len(groups))
-    if n_folds is not None and n_folds < 2:
-        raise SeremoError(f"need at least 2 folds, got {n_folds}")
-    if n_folds is not None and n_folds > n_groups:
-        raise SeremoError(f"{n_folds} folds asked for, but there are only {n_groups} groups")
-    if n_folds is None or n_folds == n_groups:
-        splitter = LeaveOneGroupOut()
-    else:
-        splitter = GroupKFold(n_splits=n_folds)
-    return [(tr, te) for tr, te in splitter.split(dummy, dummy, groups)]
-
-
-def describe_folds(folds: Folds, groups: Sequence[str]) -> str:
-    """The fold scheme as it ran: "leave-one-group-out" or "5 grouped folds" (the count of a
-    leave-one-group-out run is ``len(folds)``, beside it in the metrics and in the reports)."""
-    groups = np.asarray(groups)
-    if all(len(np.unique(groups[te])) == 1 for _, te in folds):
-        return "leave-one-group-out"
-    return f"{len(folds)} grouped folds"
-
-
-def describe_corpus_folds(folds: Folds, corpus: Sequence[str]) -> str:
-    """Folds that hold out whole corpora, as they ran (their count is part of the name)."""
-    if all(len(np.unique(np.asarray(corpus)[te])) == 1 for _, te in folds):
-        return f"leave-one-corpus-out ({len(folds)} folds)"
-    return f"{len(folds)} folds of whole corpora"
+from seremo.folds import Folds
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -123,16 +66,16 @@ def describe_set(fs: dict[str, Any]) -> str:
     return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
 
 
-def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, Any]:
     """Each ``test:`` features dir through ``load(dir)``, named by its folder; a feature set other than
     the training one (``feature_set``) is one line, raised before any work."""
     from seremo.errors import ConfigError
 
-    tests: dict[str, dict[str, Any]] = {}
+    tests: dict[str, Any] = {}
     for d in dirs:
-        t = load(d)
-        if t["feature_set"] != feature_set:
-            raise ConfigError(f"test {d}: feature set {describe_set(t['feature_set'])} differs from the training "
+        t = load(d)  # a dataset.FeatureTable
+        if t.feature_set != feature_set:
+            raise ConfigError(f"test {d}: feature set {describe_set(t.feature_set)} differs from the training "
                               f"features' {describe_set(feature_set)}; extract it with the same set")  # fmt: skip
         name = d.rstrip("/").rsplit("/", 1)[-1]
         tests[name if name not in tests else d] = t

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seremo.summary import held_out
+
+if TYPE_CHECKING:
+    from seremo.dataset import FeatureTable
 
 
 def md_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -48,7 +51,7 @@ def _ensemble_lines(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
+def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
     fs = metrics["feature_set"]
     proto = metrics["protocol"]
     fams = metrics["families"]
@@ -57,7 +60,7 @@ def tune_report(metrics: dict[str, Any], data: dict[str, Any]) -> str:
     parts = [
         "# seremo tune report",
         "",
-        f"Features: `{fs['name']}` v{fs['version']} ({len(data['y'])} utterances, "
+        f"Features: `{fs['name']}` v{fs['version']} ({len(data.y)} utterances, "
         f"{len(metrics['groups'])} groups, classes: {', '.join(metrics['classes'])}).",
         f"Protocol: outer {outer_protocol(metrics)}; hyperparameters chosen by {proto['inner']}; "
         f"{proto['search']} search. No held-out group influences any choice.",

@@ -3,31 +3,26 @@
 Evaluation is speaker-independent: grouped folds hold out whole speakers for
 testing; inside each fold's training speakers a further group split gives the
 validation speakers that drive early stopping (the test speakers never do).
-Each fold is one ``TorchTrainer`` run: DDP over gloo on CPU workers or NCCL on
-GPUs, bucketed batches sharded across ranks, class-weighted loss, bf16
-autocast on GPU, a checkpoint every epoch through ``ray.train.report`` and a
-``FailureConfig`` so a run survives a worker dying and resumes from its last
-checkpoint. ``model/`` is a final fit on all speakers (less the validation
-speakers it stops on), saved as safetensors.
+Each fold is one ``TorchTrainer`` run (``seremo.fitting``: DDP, bucketed
+batches, bf16 on GPU, a checkpoint every epoch, resume after a worker dies).
+``model/`` is a final fit on all speakers (less the validation speakers it
+stops on), saved as safetensors.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
-from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from seremo import bundle, evaluate, nets, outputs, shards
+from seremo import bundle, dataset, evaluate, fitting, folds, nets, outputs, runs
+from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
-from seremo.labels import get_class_set
+from seremo.folds import Folds
 from seremo.runtime import ensure_ray
 from seremo.settings import TrainSettings
 from seremo.settings import load_train as load_settings  # noqa: F401  (re-exported)
@@ -36,188 +31,21 @@ from seremo.summary import Outcome, format_table, held_out
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- the worker loop
-
-
-def train_loop(config: dict[str, Any]) -> None:
-    """Runs in every Ray Train worker: one rank of a DDP training with resume."""
-    import ray
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    data = ray.get(config["data_ref"])
-    s = config["settings"]
-    items, labels, kind = data["items"], data["labels"], data["kind"]
-    train_idx, val_idx = np.asarray(config["train_idx"]), np.asarray(config["val_idx"])
-    torch.manual_seed(s["seed"])
-    model = nets.build(s["model"], data["in_dim"], len(data["classes"]), **s["arch"])
-    model.norm.set(*config["norm"])
-    if nets.reads_text(kind):  # the fold's vocabulary; pretrained vectors, where given, start its embeddings
-        model.vocab = data["vocab"]
-        model.set_vectors(data.get("vectors") or {})
-    state = _resumed_state(model, rank)
-    device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(model)  # DDP: gradients all-reduced every step
-    core = model.module if hasattr(model, "module") else model
-    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-    if state["optimizer"] is not None:
-        opt.load_state_dict(state["optimizer"])
-    counts = np.bincount(labels[train_idx], minlength=len(data["classes"])).astype(np.float64)
-    weights = torch.as_tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
-    lengths = np.array([nets.frames_of(items[i], kind) for i in train_idx])
-    steps = len(nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, 0), rank, world))
-    sched = None
-    if s["schedule"] == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s["lr"], total_steps=max(s["epochs"] * steps, 20),
-                                                    pct_start=0.1)  # fmt: skip
-        if state["scheduler"] is not None:
-            sched.load_state_dict(state["scheduler"])
-    step = {"model": model, "opt": opt, "sched": sched, "loss_fn": loss_fn, "device": device,
-            "masking": TrainSettings.model_validate(s).masking.kwargs(nets.audio_kind(kind)), "fill": config["norm"][0],
-            "bf16": device.type == "cuda", "items": items, "labels": labels, "kind": kind}  # fmt: skip
-
-    for epoch in range(state["epoch"], s["epochs"]):
-        started = time.perf_counter()
-        batches = nets.shard_batches(nets.bucket_batches(lengths, s["batch_size"], True, s["seed"] + epoch), rank, world)
-        total = _train_epoch(step, train_idx, batches, np.random.default_rng([s["seed"], epoch, rank]))
-        seconds = time.perf_counter() - started
-        per_rank, checksums = _gather_ranks(total, core, world)
-        samples = sum(float(t[1]) for t in per_rank)
-        val_uar, val_loss = _validate(core, items, labels, val_idx, step["bf16"])
-        if val_uar > state["best"]:
-            state["best"], state["stale"] = val_uar, 0
-            state["best_model"] = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
-        else:
-            state["stale"] += 1
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": sum(float(t[0]) for t in per_rank) / max(samples, 1),
-            "val_loss": val_loss,
-            "val_uar": val_uar,
-            "best_val_uar": state["best"],
-            "samples_per_s": samples / max(seconds, 1e-9),
-            "world_size": world,
-            "rank_samples": [int(t[1]) for t in per_rank],
-            "rank_id_checksums": [float(t[2]) for t in per_rank],
-            "rank_param_checksums": [float(c) for c in checksums],
-            "restarts": state["restarts"],
-            "placement_group": _placement_group(),
-        }
-        state["history"].append(record)
-        stop = (state["stale"] >= s["patience"] and epoch + 1 >= s["min_epochs"]) or epoch + 1 == s["epochs"]
-        _checkpoint_and_report(state, record, epoch, stop, core, opt, sched, rank)
-        if stop:
-            break
-
-
-def _placement_group() -> str | None:
-    """This worker group's placement group (hex id): a search removes it once its trial ends (see
-    ``deep_search.ReleaseTrialResources``)."""
-    from ray.util import get_current_placement_group
-
-    pg = get_current_placement_group()
-    return pg.id.hex() if pg is not None else None
-
-
-def _resumed_state(model: Any, rank: int) -> dict[str, Any]:
-    """The loop's state from the last checkpoint (a restarted worker group), or a fresh one."""
-    import ray.train
-    import torch
-
-    state = {"optimizer": None, "scheduler": None, "epoch": 0, "history": [], "best": -1.0, "best_model": None,
-             "stale": 0, "restarts": 0}  # fmt: skip
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return state
-    with checkpoint.as_directory() as d:
-        saved = torch.load(Path(d) / "state.pt", weights_only=True)
-    model.load_state_dict(saved["model"])
-    state.update(optimizer=saved["optimizer"], scheduler=saved["scheduler"], epoch=saved["epoch"] + 1,
-                 history=json.loads(saved["history"]), best=saved["best"], stale=saved["stale"],
-                 restarts=saved["restarts"] + 1, best_model=saved["best_model"])  # fmt: skip
-    if rank == 0:
-        print(f"resuming at epoch {state['epoch'] + 1} from the checkpoint of epoch {state['epoch']}", flush=True)
-    return state
-
-
-def _train_epoch(step: dict[str, Any], train_idx: np.ndarray, batches: list, rng: np.random.Generator) -> Any:
-    """One pass over this rank's batches; (loss sum, samples, id checksum) as a float64 tensor."""
-    import torch
-
-    model, items, labels, kind = step["model"], step["items"], step["labels"], step["kind"]
-    model.train()
-    total = torch.zeros(3, dtype=torch.float64)
-    for batch in batches:
-        rows = train_idx[batch]
-        x, L = nets.collate([items[i] for i in rows], kind)
-        x = nets.spec_mask(x, L, kind, step["fill"], rng, **step["masking"])
-        y = torch.as_tensor(labels[rows], dtype=torch.long)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=step["bf16"]):
-            logits = model(nets.to_device(x, step["device"]), nets.to_device(L, step["device"]))
-            loss = step["loss_fn"](logits.float(), y.to(step["device"]))
-        step["opt"].zero_grad(set_to_none=True)
-        loss.backward()
-        step["opt"].step()
-        if step["sched"] is not None:
-            step["sched"].step()
-        total += torch.tensor([loss.item() * len(rows), len(rows), float(rows.sum())], dtype=torch.float64)
-    return total
-
-
-def _gather_ranks(total: Any, core: Any, world: int) -> tuple[list, list]:
-    """Every rank's epoch totals and parameter checksum (the evidence that DDP kept the ranks in step)."""
-    import torch
-    import torch.distributed as dist
-
-    per_rank = [total.clone() for _ in range(world)]
-    if world > 1:
-        dist.all_gather(per_rank, total)
-    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
-    checksums = [checksum.clone() for _ in range(world)]
-    if world > 1:
-        dist.all_gather(checksums, checksum)
-    return per_rank, checksums
-
-
-def _validate(core: Any, items: list, labels: np.ndarray, val_idx: np.ndarray, bf16: bool) -> tuple[float, float]:
-    """(UAR, loss) on the validation speakers; every rank scores all of them, so all stop alike."""
-    import torch
-
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
-        proba = nets.predict_proba(core, [items[i] for i in val_idx])
-    val_uar = evaluate.uar(labels[val_idx], proba.argmax(axis=1))
-    val_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(val_idx)), labels[val_idx]], 1e-9))))
-    return val_uar, val_loss
-
-
-def _checkpoint_and_report(state: dict[str, Any], record: dict[str, Any], epoch: int, stop: bool, core: Any,
-                           opt: Any, sched: Any, rank: int) -> None:  # fmt: skip
-    """Report the epoch to Ray Train; rank 0 attaches the checkpoint a restarted group resumes from."""
-    import ray.train
-    import torch
-
-    with tempfile.TemporaryDirectory() as d:
-        ckpt = None
-        if rank == 0:
-            torch.save(
-                {
-                    "model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "history": json.dumps(state["history"]), "best": state["best"], "stale": state["stale"],
-                    "restarts": state["restarts"], "best_model": state["best_model"],
-                },
-                Path(d) / "state.pt",
-            )  # fmt: skip
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        # "finished": the loop stopped by itself (patience or the last epoch); not Tune's reserved "done"
-        ray.train.report({**record, "finished": stop, "history": json.dumps(state["history"])}, checkpoint=ckpt)
-
-
 # --------------------------------------------------------------------------- driver
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """The training data with its augmented copies stored after the ``n_orig`` originals (none without
+    ``augment``); each copy carries its source utterance's label, speaker and corpus (``src``: its row)."""
+
+    data: FeatureTable
+    src: np.ndarray
+    n_orig: int
+
+    def with_copies(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` and the copies of them (a fit's training rows: copies of no other row)."""
+        return training_indices(idx, self.src, self.n_orig)
 
 
 def training_indices(fit_idx: np.ndarray, aug_src: np.ndarray, n_orig: int) -> np.ndarray:
@@ -226,446 +54,225 @@ def training_indices(fit_idx: np.ndarray, aug_src: np.ndarray, n_orig: int) -> n
     return np.concatenate([fit_idx, n_orig + np.flatnonzero(np.isin(aug_src, fit_idx))]).astype(np.int64)
 
 
-def load_data(features_dir: str, settings: TrainSettings, classes: list[str] | None = None) -> dict[str, Any]:
-    """Items, labels, groups and corpora; ``classes`` (a test set's) keeps the rows the model can predict.
+def augment(data: FeatureTable, settings: TrainSettings) -> Augmented:
+    """``settings.augment.copies`` augmented copies of each utterance (re-read from its audio), after the originals."""
+    src = np.zeros(0, np.int64)
+    if not settings.augment.copies:
+        return Augmented(data, src, len(data.y))
+    from seremo import features
+    from seremo.augment import augmented_copies
 
-    Items are what the model reads: audio arrays, transcripts (word ids come per fold, from a
-    vocabulary of its training rows), or for a fusion model (audio, transcript) pairs, the
-    transcript from the audio shards' own ``transcript`` column.
+    print(f"augmenting: {settings.augment.copies} cop(ies) of each utterance for training folds", flush=True)
+    items, src = augmented_copies(data.rows_table, features.from_description(data.feature_set),
+                                  settings.augment.model_dump(), settings.seed)  # fmt: skip
+    if data.kind.endswith("+text"):  # a copy says what its source utterance says
+        items = list(zip(items, [data.items[i][1] for i in src], strict=True))
+    copies = replace(data, items=data.items + items, y=np.concatenate([data.y, data.y[src]]),
+                     groups=np.concatenate([data.groups, data.groups[src]]),
+                     corpus=np.concatenate([data.corpus, data.corpus[src]]),
+                     ids=np.concatenate([data.ids, data.ids[src]]))  # fmt: skip
+    return Augmented(copies, src, len(data.y))
+
+
+class Views:
+    """The inputs each fit reads (``fitting.model_view``), put once in the object store.
+
+    Normalisation statistics and vocabularies are fitted on a fit's training rows
+    only, so each fit gets its own view; with neither, one view serves every fit.
     """
-    feats = shards.read_features(features_dir)
-    want = nets.KINDS[settings.model]
-    shard_kind = "text" if want == "text" else nets.audio_kind(want)
-    if feats.kind != shard_kind:
-        raise SeremoError(
-            f"{features_dir}: model {settings.model!r} needs {shard_kind} features, but these are "
-            f"{feats.feature_set['name']!r} ({feats.kind}); extract e.g. "
-            + {"sequence": "mfcc_seq", "image": "logmel", "vector": "seremo", "text": "text"}[shard_kind]
-            + (" from a manifest with transcripts" if want.endswith("+text") else "")
-        )
-    table = feats.table
-    mapping = get_class_set(settings.class_set).map if settings.class_set else (lambda lab: lab)
-    labels = table.column("label").to_pylist()
-    mapped = [mapping(lab) for lab in labels]
-    keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
-    excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    audio = [a for a, k in zip(feats.arrays(), keep, strict=True) if k] if want != "text" else None
-    texts = list(feats.model_input("text", features_dir, keep)) if nets.reads_text(want) else None
-    arrays = audio if texts is None else texts if audio is None else list(zip(audio, texts, strict=True))
-    y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
-    groups = np.array(table.column("group").to_pylist())[keep]
-    if classes is not None:
-        if not len(y):
-            raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
-        return {"items": arrays, "labels": np.searchsorted(classes, y), "groups": groups, "excluded": dict(excluded),
-                "corpus": np.array(table.column("corpus").to_pylist())[keep], "feature_set": feats.feature_set}  # fmt: skip
-    classes = sorted(set(y.tolist()))
-    if len(classes) < 2:
-        raise SeremoError(f"{features_dir}: needs at least 2 classes, found {classes}")
-    if len(set(groups)) < 3:
-        raise SeremoError(f"{features_dir}: needs at least 3 groups (train, validation, test speakers)")
-    audio_dim = 0 if audio is None else int(audio[0].shape[-1] if shard_kind != "image" else audio[0].shape[0])
-    # the vocabulary's size comes per fold: 0 until then
-    in_dim: int | list[int] = [audio_dim, 0] if want.endswith("+text") else audio_dim
-    return {
-        "items": arrays, "labels": np.searchsorted(classes, y), "classes": classes, "groups": groups,
-        "ids": np.array(table.column("utterance_id").to_pylist())[keep], "kind": want, "in_dim": in_dim,
-        "corpus": np.array(table.column("corpus").to_pylist())[keep],
-        "feature_set": feats.feature_set, "corpora": sorted(set(table.column("corpus").to_pylist())),
-        "table": table.filter(pa.array(keep)),
-    }  # fmt: skip
 
+    def __init__(self, aug: Augmented, settings: TrainSettings) -> None:
+        import ray
 
-def texts_of(items: list[Any], kind: str) -> list[str]:
-    """The transcripts of a text model's or a fusion model's items."""
-    return list(items) if kind == "text" else nets.split_items(items, kind)[1]
+        self.aug, self.settings, self._put = aug, settings, ray.put
+        self.words = nets.reads_text(aug.data.kind)  # a vocabulary per fit
+        self.vectors = fitting.read_vectors(settings, aug.data) if self.words else None
+        self.per_fit = settings.normalise != "none" or self.words
+        self.last: tuple[fitting.NetInputs, Any] | None = None if self.per_fit else self._view(np.arange(0))
 
+    def _view(self, fitted_rows: np.ndarray) -> tuple[fitting.NetInputs, Any]:
+        view = fitting.model_view(self.aug.data, self.settings, fitted_rows, self.vectors, self.aug.n_orig)
+        return view, self._put(view)
 
-def with_vocabulary(items: list[Any], kind: str, vocab: list[str]) -> list[Any]:
-    """Items with their transcripts as word ids of ``vocab`` (a fusion pair keeps its audio)."""
-    ids = nets.encode(texts_of(items, kind), vocab)
-    return ids if kind == "text" else list(zip(nets.split_items(items, kind)[0], ids, strict=True))
-
-
-def read_vectors(settings: TrainSettings, data: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The pretrained vectors (``text.vectors``) of every word the transcripts hold, read once on the driver."""
-    if not settings.text.vectors:
-        return None
-    words = {w for text in texts_of(data["items"], data["kind"]) for w in nets.tokens(text)}
-    found = nets.read_vectors(settings.text.vectors, words, int(settings.arch.get("embed", 100)))
-    print(f"word vectors: {len(found)} of {len(words)} words found in {settings.text.vectors}", flush=True)
-    return found
-
-
-def norm_stats(items: list[np.ndarray], idx: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std over the training items' frames (bands for images); text has none.
-    A fusion model's statistics are its audio's."""
-    if kind == "text":
-        return np.zeros(1), np.ones(1)
-    if kind.endswith("+text"):
-        return norm_stats(nets.split_items(items, kind)[0], idx, nets.audio_kind(kind))
-    if kind == "image":
-        frames = np.concatenate([items[i].T for i in idx])
-    elif kind == "sequence":
-        frames = np.concatenate([items[i] for i in idx])
-    else:
-        frames = np.stack([items[i] for i in idx])
-    return frames.mean(axis=0), frames.std(axis=0)
-
-
-def n_validation_groups(n_groups: int, fraction: float) -> int:
-    """How many of ``n_groups`` training-side groups become validation groups (at least one)."""
-    return max(1, int(round(fraction * n_groups)))
-
-
-def plan_folds(groups: np.ndarray, settings: TrainSettings, corpus: np.ndarray | None = None) -> evaluate.Folds:
-    """The grouped test folds, after checking each leaves training and validation groups.
-
-    With ``groups: corpus`` the folds hold out whole corpora (leave-one-corpus-out,
-    unless ``folds`` asks for fewer); validation still holds out training-side speakers.
-    Checked on the driver before Ray starts, so a fold count or validation share the
-    data cannot give is one line naming the setting, not a failure inside a worker.
-    """
-    n_groups = len(set(groups.tolist()))
-    if settings.groups == "corpus":
-        corpora = sorted(set(np.asarray(corpus).tolist()))
-        if len(corpora) < 2:
-            raise ConfigError(f"train.groups: corpus holds out whole corpora, but the data has one ({corpora[0]})")
-        units, n_units, what = np.asarray(corpus), len(corpora), "corpora"
-        n_folds = settings.folds if "folds" in settings.model_fields_set else n_units
-    else:
-        units, n_units, what = groups, n_groups, "groups (speakers)"
-        n_folds = settings.folds if "folds" in settings.model_fields_set else min(settings.folds, n_groups)
-    if n_folds > n_units:
-        raise ConfigError(
-            f"train.folds: {settings.folds} folds asked for, but the data has {n_units} "
-            f"{what}; use at most {n_units} ({n_units} is leave-one-group-out)"
-        )
-    folds = evaluate.group_folds(units, n_folds)
-    sides = [
-        (f"fold {k + 1} of {len(folds)}", len(set(groups[tr].tolist())))
-        for k, (tr, _) in enumerate(folds)
-    ]
-    if settings.final_fit:
-        sides.append(("the final fit", n_groups))
-    for where, n_side in sides:
-        if n_side < 2:
-            raise ConfigError(
-                f"train.folds: {where} leaves {n_side} group(s) for training and validation; "
-                f"each fold needs at least 2 (one to train on, one to validate on): use more "
-                f"folds (at most {n_groups})"
-            )
-        n_val = n_validation_groups(n_side, settings.val_fraction)
-        if n_val >= n_side:
-            raise ConfigError(
-                f"train.val_fraction: {settings.val_fraction} of the {n_side} training-side groups "
-                f"in {where} is {n_val} validation group(s), leaving none to train on; use a "
-                f"smaller val_fraction"
-            )
-    return folds
-
-
-def check_model(settings: TrainSettings, data: dict[str, Any]) -> None:
-    """Build the model once on CPU with the real input size and classes and run two utterances.
-
-    A bad ``arch`` value (a string for a size, a dropout above 1, more conv blocks than the
-    bands allow) then fails on the driver as one line, before any Ray Train worker starts.
-    """
-    import torch
-
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            n_classes = len(data["classes"])
-            items, in_dim, kind = data["items"][:2], data["in_dim"], data["kind"]
-            if nets.reads_text(kind):  # word ids of a vocabulary of these two rows (folds learn their own)
-                vocab = nets.fit_vocabulary(texts_of(items, kind), min_count=1)
-                items = with_vocabulary(items, kind, vocab)
-                in_dim = len(vocab) if kind == "text" else [in_dim[0], len(vocab)]
-            model = nets.build(settings.model, in_dim, n_classes, **settings.arch).eval()
-            model(*nets.collate(items, data["kind"]))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        arch = json.dumps(settings.arch, default=str)
-        raise ConfigError(
-            f"train.arch: {settings.model} with arch {arch} does not work on {_dims(data['in_dim'])} "
-            f"{data['kind']} features and {len(data['classes'])} classes: {first}"
-        ) from None
-
-
-def _dims(in_dim: int | list[int]) -> str:
-    return f"{in_dim}-dim" if isinstance(in_dim, int) else f"{in_dim[0]}-dim audio and text"
-
-
-def split_validation(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out whole training-side groups (about ``fraction`` of them) for early stopping."""
-    names = sorted(set(groups[idx].tolist()))
-    rng = np.random.default_rng(seed)
-    n_val = n_validation_groups(len(names), fraction)
-    val_names = set(rng.choice(names, size=n_val, replace=False).tolist())
-    is_val = np.array([g in val_names for g in groups[idx]])
-    return idx[~is_val], idx[is_val]
-
-
-def model_view(data: dict[str, Any], settings: TrainSettings, fitted_rows: np.ndarray,
-               keys: dict[str, np.ndarray] | None = None, vectors: dict[str, np.ndarray] | None = None,
-               n_orig: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """The data as the net sees it: ``settings.normalise`` fitted on ``fitted_rows``, and transcripts as
-    word ids of a vocabulary learnt from ``fitted_rows`` alone (original rows: an augmented copy repeats
-    its source's words, which would halve ``min_count``). ``keys``: every item's group and corpus."""
-    kind = data["kind"]
-    keys = keys or {"groups": data["groups"], "corpus": data["corpus"]}
-    n_orig = len(data["items"]) if n_orig is None else n_orig
-    items = evaluate.normalise_audio(data["items"], kind, settings.normalise, keys["groups"], keys["corpus"],
-                                     fitted_rows)  # fmt: skip
-    view = {**data, "items": items}
-    if nets.reads_text(kind):
-        texts = texts_of(data["items"], kind)
-        vocab = nets.fit_vocabulary([texts[i] for i in fitted_rows if i < n_orig], settings.text.min_count,
-                                    settings.text.max_words)  # fmt: skip
-        known = set(vocab)
-        view.update(items=with_vocabulary(items, kind, vocab), vocab=vocab,
-                    in_dim=len(vocab) if kind == "text" else [data["in_dim"][0], len(vocab)],
-                    vectors={w: v for w, v in (vectors or {}).items() if w in known})  # fmt: skip
-    return view
-
-
-def shipped(view: dict[str, Any]) -> dict[str, Any]:
-    """What every Ray Train worker reads of a model view (sent once through the object store)."""
-    names = ["items", "labels", "classes", "kind", "in_dim"] + (["vocab", "vectors"] if "vocab" in view else [])
-    return {k: view[k] for k in names}
-
-
-def fit_one(name: str, data: dict, data_ref: Any, train_idx: np.ndarray, val_idx: np.ndarray,
-            settings: TrainSettings, ray_storage: str, callbacks: list | None = None,
-            resources_per_worker: dict[str, float] | None = None, norm: tuple | None = None,
-            keep_model: bool = True) -> dict[str, Any] | None:  # fmt: skip
-    """One TorchTrainer run; returns the best model (by validation UAR) and the curves.
-
-    ``callbacks`` go to the run (a Tune trial passes ``TuneReportCallback``, so every epoch's
-    report reaches its scheduler); ``resources_per_worker`` can ask for a fraction of a GPU; ``norm``
-    the input statistics when ``data`` holds no items; ``keep_model=False`` returns None (a trial's model
-    stays in its checkpoint)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    trainer = TorchTrainer(
-        train_loop,
-        # A rank whose peer died fails its collective after this long instead of torch's 30 min,
-        # so FailureConfig can restart the group from the last checkpoint.
-        torch_config=TorchConfig(timeout_s=settings.collective_timeout_s),
-        train_loop_config={
-            "data_ref": data_ref,
-            "settings": settings.model_dump(),
-            "train_idx": train_idx.tolist(),
-            "val_idx": val_idx.tolist(),
-            "norm": norm if norm is not None else norm_stats(data["items"], train_idx, data["kind"]),
-        },
-        scaling_config=ScalingConfig(num_workers=settings.workers, use_gpu=settings.gpu,
-                                     resources_per_worker=resources_per_worker),  # fmt: skip
-        run_config=RunConfig(
-            storage_path=ray_storage,
-            name=name,
-            failure_config=FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-    )
-    started = time.perf_counter()
-    result = trainer.fit()
-    wall = time.perf_counter() - started
-    if result.checkpoint is None:
-        raise SeremoError(f"training {name} produced no checkpoint: {result.error}")
-    if not keep_model:
-        return None
-    return {**best_model(result.checkpoint, settings, data), "wall_s": wall}
-
-
-def best_model(checkpoint: Any, settings: TrainSettings, data: dict[str, Any]) -> dict[str, Any]:
-    """The best model (by validation UAR) a training checkpoint holds, and the curves up to it."""
-    import torch
-
-    with checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=True)
-    model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
-    model.load_state_dict(state["best_model"])
-    if nets.reads_text(data["kind"]):
-        model.vocab = data["vocab"]
-    return {"model": model.eval(), "history": json.loads(state["history"])}
+    def fitted_on(self, rows: np.ndarray) -> tuple[fitting.NetInputs, Any]:
+        """The view whose statistics and words come from ``rows`` (copies included), and its object ref."""
+        if self.per_fit:
+            self.last = self._view(self.aug.with_copies(rows))
+        assert self.last is not None
+        return self.last
 
 
 def train_run(features_dir: str, out: str, settings: TrainSettings, address: str | None = None) -> dict[str, Any]:
     """Train and evaluate by grouped folds, then write the run dir (a local path or a URI)."""
     outputs.check_out(out, [features_dir], what="features")
     with outputs.run_dir(out, "train", {"model": settings.model}) as run:
-        return _train_run(features_dir, run.local, run.ray_storage, settings, address)
+        return train_in(features_dir, run.local, run.ray_storage, settings, address)
 
 
-def _train_run(features_dir: str, out_path: Path, ray_storage: str, settings: TrainSettings,
-               address: str | None) -> dict[str, Any]:  # fmt: skip
-    import ray
-
-    data = load_data(features_dir, settings)
-    folds = plan_folds(data["groups"], settings, data["corpus"])
+def train_in(features_dir: str, out_path: Path, ray_storage: str, settings: TrainSettings,
+             address: str | None) -> dict[str, Any]:  # fmt: skip
+    """``train_run`` inside a staged run dir (``out_path``): evaluate by folds, fit the final model, write."""
+    data = dataset.load(features_dir, settings.class_set, model=settings.model)
+    outer = folds.plan_validated(data.groups, settings, data.corpus)
     tests = load_tests(settings, data)
-    check_model(settings, data)
-    ensure_ray(address)
-    if settings.gpu and not ray.cluster_resources().get("GPU"):
-        raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")
-    n_orig, kind = len(data["labels"]), data["kind"]
-    aug_src = np.zeros(0, np.int64)
-    if settings.augment.copies:
-        from seremo import features
-        from seremo.augment import augmented_copies
-
-        print(f"augmenting: {settings.augment.copies} cop(ies) of each utterance for training folds", flush=True)
-        aug_items, aug_src = augmented_copies(
-            data["table"], features.from_description(data["feature_set"]), settings.augment.model_dump(), settings.seed
-        )
-        if kind.endswith("+text"):  # a copy says what its source utterance says
-            aug_items = list(zip(aug_items, [data["items"][i][1] for i in aug_src], strict=True))
-        data = {**data, "items": data["items"] + aug_items, "labels": np.concatenate([data["labels"], data["labels"][aug_src]])}
-
-    def with_copies(idx: np.ndarray) -> np.ndarray:
-        return training_indices(idx, aug_src, n_orig)
-
-    # every item's speaker and corpus, augmented copies those of their source utterance
-    keys = {k: np.concatenate([data[k], data[k][aug_src]]) for k in ("groups", "corpus")}
-
-    words = nets.reads_text(kind)  # a vocabulary per fold
-    vectors = read_vectors(settings, data) if words else None
-
-    def normalised(fitted_rows: np.ndarray) -> tuple[dict, Any]:
-        view = model_view(data, settings, fitted_rows, keys, vectors, n_orig)
-        return view, ray.put(shipped(view))
-
-    if settings.normalise == "none" and not words:
-        fold_data, data_ref = normalised(np.arange(0))
-    predicted = np.full(n_orig, -1)
-    oof_proba = np.zeros((n_orig, len(data["classes"])), np.float32)
-    fold_rows, curves = [], []
+    fitting.check_model(settings, data)
+    start_ray(settings, address)
+    aug = augment(data, settings)
+    views = Views(aug, settings)
     started = time.perf_counter()
-    for k, (tr, te) in enumerate(folds):
-        fit_idx, val_idx = split_validation(data["groups"], tr, settings.val_fraction, settings.seed + k)
-        print(f"fold {k + 1}/{len(folds)}: train {len(fit_idx)}, validate {len(val_idx)}, "
-              f"test {len(te)} ({held_out(sorted(set(data['groups'][te].tolist())))})", flush=True)  # fmt: skip
-        if settings.normalise != "none" or words:  # statistics / words of its training rows only
-            fold_data, data_ref = normalised(with_copies(fit_idx))
-        fitted = fit_one(f"fold{k + 1}", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
-        proba = nets.predict_proba(fitted["model"], [fold_data["items"][i] for i in te])
-        predicted[te] = proba.argmax(axis=1)
-        oof_proba[te] = proba
-        hist = fitted["history"]
-        best_epoch = int(np.argmax([h["val_uar"] for h in hist])) + 1
-        fold_uar = evaluate.uar(data["labels"][te], predicted[te])
-        held = data["corpus"] if settings.groups == "corpus" else data["groups"]
-        fold_rows.append({
-            "held_out": sorted(set(held[te].tolist())), "n": int(len(te)), "uar": fold_uar,
-            "epochs": len(hist), "best_epoch": best_epoch, "best_val_uar": max(h["val_uar"] for h in hist),
-            "wall_s": fitted["wall_s"], "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])),
-            "restarts": hist[-1]["restarts"],
-        })  # fmt: skip
-        curves.append(hist)
-        print(f"fold {k + 1}: test UAR {fold_uar:.3f} after {len(hist)} epochs ({fitted['wall_s']:.0f} s)", flush=True)
-    classes = data["classes"]
-    y_names = np.asarray(classes)[data["labels"][:n_orig]]
-    pred_names = np.asarray(classes)[predicted]
-    metrics = evaluate.scores(y_names, pred_names, classes)
-    metrics.update({
-        "model": settings.model, "settings": settings.model_dump(), "per_fold": fold_rows,
-        "protocol": {
-            "outer": (evaluate.describe_folds(folds, data["groups"]) if settings.groups == "speaker"
-                      else evaluate.describe_corpus_folds(folds, data["corpus"])),  # fmt: skip
-            "outer_folds": len(folds), "groups": settings.groups,
-            "early_stopping": "validation speakers split from each fold's training speakers",
-            "normalise": settings.normalise,
-        },
-        "per_corpus": evaluate.per_corpus(y_names, pred_names, data["corpus"], classes),
-        "feature_set": data["feature_set"], "classes": classes, "wall_s": time.perf_counter() - started,
-        "samples_per_s": float(np.median([f["samples_per_s"] for f in fold_rows])),
-        "workers": settings.workers, "gpu": settings.gpu,
-    })  # fmt: skip
+    cv = cross_validate(views, outer, settings, ray_storage)
+    metrics = cv_metrics(data, cv, outer, settings, started)
     final = None
     if settings.final_fit:
-        everyone = np.arange(n_orig)
-        fit_idx, val_idx = split_validation(data["groups"], everyone, settings.val_fraction, settings.seed)
-        print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
-        if settings.normalise != "none" or words:
-            fold_data, data_ref = normalised(with_copies(fit_idx if words else everyone))
-        final = fit_one("final", fold_data, data_ref, with_copies(fit_idx), val_idx, settings, ray_storage)
+        final = fit_final(views, settings, ray_storage)
         if tests:
-            metrics["test"] = {name: score_test(final["model"], t, classes, data, settings.normalise)
+            metrics["test"] = {name: score_test(final["model"], t, data, settings.normalise)
                                for name, t in tests.items()}  # fmt: skip
-    originals = {**fold_data, "items": fold_data["items"][:n_orig], "labels": data["labels"][:n_orig]}
-    _write_run(out_path, metrics, curves, originals, pred_names, settings, final, folds, oof_proba)
+    view = views.last[0]
+    write_run(out_path, metrics, cv.curves, data, replace(view, items=view.items[:aug.n_orig]), cv.oof(data, outer),
+              settings, final)  # fmt: skip
     return metrics
 
 
-def load_tests(settings: TrainSettings, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def start_ray(settings: TrainSettings, address: str | None) -> None:
+    """Ray, with the GPUs ``--gpu`` asks for, or one line."""
+    import ray
+
+    ensure_ray(address)
+    if settings.gpu and not ray.cluster_resources().get("GPU"):
+        raise SeremoError("--gpu asked for, but the Ray cluster has no GPUs")
+
+
+@dataclass
+class CrossValidation:
+    """Every fold's test predictions (class indices and probabilities), figures and training curves."""
+
+    predicted: np.ndarray
+    proba: np.ndarray
+    fold_rows: list[dict[str, Any]]
+    curves: list[list[dict[str, Any]]]
+
+    def oof(self, data: FeatureTable, outer: Folds) -> runs.OutOfFold:
+        names = np.asarray(data.classes)
+        return runs.OutOfFold(data.ids, data.groups, data.y, names[self.predicted], outer, self.proba, data.classes,
+                              data.corpus)  # fmt: skip
+
+
+def cross_validate(views: Views, outer: Folds, settings: TrainSettings, ray_storage: str) -> CrossValidation:
+    """One fit per fold on its training speakers (less its validation speakers), scored on its test speakers."""
+    data, n_orig = views.aug.data, views.aug.n_orig
+    cv = CrossValidation(np.full(n_orig, -1), np.zeros((n_orig, len(data.classes)), np.float32), [], [])
+    for k, (tr, te) in enumerate(outer):
+        fit_idx, val_idx = folds.split_validation(data.groups, tr, settings.val_fraction, settings.seed + k)
+        print(f"fold {k + 1}/{len(outer)}: train {len(fit_idx)}, validate {len(val_idx)}, "
+              f"test {len(te)} ({held_out(sorted(set(data.groups[te].tolist())))})", flush=True)  # fmt: skip
+        view, ref = views.fitted_on(fit_idx)  # statistics / words of its training rows only
+        fitted = fitting.fit_one(f"fold{k + 1}", view, ref, views.aug.with_copies(fit_idx), val_idx, settings,
+                                 ray_storage)  # fmt: skip
+        proba = nets.predict_proba(fitted["model"], [view.items[i] for i in te])
+        cv.predicted[te] = proba.argmax(axis=1)
+        cv.proba[te] = proba
+        hist = fitted["history"]
+        fold_uar = evaluate.uar(data.labels[te], cv.predicted[te])
+        held = data.corpus if settings.groups == "corpus" else data.groups
+        cv.fold_rows.append({
+            "held_out": sorted(set(held[te].tolist())), "n": int(len(te)), "uar": fold_uar,
+            "epochs": len(hist), "best_epoch": int(np.argmax([h["val_uar"] for h in hist])) + 1,
+            "best_val_uar": max(h["val_uar"] for h in hist),
+            "wall_s": fitted["wall_s"], "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])),
+            "restarts": hist[-1]["restarts"],
+        })  # fmt: skip
+        cv.curves.append(hist)
+        print(f"fold {k + 1}: test UAR {fold_uar:.3f} after {len(hist)} epochs ({fitted['wall_s']:.0f} s)", flush=True)
+    return cv
+
+
+def cv_metrics(data: FeatureTable, cv: CrossValidation, outer: Folds, settings: TrainSettings,
+               started: float) -> dict[str, Any]:  # fmt: skip
+    """metrics.json's figures of the pooled fold predictions, per fold and per corpus, and how they were made."""
+    classes = data.classes
+    pred_names = np.asarray(classes)[cv.predicted]
+    metrics = evaluate.scores(data.y, pred_names, classes)
+    metrics.update({
+        "model": settings.model, "settings": settings.model_dump(), "per_fold": cv.fold_rows,
+        "protocol": {
+            "outer": folds.describe_outer(outer, data.groups, data.corpus, settings.groups),
+            "outer_folds": len(outer), "groups": settings.groups,
+            "early_stopping": "validation speakers split from each fold's training speakers",
+            "normalise": settings.normalise,
+        },
+        "per_corpus": evaluate.per_corpus(data.y, pred_names, data.corpus, classes),
+        "feature_set": data.feature_set, "classes": classes, "wall_s": time.perf_counter() - started,
+        "samples_per_s": float(np.median([f["samples_per_s"] for f in cv.fold_rows])),
+        "workers": settings.workers, "gpu": settings.gpu,
+    })  # fmt: skip
+    return metrics
+
+
+def fit_final(views: Views, settings: TrainSettings, ray_storage: str) -> dict[str, Any]:
+    """The shipped model: a fit on all speakers, less the validation speakers it stops on."""
+    data = views.aug.data
+    everyone = np.arange(views.aug.n_orig)
+    fit_idx, val_idx = folds.split_validation(data.groups, everyone, settings.val_fraction, settings.seed)
+    print(f"final fit: train {len(fit_idx)}, validate {len(val_idx)}", flush=True)
+    view, ref = views.fitted_on(fit_idx if views.words else everyone)
+    return fitting.fit_one("final", view, ref, views.aug.with_copies(fit_idx), val_idx, settings, ray_storage)
+
+
+def load_tests(settings: TrainSettings, data: FeatureTable) -> dict[str, FeatureTable]:
     """Each ``test:`` features dir, read before any training: the training feature set, or one line."""
     if settings.test and not settings.final_fit:
         raise ConfigError("train.test: test sets are scored by the final model; set final_fit: true")
-    test_settings = settings.model_copy(update={"test": []})
-    return evaluate.load_test_sets(settings.test, lambda d: load_data(d, test_settings, classes=data["classes"]),
-                                   data["feature_set"])  # fmt: skip
+    return evaluate.load_test_sets(settings.test, lambda d: dataset.load(d, settings.class_set, classes=data.classes,
+                                                                         model=settings.model), data.feature_set)  # fmt: skip
 
 
-def score_test(model: Any, test: dict[str, Any], classes: list[str], data: dict[str, Any],
-               how: str = "none") -> dict[str, Any]:  # fmt: skip
+def score_test(model: Any, test: FeatureTable, data: FeatureTable, how: str = "none") -> dict[str, Any]:
     """The final model on a test set it never saw (test labels are read only here), per corpus.
 
     Normalised like the training data: each speaker by its own frames; a corpus the
     model trained on by its training statistics, any other corpus by its own.
     """
-    n = len(data["groups"])  # transcripts are read through the final model's own vocabulary
+    n = len(data.groups)  # transcripts are read through the final model's own vocabulary
     items = evaluate.normalise_audio(
-        list(data["items"][:n]) + list(test["items"]), data["kind"], how,
-        np.concatenate([data["groups"], test["groups"]]), np.concatenate([data["corpus"], test["corpus"]]),
-        np.arange(n),
+        list(data.items) + list(test.items), data.kind, how, np.concatenate([data.groups, test.groups]),
+        np.concatenate([data.corpus, test.corpus]), np.arange(n),
     )[n:]  # fmt: skip
-    pred = np.asarray(classes)[nets.predict_proba(model, items).argmax(axis=1)]
-    y = np.asarray(classes)[test["labels"]]
-    s = evaluate.scores(y, pred, classes)
-    return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n", "per_class", "confusion")},
-            "excluded_labels": test["excluded"], "per_corpus": evaluate.per_corpus(y, pred, test["corpus"], classes)}  # fmt: skip
+    pred = np.asarray(data.classes)[nets.predict_proba(model, items).argmax(axis=1)]
+    return {**runs.test_set_figures(test, pred, data.classes), "excluded_labels": test.excluded}
 
 
-def _write_run(out: Path, metrics: dict, curves: list, data: dict, pred_names: np.ndarray,
-               settings: TrainSettings, final: dict | None, folds: list, oof_proba: np.ndarray,
-               report: bool = True) -> None:  # fmt: skip
-    """The run dir's files; ``report=False`` leaves metrics.json and report.md to the caller (a search)."""
+def write_run(out: Path, metrics: dict, curves: list, data: FeatureTable, view: fitting.NetInputs,
+              oof: runs.OutOfFold, settings: TrainSettings, final: dict | None, report: bool = True) -> None:  # fmt: skip
+    """The run dir's files: the evaluation (``runs``), the curves and the bundle of the final model (inputs as
+    ``view`` gives them: its vocabulary); ``report=False`` leaves metrics.json and report.md to a search."""
     from seremo.report import train_report
 
-    if report:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    pq.write_table(evaluate.oof_table(data["ids"], data["groups"], np.asarray(data["classes"])[data["labels"]],
-                                      pred_names, folds, oof_proba, data["classes"], corpus=data["corpus"]),
-                   out / evaluate.PREDICTIONS)  # fmt: skip
-    evaluate.plot_confusion(metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
-                            f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}")  # fmt: skip
+    runs.write_evaluation(out, metrics, oof, f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
+                          train_report(metrics) if report else None)  # fmt: skip
     if curves:
         plot_curves(curves, str(out / "curves.png"), settings.model)
     if final is not None:
-        model = final["model"]
-        meta = bundle.base_meta(
-            model_kind="torch", model_name=settings.model,
-            params={"in_dim": data["in_dim"], "arch": settings.arch}, feature_set=data["feature_set"],
-            classes=data["classes"],
-            training={"corpora": data["corpora"], "utterances": int(len(data["labels"])),
-                      "groups": len(set(data["groups"].tolist())), "class_set": settings.class_set},
-            metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
-        )  # fmt: skip
-        meta["normalisation"] = settings.normalise
-        meta["inputs"] = "text" if data["kind"] == "text" else "audio+text" if nets.reads_text(data["kind"]) else "audio"
-        (out / "model").mkdir(exist_ok=True)
-        nets.save_module(out / "model", model)
-        bundle.write_meta(out / "model", meta, training_ids=list(data["ids"]))  # the early-stopping rows too
-        proba = nets.predict_proba(model, data["items"])
-        pq.write_table(
-            pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),
-            out / "model_predictions.parquet",
-        )
-    if report:
-        (out / "report.md").write_text(train_report(metrics))
+        save_bundle(out / "model", final["model"], data, view, metrics, settings)
+        runs.write_model_predictions(out, data.ids, nets.predict_proba(final["model"], view.items), data.classes)
+
+
+def save_bundle(path: Path, model: Any, data: FeatureTable, view: fitting.NetInputs, metrics: dict,
+                settings: TrainSettings) -> None:  # fmt: skip
+    """``model/``: the net's weights (safetensors) and bundle.json, its training rows listed."""
+    meta = bundle.base_meta(
+        model_kind="torch", model_name=settings.model,
+        params={"in_dim": view.in_dim, "arch": settings.arch}, feature_set=data.feature_set,
+        classes=data.classes,
+        training={"corpora": data.corpora, "utterances": int(len(data.y)), "groups": data.n_groups,
+                  "class_set": settings.class_set},
+        metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
+    )  # fmt: skip
+    meta["normalisation"] = settings.normalise
+    meta["inputs"] = data.inputs
+    path.mkdir(exist_ok=True)
+    nets.save_module(path, model)
+    bundle.write_meta(path, meta, training_ids=list(data.ids))  # the early-stopping rows too
 
 
 def plot_curves(curves: list[list[dict]], path: str, title: str) -> None:

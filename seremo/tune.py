@@ -27,18 +27,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, evaluate, outputs, shards, vote
+from seremo import bundle, classical, dataset, evaluate, folds, outputs, runs, selection
+from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
-from seremo.labels import get_class_set
+from seremo.folds import Folds
 from seremo.runtime import ensure_ray
 from seremo.settings import TuneSettings
 from seremo.settings import load_tune as load_settings  # noqa: F401  (re-exported)
@@ -48,133 +49,23 @@ from seremo.summary import Outcome, format_table
 log = logging.getLogger(__name__)
 
 
-def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
-    """The members a selection rule takes from trials ranked best first (by inner, or plain-CV, UAR)."""
-    if selection == "best":
-        return ranked[:1]
-    if selection == "top_k":
-        return ranked[:top_k]
-    members, families = [], set()
-    for t in ranked:  # family_vote: the best of each family
-        if t["family"] not in families:
-            members.append(t)
-            families.add(t["family"])
-    return members
-
-
 # --------------------------------------------------------------------------- data
 
 
-def load_data(features_dir: str, class_set: str | None, classes: list[str] | None = None,
-              inputs: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Model inputs, labels, groups and corpora from a features directory, with the class set applied.
-
-    ``inputs`` (``classical.INPUTS``; None: what the set gives, ``text`` for the
-    text set, else ``audio``) picks what the models see: a vector set's matrix,
-    the shards' transcripts, or both (feature-level fusion). ``classes`` (a test
-    set's) keeps only rows whose class the trained model has; the others are
-    counted in ``excluded``, never dropped silently.
-    """
-    feats = shards.read_features(features_dir)
-    inputs = inputs or ("text" if feats.kind == "text" else "audio")
-    if feats.kind not in ("vector", "text"):
-        raise SeremoError(
-            f"{features_dir}: feature set {feats.feature_set['name']!r} is a {feats.kind}; "
-            "tune needs a vector or text set (use `seremo train` for sequences and images)"
-        )
-    if feats.kind == "text" and inputs != "text":
-        raise ConfigError(f"{features_dir}: the text feature set holds no audio features, so inputs {inputs!r} "
-                          "cannot be made from it; extract an audio vector set from the same manifest (its shards "
-                          "carry the transcripts too) for audio+text")  # fmt: skip
-    table = feats.table
-    labels = table.column("label").to_pylist()
-    mapping = get_class_set(class_set).map if class_set else (lambda lab: lab)
-    mapped = [mapping(lab) for lab in labels]
-    keep = np.array([m is not None and (classes is None or m in classes) for m in mapped])
-    excluded = Counter(str(lab) for lab, k in zip(labels, keep, strict=True) if not k)
-    X = feats.model_input(inputs, features_dir, keep)
-    y = np.array([m for m, k in zip(mapped, keep, strict=True) if k])
-    groups = np.array(table.column("group").to_pylist())[keep]
-    corpus = np.array(table.column("corpus").to_pylist())[keep]
-    ids = np.array(table.column("utterance_id").to_pylist())[keep]
-    common = {"X": X, "y": y, "groups": groups, "corpus": corpus, "ids": ids, "excluded": dict(excluded),
-              "feature_set": feats.feature_set, "inputs": inputs,
-              "channel": (shards.read_summary(features_dir) or {}).get("channel", "as-is")}  # fmt: skip
-    if classes is not None:  # a test set: judged on the model's classes, whatever it holds
-        if not len(y):
-            raise SeremoError(f"{features_dir}: no row has a class the model predicts ({', '.join(classes)})")
-        return {**common, "classes": classes}
-    classes = sorted(set(y.tolist()))
-    if len(classes) < 2:
-        raise SeremoError(f"{features_dir}: needs at least 2 classes to learn, found {classes or 'none'}")
-    n_groups = len(set(groups))
-    if n_groups < 2:
-        raise SeremoError(
-            f"{features_dir}: needs at least 2 groups (speakers) for speaker-independent evaluation, found {n_groups}"
-        )
-    return {**common, "classes": classes, "corpora": sorted(set(corpus.tolist()))}
-
-
-def load_tests(dirs: list[str], train: dict[str, Any], class_set: str | None) -> dict[str, dict[str, Any]]:
+def load_tests(dirs: list[str], train: FeatureTable, class_set: str | None) -> dict[str, FeatureTable]:
     """Each ``test:`` features dir, read before any work: same feature set and inputs as training, or one line."""
-    return evaluate.load_test_sets(dirs, lambda d: load_data(d, class_set, classes=train["classes"],
-                                                             inputs=train["inputs"]), train["feature_set"])  # fmt: skip
+    return evaluate.load_test_sets(dirs, lambda d: dataset.load(d, class_set, classes=train.classes,
+                                                                inputs=train.inputs), train.feature_set)  # fmt: skip
 
 
-def outer_units(data: dict[str, Any], settings: TuneSettings) -> np.ndarray:
+def outer_units(data: FeatureTable, settings: TuneSettings) -> np.ndarray:
     """What the outer folds hold out: speaker groups, or corpora (``groups: corpus``)."""
     if settings.groups == "speaker":
-        return data["groups"]
-    if len(data["corpora"]) < 2:
-        raise ConfigError(f"tune.groups: corpus holds out whole corpora, but the data has one ({data['corpora'][0]}); "
+        return data.groups
+    if len(data.corpora) < 2:
+        raise ConfigError(f"tune.groups: corpus holds out whole corpora, but the data has one ({data.corpora[0]}); "
                           "prepare several corpora into one manifest, or use test: for another corpus")  # fmt: skip
-    return data["corpus"]
-
-
-def plan_folds(groups: np.ndarray, outer_folds: int | None, inner_folds: int, inner_is_default: bool = False,
-               inner_groups: np.ndarray | None = None) -> tuple[list, list]:  # fmt: skip
-    """Outer grouped folds, and inner grouped folds inside each outer training set.
-
-    The outer folds hold out ``groups`` (speakers, or corpora); the inner folds
-    always split by ``inner_groups`` (speakers; default: ``groups``). Fold counts
-    the data cannot give are a ConfigError naming the setting, raised before any
-    work, so a run never quietly runs (and reports) other folds than asked; only
-    the default inner count (3) shrinks to what a small corpus has, as reported.
-    """
-    groups = np.asarray(groups)
-    inner_groups = groups if inner_groups is None else np.asarray(inner_groups)
-    n_groups = len(set(groups.tolist()))
-    if outer_folds is not None and not 2 <= outer_folds <= n_groups:
-        raise ConfigError(
-            f"tune.outer_folds: {outer_folds} folds asked for, but the data has {n_groups} groups "
-            f"({'corpora' if inner_groups is not groups else 'speakers'}); use at most {n_groups}, "
-            "or leave it unset for the default (leave-one-group-out up to 30 groups, else 10 grouped folds)"
-        )
-    outer = evaluate.group_folds(groups, outer_folds)
-    smallest = min(len(set(inner_groups[tr].tolist())) for tr, _ in outer)
-    if smallest < 2:
-        raise SeremoError(
-            "an outer training set has fewer than 2 groups: nested CV needs at least 3 groups"
-        )
-    if inner_is_default and inner_folds > smallest:
-        inner_folds = smallest
-    if not 2 <= inner_folds <= smallest:
-        raise ConfigError(
-            f"tune.inner_folds: {inner_folds} folds asked for, but the smallest outer training set "
-            f"has {smallest} groups (speakers); use at most {smallest}"
-        )
-    inner = [evaluate.group_folds(inner_groups[tr], inner_folds) for tr, _ in outer]
-    return outer, inner
-
-
-def describe_protocol(outer: list, inner: list, groups: np.ndarray) -> dict[str, str]:
-    """The outer and inner fold schemes as they ran (counts from the folds, not the settings)."""
-    counts = sorted({len(folds) for folds in inner})
-    n_inner = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-    return {
-        "outer": evaluate.describe_folds(outer, groups),
-        "inner": f"{n_inner} grouped folds inside each outer training set",
-    }
+    return data.corpus
 
 
 # --------------------------------------------------------------------------- the trial
@@ -213,18 +104,28 @@ def run_config(family: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray
     return {"inner_uar": inner_uar, "predicted": predicted.tolist(), "proba": proba}
 
 
-def variant_features(variant: str, data: dict[str, Any]) -> tuple[np.ndarray, Callable | None]:
+def variant_features(variant: str, data: FeatureTable) -> tuple[np.ndarray, Callable | None]:
     """The features a variant's trials start from, and its per-fold ``prep`` (corpus statistics)."""
-    X = data["X"]
+    X = data.X
     if variant == "speaker_norm":  # each speaker's own rows: the same in every fold
-        return evaluate.speaker_normalise(X, data["groups"]).astype(np.float32), None
+        return evaluate.speaker_normalise(X, data.groups).astype(np.float32), None
     if variant == "corpus_norm":
-        corpus = data["corpus"]
+        corpus = data.corpus
         return X, lambda rows: evaluate.corpus_normalise(X, corpus, rows).astype(np.float32)
     return X, None
 
 
-def _trial(config: dict[str, Any], data: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class TrialInputs:
+    """What every trial reads (sent once through the object store): the rows, the folds, the grids."""
+
+    data: FeatureTable
+    outer: Folds
+    inner: list[Folds]
+    spaces: dict[str, dict[str, list]]
+
+
+def _trial(config: dict[str, Any], shared: TrialInputs) -> None:
     """The Ray Tune function trainable: one configuration, all outer folds.
 
     Scalars go to ``tune.report``; the per-fold inner scores and the outer
@@ -235,10 +136,10 @@ def _trial(config: dict[str, Any], data: dict[str, Any]) -> None:
 
     from ray import tune
 
-    family, params = decode_config(config, data["spaces"])
-    X, prep = variant_features(config.get("variant", "raw"), data)
+    family, params = decode_config(config, shared.spaces)
+    X, prep = variant_features(config.get("variant", "raw"), shared.data)
     progress: list[dict] = []
-    result = run_config(family, params, X, data["y"], data["outer"], data["inner"], report=progress.append, prep=prep)
+    result = run_config(family, params, X, shared.data.y, shared.outer, shared.inner, report=progress.append, prep=prep)
     for metrics in progress[:-1]:
         tune.report(metrics)
     with tempfile.TemporaryDirectory() as d:
@@ -330,32 +231,30 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     from ray import tune
 
     started = time.perf_counter()
-    data = load_data(features_dir, settings.class_set, inputs=settings.inputs)
-    if data["inputs"] != "audio" and len(settings.variants) > 1:
+    data = dataset.load(features_dir, settings.class_set, inputs=settings.inputs)
+    if data.inputs != "audio" and len(settings.variants) > 1:
         raise ConfigError(f"tune: speaker_norm and corpus_norm normalise audio vectors; with inputs "
-                          f"{data['inputs']!r} leave them off")  # fmt: skip
+                          f"{data.inputs!r} leave them off")  # fmt: skip
     tests = load_tests(settings.test, data, settings.class_set)
-    outer, inner = plan_folds(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
+    outer, inner = folds.plan_nested(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
                               inner_is_default="inner_folds" not in settings.model_fields_set,
-                              inner_groups=data["groups"])  # fmt: skip
-    spaces = full_spaces(settings, data["inputs"])
+                                     inner_groups=data.groups)  # fmt: skip
+    spaces = full_spaces(settings, data.inputs)
     space, num_samples = param_space(settings, spaces)
     ensure_ray(address)
-    shared = {k: data[k] for k in ("X", "y", "groups", "corpus", "classes")} | {
-        "outer": outer, "inner": inner, "spaces": spaces,
-    }  # fmt: skip
+    shared = TrialInputs(data, outer, inner, spaces)
     n_fits = len(outer) * (1 + len(inner[0]))
     log.info(
         "tune: %d utterances, %d groups, classes %s; %d outer folds x %d fits per trial",
-        len(data["y"]), len(set(data["groups"])), data["classes"], len(outer), n_fits,
+        len(data.y), data.n_groups, data.classes, len(outer), n_fits,
     )  # fmt: skip
     n_trials = num_samples if settings.search != "grid" else len(space["trial"]["grid_search"]) * len(
         space["variant"]["grid_search"]
     )
     print(f"tune: {n_trials} trials, each {n_fits} model fits", flush=True)
-    search_alg = optuna_search(settings.seed) if settings.search == "optuna" else None
+    search_alg = selection.optuna_search(settings.seed) if settings.search == "optuna" else None
     tuner = tune.Tuner(
-        tune.with_parameters(_trial, data=shared),
+        tune.with_parameters(_trial, shared=shared),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric="inner_uar_mean",
@@ -372,29 +271,17 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         ),
     )
     grid = tuner.fit()
-    trials = _collect(grid, data["classes"])
+    trials = _collect(grid, data.classes)
     if not any(t["status"] == "ok" for t in trials):
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
     metrics = summarise(trials, data, outer, inner, settings)
-    finals = {v: _fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
+    finals = {v: fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
-    _write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
+    write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
     return metrics
-
-
-def optuna_search(seed: int) -> Any:
-    """Ray Tune's Optuna searcher; without the optional extra, one line saying how to get it."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise ConfigError("search: optuna needs the optuna package: pip install -e '.[optuna]' "
-                          "(or use search: random)") from None  # fmt: skip
-    from ray.tune.search.optuna import OptunaSearch
-
-    return OptunaSearch(seed=seed)
 
 
 def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
@@ -425,64 +312,29 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-COMBINATIONS = vote.RULES
-
-
-def combine(probas: list[np.ndarray], rule: str, inner_uar: list[float], n_classes: int) -> np.ndarray:
-    """Members' class probabilities joined by a decision-level rule (``vote.combine``); the ``weighted``
-    rule's weights come from the members' inner-CV UAR, so from the training folds only."""
-    weights = vote.weights_from_uar(inner_uar, n_classes) if rule == "weighted" else None
-    return vote.combine(probas, rule, weights)
-
-
-class NestedPredictions(NamedTuple):
-    predicted: np.ndarray  # class names, one per row
-    chosen: list[dict]  # per outer fold, the members picked
-    proba: np.ndarray  # rows x classes: each row's probabilities from the fold that held it out
-
-
-def _nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
-            top_k: int = 5, rule: str = "average") -> NestedPredictions:  # fmt: skip
-    """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
-
-    ``best`` is the single best configuration. A soft vote is the default because
-    with few speakers per inner fold, which one configuration wins is mostly noise,
-    and the best of each family (``family_vote``) are diverse models whose errors
-    partly cancel; every vote is chosen from inner scores only, like the single choice.
-    """
-    probas = np.zeros((n, len(classes)), np.float32)
-    chosen = []
-    for f, (_, te) in enumerate(outer):
-        top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
-        probas[te] = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
-        chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
-                                    "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip
-    return NestedPredictions(np.asarray(classes, dtype=object)[np.argmax(probas, axis=1)], chosen, probas)
-
-
 def summarise(
-    trials: list[dict], data: dict, outer: list, inner: list, settings: TuneSettings
+    trials: list[dict], data: FeatureTable, outer: Folds, inner: list[Folds], settings: TuneSettings
 ) -> dict[str, Any]:
-    y, groups, classes = data["y"], data["groups"], data["classes"]
+    y, groups, classes = data.y, data.groups, data.classes
 
     def block(variant: str) -> dict[str, Any]:
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = evaluate.uar(y, t["predicted"])
-        pred, chosen, proba = _nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
-        single = _nested(ok, outer, len(y), classes, "best").predicted
+        pred, chosen, proba = selection.nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
+        single = selection.nested(ok, outer, len(y), classes, "best").predicted
         result = evaluate.scores(y, pred, classes)
         result["single_best_uar"] = evaluate.uar(y, single)
         # Decision-level ensembles of the tuned families (each family's best by inner UAR, per outer fold).
         result["ensembles"] = {}
-        for rule in COMBINATIONS:
-            joined = _nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
+        for rule in selection.COMBINATIONS:
+            joined = selection.nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
             s = evaluate.scores(y, joined, classes)
             result["ensembles"][rule] = {k: s[k] for k in ("uar", "wa", "macro_f1")}
-        result["per_corpus"] = evaluate.per_corpus(y, pred, data["corpus"], classes)
+        result["per_corpus"] = evaluate.per_corpus(y, pred, data.corpus, classes)
         result["per_fold"] = [
             {
-                "held_out": sorted(set(data["corpus"][te].tolist() if settings.groups == "corpus"
+                "held_out": sorted(set(data.corpus[te].tolist() if settings.groups == "corpus"
                                        else groups[te].tolist())),  # fmt: skip
                 "n": int(len(te)),
                 "uar": evaluate.uar(y[te], pred[te]),
@@ -494,7 +346,7 @@ def summarise(
         families = {}
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
-            fp, fchosen, _ = _nested(fam_trials, outer, len(y), classes, "best")
+            fp, fchosen, _ = selection.nested(fam_trials, outer, len(y), classes, "best")
             s = evaluate.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
@@ -511,7 +363,7 @@ def summarise(
     metrics = block("raw")
     predicted = metrics.pop("predicted"), metrics.pop("proba")
     metrics["protocol"] = {
-        **describe_protocol(outer, inner, groups),
+        **folds.describe_protocol(outer, inner, groups),
         "outer_folds": len(outer),
         "groups": settings.groups,
         "selection": settings.describe_selection(),
@@ -520,13 +372,13 @@ def summarise(
         "speaker_norm": False,
     }
     if settings.groups == "corpus":
-        metrics["protocol"]["outer"] = evaluate.describe_corpus_folds(outer, data["corpus"])
+        metrics["protocol"]["outer"] = folds.describe_corpus_folds(outer, data.corpus)
     metrics["classes"] = classes
     metrics["class_set"] = settings.class_set
     metrics["groups"] = sorted(set(groups.tolist()))
-    metrics["corpora"] = data["corpora"]
-    metrics["excluded_labels"] = data["excluded"]
-    metrics["feature_set"] = data["feature_set"]
+    metrics["corpora"] = data.corpora
+    metrics["excluded_labels"] = data.excluded
+    metrics["feature_set"] = data.feature_set
     metrics["trials"] = {"ok": sum(t["status"] == "ok" for t in trials), "failed": sum(t["status"] != "ok" for t in trials)}
     metrics["_predicted"] = {"raw": predicted}  # per variant: what predictions.parquet holds for the shipped one
     notes = {
@@ -544,14 +396,14 @@ def summarise(
     return metrics
 
 
-def _fit_final(trials: list[dict], data: dict, variant: str, selection: str, top_k: int = 5) -> dict[str, Any]:
-    """The shipped model: the members ``selection`` picks by plain grouped-CV UAR, refitted on all data."""
-    ok = pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
-                     key=lambda t: (-t["loso_uar"], t["trial"])), selection, top_k)  # fmt: skip
-    X = as_model_input(evaluate.normalise(data["X"], evaluate.VARIANTS[variant], data["groups"], data["corpus"]))
+def fit_final(trials: list[dict], data: FeatureTable, variant: str, rule: str, top_k: int = 5) -> dict[str, Any]:
+    """The shipped model: the members selection ``rule`` picks by plain grouped-CV UAR, refitted on all data."""
+    ok = selection.pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
+                               key=lambda t: (-t["loso_uar"], t["trial"])), rule, top_k)  # fmt: skip
+    X = as_model_input(evaluate.normalise(data.X, evaluate.VARIANTS[variant], data.groups, data.corpus))
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],
-         "model": classical.fit(t["family"], json.loads(t["params"]), X, data["y"])}
+         "model": classical.fit(t["family"], json.loads(t["params"]), X, data.y)}
         for t in ok
     ]  # fmt: skip
     return {"variant": variant, "members": members}
@@ -566,38 +418,49 @@ def final_proba(final: dict[str, Any], X: np.ndarray) -> np.ndarray:
     return np.mean([m["model"].predict_proba(X) for m in final["members"]], axis=0)
 
 
-def score_test(finals: dict[str, dict], data: dict, test: dict) -> dict[str, Any]:
+def score_test(finals: dict[str, dict], data: FeatureTable, test: FeatureTable) -> dict[str, Any]:
     """Each variant's shipped model on a test set it never saw, per corpus; test labels are read only here.
 
     Normalisation follows the variant: speakers by their own rows; a test corpus
     that is also a training corpus by its training statistics, else by its own.
     """
-    n = len(data["X"])
-    out: dict[str, Any] = {"n": int(len(test["y"])), "excluded_labels": test["excluded"],
-                           "corpora": sorted(set(test["corpus"].tolist()))}  # fmt: skip
+    n = len(data.X)
+    out: dict[str, Any] = {"n": int(len(test.y)), "excluded_labels": test.excluded,
+                           "corpora": sorted(set(test.corpus.tolist()))}  # fmt: skip
     for variant, final in finals.items():
         how = evaluate.VARIANTS[variant]
         if how == "corpus":
-            Xt = evaluate.corpus_normalise(np.vstack([data["X"], test["X"]]),
-                                           np.concatenate([data["corpus"], test["corpus"]]), np.arange(n))[n:]  # fmt: skip
+            Xt = evaluate.corpus_normalise(np.vstack([data.X, test.X]),
+                                           np.concatenate([data.corpus, test.corpus]), np.arange(n))[n:]  # fmt: skip
         else:
-            Xt = evaluate.normalise(test["X"], how, test["groups"], test["corpus"])
-        pred = np.asarray(data["classes"])[np.argmax(final_proba(final, as_model_input(Xt)), axis=1)]
-        s = evaluate.scores(test["y"], pred, data["classes"])
-        out[variant] = {k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n", "per_class", "confusion")}
-        out[variant]["per_corpus"] = evaluate.per_corpus(test["y"], pred, test["corpus"], data["classes"])
+            Xt = evaluate.normalise(test.X, how, test.groups, test.corpus)
+        pred = np.asarray(data.classes)[np.argmax(final_proba(final, as_model_input(Xt)), axis=1)]
+        out[variant] = runs.test_set_figures(test, pred, data.classes)
     return out
 
 
-def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: dict, settings: TuneSettings,
-               outer: list) -> None:  # fmt: skip
+def write_run(out: Path, trials: list[dict], metrics: dict, data: FeatureTable, final: dict, settings: TuneSettings,
+              outer: Folds) -> None:  # fmt: skip
+    """The run dir: the evaluation of the nested predictions (``runs``), the trials, and the shipped bundle."""
     from seremo.report import tune_report
 
     # the nested predictions of the variant the bundle holds, so `seremo ensemble` judges the model it ships
     predicted, nested_proba = metrics.pop("_predicted")[final["variant"]]
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     metrics["final_model"] = {**members[0], "variant": final["variant"], "members": members}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_trials(out, trials)
+    oof = runs.OutOfFold(data.ids, data.groups, data.y, np.asarray(predicted), outer, nested_proba, data.classes,
+                         data.corpus)  # fmt: skip
+    runs.write_evaluation(out, metrics, oof, f"nested {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
+                          tune_report(metrics, data))  # fmt: skip
+    how = evaluate.VARIANTS[final["variant"]]
+    save_bundle(out / "model", final, members, metrics, data, settings)
+    X = as_model_input(evaluate.normalise(data.X, how, data.groups, data.corpus))
+    runs.write_model_predictions(out, data.ids, final_proba(final, X), data.classes)
+
+
+def write_trials(out: Path, trials: list[dict]) -> None:
+    """trials.parquet: every configuration's inner scores per outer fold and its plain grouped-CV UAR."""
     pq.write_table(
         pa.table(
             {
@@ -614,12 +477,11 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
         ),
         out / "trials.parquet",
     )
-    pq.write_table(evaluate.oof_table(data["ids"], data["groups"], data["y"], predicted, outer, nested_proba,
-                                      data["classes"], corpus=data["corpus"]), out / evaluate.PREDICTIONS)  # fmt: skip
-    evaluate.plot_confusion(
-        metrics["confusion"], data["classes"], str(out / "confusion_matrix.png"),
-        f"nested {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
-    )  # fmt: skip
+
+
+def save_bundle(path: Path, final: dict, members: list[dict], metrics: dict, data: FeatureTable,
+                settings: TuneSettings) -> None:  # fmt: skip
+    """``model/``: the shipped members (skops), with the nested figures of the variant they are."""
     how = evaluate.VARIANTS[final["variant"]]
     shipped = metrics if final["variant"] == "raw" else metrics[
         {"speaker": "speaker_normalised", "corpus": "corpus_normalised"}[how]]  # fmt: skip
@@ -627,18 +489,11 @@ def _write_run(out: Path, trials: list[dict], metrics: dict, data: dict, final: 
                     "plain_cv_uar": members[0]["cv_uar"], "protocol": metrics["protocol"]["outer"]}  # fmt: skip
     if "test" in metrics:
         meta_metrics["test_uar"] = {name: t[final["variant"]]["uar"] for name, t in metrics["test"].items()}
-    training = {"corpora": data["corpora"], "utterances": int(len(data["y"])), "groups": len(set(data["groups"].tolist())),
-                "class_set": settings.class_set, "normalisation": how, "channel": data["channel"]}  # fmt: skip
-    bundle.save_tuned(out / "model", [m["model"] for m in final["members"]], members, data["feature_set"],
-                      training, meta_metrics, normalisation=how, inputs=data["inputs"],
-                      training_ids=data["ids"].tolist())  # fmt: skip
-    X = as_model_input(evaluate.normalise(data["X"], how, data["groups"], data["corpus"]))
-    proba = final_proba(final, X)
-    pq.write_table(
-        pa.table({"utterance_id": data["ids"], **{f"p_{c}": proba[:, i] for i, c in enumerate(data["classes"])}}),
-        out / "model_predictions.parquet",
-    )
-    (out / "report.md").write_text(tune_report(metrics, data))
+    training = {"corpora": data.corpora, "utterances": int(len(data.y)), "groups": data.n_groups,
+                "class_set": settings.class_set, "normalisation": how, "channel": data.channel}  # fmt: skip
+    bundle.save_tuned(path, [m["model"] for m in final["members"]], members, data.feature_set,
+                      training, meta_metrics, normalisation=how, inputs=data.inputs,
+                      training_ids=data.ids.tolist())  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the stage

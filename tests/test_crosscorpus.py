@@ -7,6 +7,7 @@ corpus (its labels, or its statistics under a training-only option) reaches a fi
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,14 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 
 from seremo import bundle, classical, evaluate, features
+from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError
+from seremo.folds import plan_nested
+from seremo.selection import nested, pick
 from seremo.tune import (
     TuneSettings,
-    _fit_final,
-    _nested,
+    fit_final,
     outer_units,
-    pick,
-    plan_folds,
     run_config,
     variant_features,
 )
@@ -33,12 +34,12 @@ rng = np.random.default_rng(0)
 Y = np.array(["angry", "sad"] * 60)
 X = np.column_stack([np.arange(120.0), rng.normal(size=(120, 4)) + (Y == "angry")[:, None]])
 X[CORPUS == "B", 1:] = X[CORPUS == "B", 1:] * 3 + 10
-DATA = {"X": X.astype(np.float32), "y": Y, "groups": GROUPS, "corpus": CORPUS, "classes": ["angry", "sad"],
-        "corpora": ["A", "B"]}  # fmt: skip
+DATA = FeatureTable(X=X.astype(np.float32), y=Y, groups=GROUPS, corpus=CORPUS, ids=np.arange(120).astype(str),
+                    classes=["angry", "sad"])  # fmt: skip
 
 
 def loco():
-    return plan_folds(outer_units(DATA, TuneSettings(groups="corpus")), None, 2, inner_groups=GROUPS)
+    return plan_nested(outer_units(DATA, TuneSettings(groups="corpus")), None, 2, inner_groups=GROUPS)
 
 
 def test_leave_one_corpus_out_holds_out_corpora_and_splits_inner_folds_by_speaker():
@@ -48,7 +49,7 @@ def test_leave_one_corpus_out_holds_out_corpora_and_splits_inner_folds_by_speake
         assert set(CORPUS[tr]).isdisjoint(CORPUS[te])
         for a, b in folds:  # inner folds: whole speakers of the training corpus
             assert set(GROUPS[tr][a]).isdisjoint(GROUPS[tr][b])
-    one = {**DATA, "corpora": ["A"]}
+    one = replace(DATA, corpus=np.array(["A"] * 120))
     with pytest.raises(ConfigError, match="tune.groups: corpus holds out whole corpora, but the data has one"):
         outer_units(one, TuneSettings(groups="corpus"))
 
@@ -65,7 +66,7 @@ def test_no_scaler_fit_sees_a_held_out_corpus(monkeypatch):
     monkeypatch.setattr(classical, "StandardScaler", SpyScaler)
     SpyScaler.seen = []
     outer, inner = loco()
-    run_config("logreg", {"C": 1.0}, DATA["X"], Y, outer, inner)
+    run_config("logreg", {"C": 1.0}, DATA.X, Y, outer, inner)
     fits = iter(SpyScaler.seen)
     for (tr, te), folds in zip(outer, inner, strict=True):
         held_out = set(te.tolist())
@@ -108,9 +109,9 @@ def test_corpus_statistics_come_from_training_rows_only(monkeypatch):
         assert any(set(fitted.tolist()) == set(t.tolist()) for t in trains)
     # the held-out corpus B moves: training corpus A's normalised rows do not
     tr, te = outer[1]
-    X2 = DATA["X"].copy()
+    X2 = DATA.X.copy()
     X2[te, 1:] += 100
-    a = real(DATA["X"], CORPUS, tr)
+    a = real(DATA.X, CORPUS, tr)
     b = real(X2, CORPUS, tr)
     np.testing.assert_array_equal(a[tr], b[tr])
     # while B, with no training rows, is z-scored by its own (unlabelled) rows
@@ -131,36 +132,36 @@ def test_per_corpus_normalisation_removes_a_channel_shift():
 def _trials(outer, inner):
     trials = []
     for i, (fam, params) in enumerate([("logreg", {"C": 0.01}), ("logreg", {"C": 1.0}), ("naive_bayes", {"alpha": 1.0})]):
-        r = run_config(fam, params, DATA["X"][:, 1:], Y, outer, inner)
+        r = run_config(fam, params, DATA.X[:, 1:], Y, outer, inner)
         trials.append({"trial": i, "family": fam, "params": json.dumps(params), "status": "ok", "variant": "raw",
                        "loso_uar": evaluate.uar(Y, r["predicted"]), **r})  # fmt: skip
     return trials
 
 
 def test_soft_vote_averages_the_top_k_by_inner_score_only():
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
-    pred, chosen, _ = _nested(trials, outer, len(Y), DATA["classes"], "top_k", 2)
+    pred, chosen, _ = nested(trials, outer, len(Y), DATA.classes, "top_k", 2)
     for f, (_, te) in enumerate(outer):
         ranked = sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"]))[:2]
         assert [m["params"] for m in chosen[f]["members"]] == [json.loads(t["params"]) for t in ranked]
         mean = (ranked[0]["proba"][te] + ranked[1]["proba"][te]) / 2
-        assert list(pred[te]) == list(np.asarray(DATA["classes"])[mean.argmax(axis=1)])
+        assert list(pred[te]) == list(np.asarray(DATA.classes)[mean.argmax(axis=1)])
 
 
 def test_a_soft_vote_bundle_round_trips_and_a_damaged_member_is_refused(tmp_path):
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     trials = _trials(outer, inner)
-    data = {**DATA, "X": DATA["X"][:, 1:]}
-    final = _fit_final(trials, data, "raw", "top_k", 2)
+    data = replace(DATA, X=DATA.X[:, 1:])
+    final = fit_final(trials, data, "raw", "top_k", 2)
     fs = features.get("compact8").describe()
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     path = bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members, fs,
                              {"corpora": ["A", "B"]}, {"nested_uar": 0.5}, normalisation="speaker")  # fmt: skip
     b = bundle.load(path)
     assert b.meta.model_kind == "ensemble" and b.meta.normalisation == "speaker" and len(b.model.members) == 2
-    expected = np.mean([m["model"].predict_proba(data["X"]) for m in final["members"]], axis=0)
-    np.testing.assert_allclose(b.predict_proba(data["X"]), expected, rtol=1e-6)
+    expected = np.mean([m["model"].predict_proba(data.X) for m in final["members"]], axis=0)
+    np.testing.assert_allclose(b.predict_proba(data.X), expected, rtol=1e-6)
     skops = path / "members" / "1" / "model.skops"
     skops.write_bytes(skops.read_bytes()[:-4] + b"0000")
     with pytest.raises(bundle.BundleError, match="checksum") as exc:
@@ -179,8 +180,9 @@ def test_settings_name_the_variant_they_ship():
 
 
 def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():
-    from seremo.train import TrainSettings, split_validation
-    from seremo.train import plan_folds as train_folds
+    from seremo.folds import plan_validated as train_folds
+    from seremo.folds import split_validation
+    from seremo.train import TrainSettings
 
     settings = TrainSettings(model="mlp", groups="corpus", val_fraction=0.34)
     folds = train_folds(GROUPS, settings, CORPUS)
@@ -247,25 +249,26 @@ def test_a_test_sets_labels_and_audio_never_reach_the_shipped_model():
     trials = _trials(outer, inner)
     for t in trials:
         t["variant"] = "corpus_norm"
-    data = {**DATA, "X": DATA["X"][:, 1:]}
-    final = _fit_final(trials, data, "corpus_norm", "family_vote")
-    test = {"X": rng.normal(size=(40, 4)).astype(np.float32) * 5 + 3, "y": np.array(["angry", "sad"] * 20),
-            "groups": np.repeat(["T/s0", "T/s1"], 20), "corpus": np.array(["T"] * 40), "excluded": {}}  # fmt: skip
+    data = replace(DATA, X=DATA.X[:, 1:])
+    final = fit_final(trials, data, "corpus_norm", "family_vote")
+    test = FeatureTable(X=rng.normal(size=(40, 4)).astype(np.float32) * 5 + 3, y=np.array(["angry", "sad"] * 20),
+                        groups=np.repeat(["T/s0", "T/s1"], 20), corpus=np.array(["T"] * 40),
+                        ids=np.arange(40).astype(str), classes=DATA.classes)  # fmt: skip
     ref = score_test({"corpus_norm": final}, data, test)["corpus_norm"]
-    shuffled = score_test({"corpus_norm": final}, data, {**test, "y": test["y"][::-1].copy()})["corpus_norm"]
+    shuffled = score_test({"corpus_norm": final}, data, replace(test, y=test.y[::-1].copy()))["corpus_norm"]
     # the same predictions (column sums of the confusion matrix), whatever the labels say
     assert np.sum(ref["confusion"], axis=0).tolist() == np.sum(shuffled["confusion"], axis=0).tolist()
-    before = [m["model"].predict_proba(data["X"][:5]) for m in final["members"]]
-    score_test({"corpus_norm": final}, data, {**test, "X": test["X"] + 100})
-    after = [m["model"].predict_proba(data["X"][:5]) for m in final["members"]]
+    before = [m["model"].predict_proba(data.X[:5]) for m in final["members"]]
+    score_test({"corpus_norm": final}, data, replace(test, X=test.X + 100))
+    after = [m["model"].predict_proba(data.X[:5]) for m in final["members"]]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_a_rerun_removes_an_earlier_ensemble_bundle_and_nothing_else(tmp_path):
     from seremo import outputs
 
-    outer, inner = plan_folds(GROUPS, None, 2)
-    final = _fit_final(_trials(outer, inner), {**DATA, "X": DATA["X"][:, 1:]}, "raw", "family_vote")
+    outer, inner = plan_nested(GROUPS, None, 2)
+    final = fit_final(_trials(outer, inner), replace(DATA, X=DATA.X[:, 1:]), "raw", "family_vote")
     members = [{k: m[k] for k in ("family", "params", "cv_uar")} for m in final["members"]]
     bundle.save_tuned(tmp_path / "model", [m["model"] for m in final["members"]], members,
                       features.get("compact8").describe(), {}, {})  # fmt: skip
@@ -282,9 +285,9 @@ def test_item_normalisation_matches_vectors_and_keeps_held_out_frames_out(how):
     move only its own items."""
     outer, _ = loco()
     tr, te = outer[1]
-    vectors = [x for x in DATA["X"][:, 1:]]
+    vectors = [x for x in DATA.X[:, 1:]]
     got = np.stack(evaluate.normalise_items(vectors, "vector", how, GROUPS, CORPUS, tr))
-    want = evaluate.normalise(DATA["X"][:, 1:], how, GROUPS, CORPUS, tr)
+    want = evaluate.normalise(DATA.X[:, 1:], how, GROUPS, CORPUS, tr)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     seqs = [rng.normal(size=(5 + i % 7, 3)) * (1 + (c == "B") * 4) + (c == "B") * 10 for i, c in enumerate(CORPUS)]
     images = [s.T for s in seqs]  # (bands, time): statistics per band

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_failed_reruns_keep
 
-from seremo import bundle, deep_search, train
+from seremo import bundle, dataset, deep_search, spaces
 from seremo.cli import main
 from seremo.errors import ConfigError
+from seremo.folds import split_validation
 from seremo.settings import load_deep_search
 
 SMALL = """tune:
@@ -43,26 +44,26 @@ def _config(tmp_path: Path, samples: int) -> str:
 
 def test_the_search_space_reads_in_one_place_and_a_typo_is_one_line(tmp_path):
     settings = load_deep_search(_config(tmp_path, 2), "mlp")
-    space = deep_search.search_space(settings)
+    space = spaces.search_space(settings)
     assert space["arch.hidden"] == {"choice": [16, 32]} and "weight_decay" not in space and space["batch_size"] == 32
     assert settings.train.epochs == 3 and settings.train.model == "mlp" and settings.outer_folds == 2
-    trial = deep_search.trial_settings(settings.train, {"arch.hidden": 16, "masking.time_width": 5, "lr": 0.002})
+    trial = spaces.trial_settings(settings.train, {"arch.hidden": 16, "masking.time_width": 5, "lr": 0.002})
     assert trial.arch == {"hidden": 16} and trial.masking.time_width == 5 and trial.lr == 0.002
     bad = tmp_path / "bad.yaml"
     bad.write_text("tune:\n  space:\n    arch.hiden: {choice: [1, 2]}\n")
     with pytest.raises(ConfigError, match="tune.space.arch.hiden") as info:
-        deep_search.check_space(load_deep_search(str(bad), "mlp"))
+        spaces.check_space(load_deep_search(str(bad), "mlp"))
     assert len(str(info.value).splitlines()) == 1
     bad.write_text("tune:\n  search: grid\n  space:\n    lr: {uniform: [0.001, 0.01]}\n")
     with pytest.raises(ConfigError, match="grid takes choice lists only"):
-        deep_search.check_space(load_deep_search(str(bad), "mlp"))
+        spaces.check_space(load_deep_search(str(bad), "mlp"))
     bad.write_text("tune:\n  epoch: 3\n")  # not a search key, so a train setting: which it is not either
     with pytest.raises(ConfigError, match="tune.epoch"):
         load_deep_search(str(bad), "mlp")
     try:
         import optuna  # noqa: F401
     except ImportError:  # the optional extra is missing: one line that says how to get it
-        from seremo.tune import optuna_search
+        from seremo.selection import optuna_search
 
         with pytest.raises(ConfigError, match=r"pip install -e '.\[optuna\]'"):
             optuna_search(0)
@@ -101,10 +102,10 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
 
     def spy(data, rows, fit, val, settings):
         shipped = real(data, rows, fit, val, settings)
-        local = __import__("ray").get(shipped["data_ref"])
-        assert len(local["items"]) == len(rows) == len(shipped["ids"])  # nothing but the outer training rows
-        held = set(np.setdiff1d(np.arange(len(data["ids"])), rows).tolist())
-        received.append((shipped["ids"], {data["ids"][i] for i in held}))
+        local = __import__("ray").get(shipped.data_ref)
+        assert len(local.items) == len(rows) == len(shipped.ids)  # nothing but the outer training rows
+        held = set(np.setdiff1d(np.arange(len(data.ids)), rows).tolist())
+        received.append((shipped.ids, {data.ids[i] for i in held}))
         return shipped
 
     monkeypatch.setattr(deep_search, "search_inputs", spy)
@@ -143,14 +144,14 @@ def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features,
     stands for the cut-off search. Every trial ASHA stopped carries its mark; none is put down to a
     time budget, since there is none."""
     one, two, four = (load_deep_search(_config(tmp_path, n), "mlp") for n in (1, 2, 4))
-    drawn = deep_search.sample_configs(four, 7)
-    assert drawn == deep_search.sample_configs(four, 7) and drawn[:2] == deep_search.sample_configs(two, 7)
-    assert drawn != deep_search.sample_configs(four, 8) and all(c["batch_size"] == 32 for c in drawn)
+    drawn = spaces.sample_configs(four, 7)
+    assert drawn == spaces.sample_configs(four, 7) and drawn[:2] == spaces.sample_configs(two, 7)
+    assert drawn != spaces.sample_configs(four, 8) and all(c["batch_size"] == 32 for c in drawn)
     drawn = drawn[:2]
     assert all(c["arch.hidden"] in (16, 32) and 0.001 <= c["lr"] <= 0.01 and len(c) == 4 for c in drawn)
-    data = train.load_data(emodb_features, two.train)
-    rows = np.arange(len(data["labels"]))
-    fit, val = train.split_validation(data["groups"], rows, 0.25, 0)
+    data = dataset.load(emodb_features, two.train.class_set, model=two.train.model)
+    rows = np.arange(len(data.labels))
+    fit, val = split_validation(data.groups, rows, 0.25, 0)
     inputs = deep_search.search_inputs(data, rows, fit, val, one)
     where = tmp_path / "search" / "fold1"
     first = deep_search.run_search("fold 1/1", inputs, one, str(where), seed=7)

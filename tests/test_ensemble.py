@@ -13,6 +13,7 @@ from conftest import assert_failed_reruns_keep
 from seremo import bundle, classical, ensemble, evaluate, features, vote
 from seremo.cli import main
 from seremo.errors import SeremoError
+from seremo.folds import group_folds
 
 CLASSES = ["angry", "happy", "sad"]
 
@@ -33,7 +34,7 @@ def fake_run(root: Path, name: str, family: str, params: dict, cols: list[int], 
     """A run dir as tune leaves it: out-of-fold predictions (fold + p_<class>) and a bundle fitted on all rows."""
     X, y, groups, ids = _data()
     X = X[:, cols]
-    folds = evaluate.group_folds(groups, n_folds)
+    folds = group_folds(groups, n_folds)
     proba = np.zeros((len(y), len(CLASSES)), np.float32)
     for tr, te in folds:
         proba[te] = classical.fit(family, params, X[tr], y[tr]).predict_proba(X[te])

@@ -152,23 +152,23 @@ def fusion_sequences(fusion_features, tmp_path_factory) -> str:
 
 def test_deep_fusion_learns_each_fold_vocabulary_from_its_training_rows_only(fusion_sequences, monkeypatch, tmp_path):
     """Every TorchTrainer run of a fusion model gets word ids from a vocabulary of its own training rows."""
-    from seremo import nets, train
+    from seremo import dataset, fitting, nets, train
     from seremo.settings import TrainSettings
 
     seen: list[tuple[set, set, int]] = []
 
     def recording_fit_one(name, data, data_ref, train_idx, val_idx, settings, ray_storage):
         fit_words = {w for i in train_idx for w in nets.tokens(texts[i])}
-        seen.append((set(data["vocab"][2:]), fit_words, data["in_dim"][1]))
-        model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
-        model.vocab = data["vocab"]
+        seen.append((set(data.vocab[2:]), fit_words, data.in_dim[1]))
+        model = nets.build(settings.model, data.in_dim, len(data.classes), **settings.arch)
+        model.vocab = data.vocab
         history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_uar": 0.5, "samples_per_s": 1.0, "restarts": 0}]
         return {"model": model.eval(), "history": history, "wall_s": 0.0}
 
-    loaded = train.load_data(fusion_sequences, TrainSettings(model="fusion_bilstm"))
-    texts = [t for _, t in loaded["items"]]
-    assert loaded["kind"] == "sequence+text" and loaded["items"][0][0].ndim == 2  # (frames, transcript) pairs
-    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    loaded = dataset.load(fusion_sequences, None, model="fusion_bilstm")
+    texts = [t for _, t in loaded.items]
+    assert loaded.kind == "sequence+text" and loaded.items[0][0].ndim == 2  # (frames, transcript) pairs
+    monkeypatch.setattr(fitting, "fit_one", recording_fit_one)
     train.train_run(fusion_sequences, str(tmp_path / "run"), TrainSettings(model="fusion_bilstm", folds=5, workers=1,
                                                                            text={"min_count": 1}))  # fmt: skip
     assert len(seen) == 6  # five folds and the final fit

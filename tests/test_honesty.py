@@ -14,6 +14,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from seremo import bundle, classical, evaluate, features, shards
 from seremo.cli import main
+from seremo.folds import group_folds
 
 TRAIN_SPEAKERS = {"emodb/03", "emodb/08", "emodb/09", "emodb/10", "emodb/11"}
 
@@ -103,7 +104,7 @@ def _run(root: Path, name: str, C: float) -> Path:
     y = np.tile(["angry", "happy", "sad"], 24)
     groups, ids = np.repeat([f"spk{i}" for i in range(6)], 12), np.asarray([f"u{i:03d}" for i in range(72)])
     X = rng.normal(size=(72, 4)).astype(np.float32) + (y == "angry")[:, None]
-    folds = evaluate.group_folds(groups, 3)
+    folds = group_folds(groups, 3)
     proba = np.zeros((72, 3), np.float32)
     for tr, te in folds:
         proba[te] = classical.fit("logreg", {"C": C}, X[tr], y[tr]).predict_proba(X[te])

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seremo import evaluate
 from seremo.cli import main
 from seremo.errors import ConfigError, SeremoError
+from seremo.folds import describe_folds, group_folds
+from seremo.folds import plan_nested as tune_folds
+from seremo.folds import plan_validated as train_folds
 from seremo.train import TrainSettings, load_settings
-from seremo.train import plan_folds as train_folds
-from seremo.tune import plan_folds as tune_folds
 from seremo.tune import settings_from_dict
 
 GROUPS = np.repeat([f"s{i}" for i in range(10)], 6)
@@ -49,14 +49,14 @@ def _one_line(capsys) -> str:
 
 def test_folds_are_described_as_they_ran():
     assert (
-        evaluate.describe_folds(evaluate.group_folds(GROUPS), GROUPS)
+        describe_folds(group_folds(GROUPS), GROUPS)
         == "leave-one-group-out"
     )
     assert (
-        evaluate.describe_folds(evaluate.group_folds(GROUPS, 10), GROUPS)
+        describe_folds(group_folds(GROUPS, 10), GROUPS)
         == "leave-one-group-out"
     )
-    assert evaluate.describe_folds(evaluate.group_folds(GROUPS, 3), GROUPS) == "3 grouped folds"
+    assert describe_folds(group_folds(GROUPS, 3), GROUPS) == "3 grouped folds"
 
 
 def test_more_folds_than_groups_is_never_a_quiet_fallback():
@@ -76,7 +76,7 @@ def test_more_folds_than_groups_is_never_a_quiet_fallback():
     outer, inner = tune_folds(GROUPS[:18], None, 3, inner_is_default=True)  # 3 speakers: 2 per training side
     assert {len(f) for f in inner} == {2}
     with pytest.raises(SeremoError, match="only 10 groups"):
-        evaluate.group_folds(GROUPS, 11)
+        group_folds(GROUPS, 11)
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from seremo import bundle, classical, features, manifest, shards, tune
+from seremo import bundle, classical, dataset, features, manifest, shards, tune
 from seremo.cli import main
 from seremo.corpora import prepare_corpus
 from seremo.errors import ConfigError, SeremoError
+from seremo.folds import plan_nested
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_tfidf_vocabulary_is_fitted_on_training_rows_only(monkeypatch) -> None:
     y = np.tile(["happy", "sad", "angry"], 12)
     # each group has its own word (twice, so min_df keeps it wherever that group is in the fit)
     X = np.asarray([f"{lab} words token{g} token{g}" for lab, g in zip(y, groups, strict=True)], dtype=object)
-    outer, inner = tune.plan_folds(groups, 3, 2)
+    outer, inner = plan_nested(groups, 3, 2)
     fits: list[tuple[set, set]] = []
     real_fit = classical.fit
 
@@ -140,9 +141,9 @@ def test_text_inputs_are_refused_in_one_line_where_they_cannot_be_made(meld_text
     manifest.write(table, str(tmp_path / "m.parquet"))
     assert main(["extract", str(tmp_path / "m.parquet"), "--features", "compact8", "--out", str(tmp_path / "f")]) == 0
     with pytest.raises(SeremoError, match=r"12 of 12 rows have no transcript .*inputs 'text' needs one on every row"):
-        tune.load_data(str(tmp_path / "f"), None, inputs="text")
+        dataset.load(str(tmp_path / "f"), None, inputs="text")
     with pytest.raises(ConfigError, match="the text feature set holds no audio features"):
-        tune.load_data(meld_text[0], None, inputs="audio+text")
+        dataset.load(meld_text[0], None, inputs="audio+text")
     with pytest.raises(ConfigError, match="speaker_norm and corpus_norm normalise audio vectors"):
         tune.tune_run(meld_text[0], "/nonexistent/never-written",
                       tune.settings_from_dict({"speaker_norm": True}, "t"))  # fmt: skip
@@ -176,21 +177,21 @@ def test_fusion_pipeline_takes_audio_and_text_and_round_trips_as_a_bundle(tmp_pa
 
 def test_text_bilstm_learns_each_fold_vocabulary_from_its_training_rows_only(meld_text, monkeypatch, tmp_path):
     """Every TorchTrainer run (folds and final fit) gets word ids from a vocabulary of its own training rows."""
-    from seremo import nets, train
+    from seremo import fitting, nets, train
     from seremo.settings import TrainSettings
 
     seen: list[tuple[set, set]] = []
 
     def recording_fit_one(name, data, data_ref, train_idx, val_idx, settings, ray_storage):
         fit_words = {w for i in train_idx for w in nets.tokens(texts[i])}
-        seen.append((set(data["vocab"][2:]), fit_words))
-        model = nets.build(settings.model, data["in_dim"], len(data["classes"]), **settings.arch)
-        model.vocab = data["vocab"]
+        seen.append((set(data.vocab[2:]), fit_words))
+        model = nets.build(settings.model, data.in_dim, len(data.classes), **settings.arch)
+        model.vocab = data.vocab
         history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_uar": 0.5, "samples_per_s": 1.0, "restarts": 0}]
         return {"model": model.eval(), "history": history, "wall_s": 0.0}
 
-    texts = train.load_data(meld_text[0], TrainSettings(model="text_bilstm"))["items"]
-    monkeypatch.setattr(train, "fit_one", recording_fit_one)
+    texts = dataset.load(meld_text[0], None, model="text_bilstm").items
+    monkeypatch.setattr(fitting, "fit_one", recording_fit_one)
     settings = TrainSettings(model="text_bilstm", folds=3, workers=1, text={"min_count": 1})
     train.train_run(meld_text[0], str(tmp_path / "run"), settings)
     assert len(seen) == 4  # three folds and the final fit

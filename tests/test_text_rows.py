@@ -82,11 +82,11 @@ def test_audio_stages_refuse_text_only_rows_in_one_line(meld_root: Path, tmp_pat
 
 def test_the_default_protocol_scales_with_the_number_of_groups() -> None:
     """Leave-one-group-out for a speaker corpus; ten grouped folds for a thousand dialogues."""
-    from seremo import evaluate
+    from seremo.folds import group_folds
 
     for n_groups, folds in ((10, 10), (24, 24), (30, 30), (31, 10), (1038, 10)):
         groups = [f"g{i % n_groups}" for i in range(3 * n_groups)]
-        got = evaluate.group_folds(groups)
+        got = group_folds(groups)
         assert len(got) == folds, n_groups
         held_out = [set(np.asarray(groups)[te]) for _, te in got]
         assert sorted(g for s in held_out for g in s) == sorted(set(groups))  # each group tested exactly once

@@ -16,10 +16,10 @@ from sklearn.preprocessing import StandardScaler
 from seremo import bundle, classical, evaluate
 from seremo.cli import main
 from seremo.errors import ConfigError, SeremoError
+from seremo.folds import group_folds, plan_nested
 from seremo.tune import (
     TuneSettings,
     load_settings,
-    plan_folds,
     run_config,
     settings_from_dict,
     tune_run,
@@ -30,7 +30,7 @@ GROUPS = np.repeat([f"s{i}" for i in range(6)], 10)
 
 @pytest.mark.parametrize("n_folds", [None, 2, 3])
 def test_grouped_folds_never_share_a_group(n_folds):
-    folds = evaluate.group_folds(GROUPS, n_folds)
+    folds = group_folds(GROUPS, n_folds)
     assert len(folds) == (6 if n_folds is None else n_folds)
     covered = np.concatenate([te for _, te in folds])
     assert sorted(covered) == list(range(len(GROUPS)))  # every row tested exactly once
@@ -39,7 +39,7 @@ def test_grouped_folds_never_share_a_group(n_folds):
 
 
 def test_inner_folds_stay_inside_the_outer_training_set():
-    outer, inner = plan_folds(GROUPS, None, 3)
+    outer, inner = plan_nested(GROUPS, None, 3)
     for (tr, te), folds in zip(outer, inner, strict=True):
         for a, b in folds:
             assert not set(GROUPS[tr][a]) & set(GROUPS[tr][b])
@@ -48,7 +48,7 @@ def test_inner_folds_stay_inside_the_outer_training_set():
 
 def test_too_few_groups_is_a_clear_error():
     with pytest.raises(SeremoError, match="at least 2 groups"):
-        evaluate.group_folds(["a"] * 5)
+        group_folds(["a"] * 5)
 
 
 class SpyScaler(StandardScaler):
@@ -68,7 +68,7 @@ def test_scaling_is_fitted_on_training_folds_only(monkeypatch):
     rng = np.random.default_rng(0)
     y = np.array(["a", "b"] * 30)
     X = np.column_stack([np.arange(60), rng.normal(size=(60, 3)) + (y == "a")[:, None]])
-    outer, inner = plan_folds(GROUPS, None, 2)
+    outer, inner = plan_nested(GROUPS, None, 2)
     run_config("logreg", {"C": 1.0}, X, y, outer, inner)
     assert len(SpyScaler.seen) == len(outer) * (1 + 2)
     fits = iter(SpyScaler.seen)
@@ -253,7 +253,7 @@ def test_every_family_round_trips_through_a_bundle(tmp_path):
 def test_decision_level_combinations():
     """average is the soft vote; weighted leans to the member with the higher inner UAR; max_confidence
     takes, row by row, the probabilities of the member most sure of its top class."""
-    from seremo.tune import combine
+    from seremo.selection import combine
 
     a = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
     b = np.array([[0.1, 0.1, 0.8], [0.4, 0.35, 0.25]])
