@@ -38,7 +38,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from seremo import audio, features, manifest  # noqa: E402
 from seremo.corpora import prepare_corpus  # noqa: E402
 from seremo.extract import extract_one  # noqa: E402
-from seremo.summary import format_table  # noqa: E402
+from seremo.outcome import format_table  # noqa: E402
 
 
 def best_of(trials: int, fn) -> float:

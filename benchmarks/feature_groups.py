@@ -39,7 +39,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from seremo import dataset, evaluate, features
+from seremo import dataset, features, measure
 
 GROUPS = {  # by "name@version": a new version of a set gets its own groups
     "seremo@2": {
@@ -87,17 +87,17 @@ def loso(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
     pred = np.empty(len(y), dtype=object)
     for tr, te in LeaveOneGroupOut().split(X, y, groups):
         pred[te] = nested_logreg().fit(X[tr], y[tr], groups=groups[tr]).predict(X[te])
-    return evaluate.uar(y, pred)
+    return measure.uar(y, pred)
 
 
 def across(X: np.ndarray, y: np.ndarray, groups: np.ndarray, tr: np.ndarray, te: np.ndarray) -> float:
-    return evaluate.uar(y[te], nested_logreg().fit(X[tr], y[tr], groups=groups[tr]).predict(X[te]))
+    return measure.uar(y[te], nested_logreg().fit(X[tr], y[tr], groups=groups[tr]).predict(X[te]))
 
 
 def speaker_id(X: np.ndarray, speakers: np.ndarray) -> float:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
     pred = cross_val_predict(model, X, speakers, cv=StratifiedKFold(5, shuffle=True, random_state=0))
-    return evaluate.uar(speakers, pred)
+    return measure.uar(speakers, pred)
 
 
 def main() -> None:

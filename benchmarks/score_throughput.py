@@ -32,10 +32,10 @@ import ray
 from seremo import bundle, classical, features
 from seremo.corpora import prepare_corpus
 from seremo.extract import extract
+from seremo.outcome import format_table
 from seremo.score import ScoreSettings, score
 from seremo.shards import read_features
 from seremo.simulate import Utterance, make_calls, telephone_copies
-from seremo.summary import format_table
 
 
 def train_bundle(table: pa.Table, rate: int, tmp: Path) -> Path:

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from seremo import audio, classical, evaluate, features
+from seremo import audio, classical, features, measure
 from seremo.corpora import prepare_corpus
+from seremo.outcome import format_table
 from seremo.segment import FileSegmenter, SegmentSettings
 from seremo.simulate import hold_music, pink_noise
-from seremo.summary import format_table
 
 SR = 8000
 HELD_OUT = ("emodb/13", "emodb/14", "emodb/15", "emodb/16")
@@ -117,7 +117,7 @@ def main() -> int:
             labels[mode] = np.array(mode_labels)
             truth = np.array([lab for *_, lab in utts])
             rows.append([mode, len(segs), covered / speech, covered / seg_time, 60 * music_in / music_s,
-                         found / len(utts), evaluate.uar(truth, labels[mode]), audio_s / seconds])  # fmt: skip
+                         found / len(utts), measure.uar(truth, labels[mode]), audio_s / seconds])  # fmt: skip
     agree = float(np.mean(labels["vad"] == labels["silero"]))
     print(f"{args.calls} calls, {audio_s / 60:.1f} min at {SR} Hz, {len(utts)} utterances, "
           f"{sum(e - s for _, s, e in music):.0f} s of hold music, background noise at {args.snr:g} dB SNR")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seremo import dataset, evaluate, folds, selection
+from seremo import dataset, folds, measure, selection
 
 
 def load_trials(run: Path) -> list[dict]:
@@ -58,7 +58,7 @@ def main() -> None:
         ok = [t for t in trials if t["variant"] == variant]
 
         def nested(rule: str, k: int = 5, pool: list[dict] = ok) -> float:
-            return evaluate.uar(y, selection.nested(pool, outer, len(y), classes, rule, k)[0])
+            return measure.uar(y, selection.nested(pool, outer, len(y), classes, rule, k)[0])
 
         rows = [("best (single configuration)", nested("best"))]
         rows += [(f"top_k, k={k}", nested("top_k", k)) for k in (3, 5, 10)]

@@ -23,9 +23,9 @@ import sys
 
 import numpy as np
 
-from seremo import classical, evaluate
+from seremo import classical, measure, normalisation
+from seremo.outcome import format_table
 from seremo.shards import read_features
-from seremo.summary import format_table
 
 
 def skewed_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray, normalised: bool) -> tuple[float, int]:
@@ -33,25 +33,25 @@ def skewed_accuracy(X: np.ndarray, y: np.ndarray, groups: np.ndarray, normalised
     accs = []
     for g in np.unique(groups):
         train, test = groups != g, np.flatnonzero(groups == g)
-        Xtr = evaluate.speaker_normalise(X[train], groups[train]) if normalised else X[train]
+        Xtr = normalisation.speaker_normalise(X[train], groups[train]) if normalised else X[train]
         model = classical.fit("logreg", {"C": 0.1}, Xtr.astype(np.float32), y[train])
         for emotion in np.unique(y[test]):
             dominant = test[y[test] == emotion]
             others = [test[y[test] == e][0] for e in np.unique(y[test]) if e != emotion]
             rows = np.concatenate([dominant, np.asarray(others, int)])
-            Xte = evaluate.speaker_normalise(X[rows], np.zeros(len(rows))) if normalised else X[rows]
+            Xte = normalisation.speaker_normalise(X[rows], np.zeros(len(rows))) if normalised else X[rows]
             accs.append(float(np.mean(model.predict(Xte.astype(np.float32)) == y[rows])))
     return float(np.mean(accs)), len(accs)
 
 
 def varied_uar(X: np.ndarray, y: np.ndarray, groups: np.ndarray, normalised: bool) -> float:
-    Xn = evaluate.speaker_normalise(X, groups) if normalised else X
+    Xn = normalisation.speaker_normalise(X, groups) if normalised else X
     predicted = np.empty(len(y), dtype=object)
     for g in np.unique(groups):
         train = groups != g
         model = classical.fit("logreg", {"C": 0.1}, Xn[train].astype(np.float32), y[train])
         predicted[~train] = model.predict(Xn[~train].astype(np.float32))
-    return evaluate.uar(y, predicted.astype(str))
+    return measure.uar(y, predicted.astype(str))
 
 
 def main() -> int:

@@ -18,9 +18,9 @@ from pathlib import Path
 from seremo import features
 from seremo.corpora import prepare_corpus
 from seremo.extract import extract
+from seremo.outcome import format_table
 from seremo.runtime import ensure_ray
 from seremo.settings import ExtractSettings
-from seremo.summary import format_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

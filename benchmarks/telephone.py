@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from seremo import evaluate, manifest
+from seremo import manifest, measure
+from seremo.outcome import format_table
 from seremo.simulate import Utterance, make_calls
-from seremo.summary import format_table
 
 SEREMO = str(Path(sys.executable).parent / "seremo")
 
@@ -114,7 +114,7 @@ def main() -> int:
         got = assign(truth, segments)
         y_true = [u["label"] for u in truth]
         agree = float(np.mean([g == t for g, t in zip(got, y_true, strict=True)]))
-        uar = evaluate.uar(y_true, [g or "(none)" for g in got])
+        uar = measure.uar(y_true, [g or "(none)" for g in got])
         nested = json.loads((tuned / "metrics.json").read_text())["uar"]
         results[channel] = {"segments": segments, "classes": classes}
         call_s = job["audio_hours"] * 3600

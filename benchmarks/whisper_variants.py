@@ -23,19 +23,19 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from seremo import audio, classical, evaluate, features  # noqa: E402
+from seremo import audio, classical, features, measure, normalisation  # noqa: E402
 from seremo.corpora import prepare_corpus  # noqa: E402
-from seremo.summary import format_table  # noqa: E402
+from seremo.outcome import format_table  # noqa: E402
 
 
 def loso(X: np.ndarray, y: np.ndarray, groups: np.ndarray, normalised: bool, C: float) -> float:
-    Xn = evaluate.speaker_normalise(X, groups) if normalised else X
+    Xn = normalisation.speaker_normalise(X, groups) if normalised else X
     predicted = np.empty(len(y), dtype=object)
     for g in np.unique(groups):
         train = groups != g
         model = classical.fit("logreg", {"C": C}, Xn[train].astype(np.float32), y[train])
         predicted[~train] = model.predict(Xn[~train].astype(np.float32))
-    return evaluate.uar(y, predicted.astype(str))
+    return measure.uar(y, predicted.astype(str))
 
 
 def main() -> int:

@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from seremo.assess import run_stage
+    from seremo.evaluate import run_stage
 
     print(run_stage(args.bundle, args.data, args.out, args.class_set, args.address).text)
     return 0

@@ -11,6 +11,7 @@ Classical stages never import torch through it (``nets`` is read only for nets).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,3 +179,26 @@ def _check_learnable(features_dir: str, classes: list[str], groups: np.ndarray, 
     if n_groups < min_groups:
         why = "speaker-independent evaluation" if min_groups == 2 else "training, validation and test speakers"
         raise SeremoError(f"{features_dir}: needs at least {min_groups} groups (speakers) for {why}, found {n_groups}")
+
+
+def describe_set(fs: dict[str, Any]) -> str:
+    """A feature set as one line: name, version, parameters (what two feature dirs must share)."""
+    import json
+
+    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
+
+
+def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, Any]:
+    """Each ``test:`` features dir through ``load(dir)``, named by its folder; a feature set other than
+    the training one (``feature_set``) is one line, raised before any work."""
+    from seremo.errors import ConfigError
+
+    tests: dict[str, Any] = {}
+    for d in dirs:
+        t = load(d)  # a dataset.FeatureTable
+        if t.feature_set != feature_set:
+            raise ConfigError(f"test {d}: feature set {describe_set(t.feature_set)} differs from the training "
+                              f"features' {describe_set(feature_set)}; extract it with the same set")  # fmt: skip
+        name = d.rstrip("/").rsplit("/", 1)[-1]
+        tests[name if name not in tests else d] = t
+    return tests

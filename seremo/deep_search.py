@@ -39,9 +39,9 @@ import pyarrow.parquet as pq
 
 from seremo import (
     dataset,
-    evaluate,
     fitting,
     folds,
+    measure,
     nets,
     outputs,
     runs,
@@ -52,9 +52,9 @@ from seremo import (
 )
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
+from seremo.outcome import Outcome, format_table, held_out
 from seremo.runtime import ensure_ray
 from seremo.settings import DeepSearchSettings, TrainSettings
-from seremo.summary import Outcome, format_table, held_out
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
         best = best_trial(fold_trials, label, settings.time_budget_s)
         model = load_trial_model(best, base, inputs.view, search_dir)
         proba[te] = nets.predict_proba(model, [inputs.view.items[i] for i in te])
-        fold_uar = evaluate.uar(data.labels[te], proba[te].argmax(axis=1))
+        fold_uar = measure.uar(data.labels[te], proba[te].argmax(axis=1))
         per_fold.append({"fold": k + 1, "held_out": sorted(set(data.groups[te].tolist())), "n": int(len(te)),
                          "uar": fold_uar, "best_config": best["config"], "best_val_uar": best["best_val_uar"],
                          "trials": len(fold_trials), "asha_stopped": sum(t["stopped"] == "asha" for t in fold_trials)})  # fmt: skip
@@ -377,7 +377,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
               f"test UAR {fold_uar:.3f}", flush=True)  # fmt: skip
     classes = data.classes
     pred_names = np.asarray(classes)[proba.argmax(axis=1)]
-    metrics = evaluate.scores(data.y, pred_names, classes)
+    metrics = measure.scores(data.y, pred_names, classes)
     chosen = max((t for t in trials if t["status"] == "ok"), key=lambda t: t["best_val_uar"])
     final_settings = spaces.trial_settings(base, chosen["config"])
     metrics.update(_search_metrics(settings, data, outer, per_fold, trials, started))

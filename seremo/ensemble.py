@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import bundle, evaluate, outputs, runs, storage, vote
+from seremo import bundle, measure, outputs, runs, storage, vote
 from seremo.errors import ConfigError, SeremoError
-from seremo.summary import Outcome, format_table
+from seremo.outcome import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def read_member(run: str) -> Member:
     except bundle.BundleError as exc:
         raise SeremoError(f"{run}: has no usable model/ ({exc}); ensemble members are finished tune or train runs "
                           "with a shipped model") from None  # fmt: skip
-    path = storage.join(run, evaluate.PREDICTIONS)
+    path = storage.join(run, measure.PREDICTIONS)
     if not storage.is_file(path):
-        raise SeremoError(f"{run}: has no {evaluate.PREDICTIONS}; ensemble members are finished tune or train runs")
+        raise SeremoError(f"{run}: has no {measure.PREDICTIONS}; ensemble members are finished tune or train runs")
     try:
         table = storage.read_parquet(path)
     except pa.ArrowInvalid as exc:
@@ -69,7 +69,7 @@ def read_member(run: str) -> Member:
     need = ["utterance_id", "group", "label", "fold", *(f"p_{c}" for c in model.classes)]
     missing = [c for c in need if c not in table.column_names]
     if missing:
-        raise SeremoError(f"{run}/{evaluate.PREDICTIONS}: lacks {', '.join(missing)} (a run of an older seremo, or "
+        raise SeremoError(f"{run}/{measure.PREDICTIONS}: lacks {', '.join(missing)} (a run of an older seremo, or "
                           "other classes than its model's); re-run it with this seremo")  # fmt: skip
     order = np.argsort(np.asarray(table.column("utterance_id").to_pylist()), kind="stable")
     proba = np.column_stack([table.column(f"p_{c}").to_numpy() for c in model.classes]).astype(np.float32)
@@ -148,7 +148,7 @@ def fold_weights(members: list[Member], n_classes: int) -> dict[int, np.ndarray]
     out = {}
     for f in np.unique(folds).tolist():
         train = folds != f
-        uar = [evaluate.uar(y[train], classes[m.proba[train].argmax(axis=1)]) for m in members]
+        uar = [measure.uar(y[train], classes[m.proba[train].argmax(axis=1)]) for m in members]
         out[int(f)] = vote.weights_from_uar(uar, n_classes)
     return out
 
@@ -181,20 +181,20 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
     metrics: dict[str, Any] = {"rule": rule, "members": [], "rules": {}, "classes": classes,
                                "n": int(len(y)), "folds": len(np.unique(first.folds))}  # fmt: skip
     for m in members:
-        s = evaluate.scores(y, named[m.proba.argmax(axis=1)], classes)
+        s = measure.scores(y, named[m.proba.argmax(axis=1)], classes)
         metrics["members"].append({"run": m.run, "model": m.model.meta.model_name, "model_id": m.model.model_id,
                                    **{k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1")}})  # fmt: skip
     shipped_proba = None
     for r in vote.RULES:
         proba = nested_proba(members, r)
-        s = evaluate.scores(y, named[proba.argmax(axis=1)], classes)
+        s = measure.scores(y, named[proba.argmax(axis=1)], classes)
         metrics["rules"][r] = {k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1")}
         if r == rule:
             shipped_proba = proba
             metrics.update({k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "per_class", "confusion")})
     weights = None
     if rule == "weighted":  # the shipped weights: every row's out-of-fold prediction
-        uar = [evaluate.uar(y, named[m.proba.argmax(axis=1)]) for m in members]
+        uar = [measure.uar(y, named[m.proba.argmax(axis=1)]) for m in members]
         weights = vote.weights_from_uar(uar, len(classes)).round(6).tolist()
     metrics["weights"] = weights
     metrics["protocol"] = {"outer": f"the members' {metrics['folds']} outer folds (out-of-fold predictions)",

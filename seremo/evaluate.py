@@ -1,238 +1,176 @@
-"""Speaker-independent evaluation: metrics, normalisation, plots (the folds are ``seremo.folds``).
+"""``seremo evaluate``: a trained bundle on labelled data it never saw.
 
-The headline metric is UAR (unweighted average recall = balanced accuracy); WA
-(weighted accuracy = plain accuracy) and macro-F1 stand beside it.
+The data is a features directory made with the bundle's feature set, or a
+manifest, which is extracted on the fly (Ray Data) into ``OUT/features/``.
+Labels are mapped onto the bundle's classes through a class set (``--class-set``,
+else the one the bundle was trained with); a row whose label the bundle cannot
+predict is counted in ``excluded_labels`` and left out, never silently. Features
+are normalised as the bundle was evaluated (``normalisation`` in bundle.json):
+each speaker, or each corpus, by its own unlabelled statistics.
+
+Rows the bundle was fitted on (its ``training_ids.json``) are not unseen: the
+figures leave them out and ``overlap`` counts them (``{rows, of}``; ``rows`` null
+where an older bundle records no training rows); data made only of training rows
+is refused in one line (exit 2), as it has no honest figure to give.
+
+Writes ``metrics.json`` (``uar``, ``wa``, ``macro_f1``, ``weighted_f1``, per class,
+per corpus, ``overlap``), ``report.md``, ``confusion_matrix.png`` and
+``predictions.parquet`` (every row, ``training_row`` marking the rows left out).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+import json
+import logging
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from seremo.folds import Folds
+from seremo import bundle, dataset, measure, normalisation, outputs, shards, storage
+from seremo.dataset import FeatureTable
+from seremo.errors import SeremoError
+from seremo.outcome import Outcome
 
-
-def scores(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
-    """UAR, WA, macro- and weighted F1, macro precision/recall, per-class figures and the confusion matrix."""
-    y_true, y_pred, classes = np.asarray(y_true), np.asarray(y_pred), list(classes)
-    p, r, f, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
-    present = support > 0  # a class absent from y_true has no recall to average
-    return {
-        "uar": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "wa": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=np.asarray(classes)[present], average="macro", zero_division=0)),
-        # support-weighted F1: what MELD and IEMOCAP text baselines report
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=classes, average="weighted", zero_division=0))
-        if len(y_true) else 0.0,
-        "precision": float(np.mean(p[present])) if present.any() else 0.0,
-        "recall": float(np.mean(r[present])) if present.any() else 0.0,
-        "n": int(len(y_true)),
-        "per_class": {
-            c: {"recall": float(r[i]), "precision": float(p[i]), "f1": float(f[i]), "support": int(support[i])}
-            for i, c in enumerate(classes)
-        },
-        "confusion": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-    }
+log = logging.getLogger(__name__)
 
 
-def per_corpus(y_true: Sequence[str], y_pred: Sequence[str], corpus: Sequence[str],
-               classes: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    """UAR, WA and macro-F1 on each corpus: cross-corpus figures are reported per corpus, never pooled."""
-    y_true, y_pred, corpus = np.asarray(y_true), np.asarray(y_pred), np.asarray(corpus)
-    out = {}
-    for c in sorted(set(corpus.tolist())):
-        m = corpus == c
-        s = scores(y_true[m], y_pred[m], classes)
-        out[c] = {k: s[k] for k in ("uar", "wa", "macro_f1", "n")}
-    return out
+def _is_manifest(data: str) -> bool:
+    return data.endswith(".parquet") and not (os.path.isdir(data) if not storage.is_uri(data) else False)
 
 
-def describe_set(fs: dict[str, Any]) -> str:
-    """A feature set as one line: name, version, parameters (what two feature dirs must share)."""
-    import json
+def features_for(b: bundle.Bundle, data: str, out: str, address: str | None) -> shards.Features:
+    """The features to judge ``b`` on: ``data`` itself, or ``data`` (a manifest) extracted into ``out``/features."""
+    if _is_manifest(data):
+        from seremo.extract import extract_manifest
 
-    return f"{fs['name']} v{fs['version']} {json.dumps(fs['params'], sort_keys=True)}"
-
-
-def load_test_sets(dirs: Sequence[str], load: Any, feature_set: dict[str, Any]) -> dict[str, Any]:
-    """Each ``test:`` features dir through ``load(dir)``, named by its folder; a feature set other than
-    the training one (``feature_set``) is one line, raised before any work."""
-    from seremo.errors import ConfigError
-
-    tests: dict[str, Any] = {}
-    for d in dirs:
-        t = load(d)  # a dataset.FeatureTable
-        if t.feature_set != feature_set:
-            raise ConfigError(f"test {d}: feature set {describe_set(t.feature_set)} differs from the training "
-                              f"features' {describe_set(feature_set)}; extract it with the same set")  # fmt: skip
-        name = d.rstrip("/").rsplit("/", 1)[-1]
-        tests[name if name not in tests else d] = t
-    return tests
+        target = storage.join(out, "features")
+        log.info("evaluate: extracting %s with %s into %s", data, b.meta.feature_set.name, target)
+        extract_manifest(data, b.feature_set, target, address=address, overwrite=True)
+        data = target
+    feats = shards.read_features(data)
+    want = b.meta.feature_set.model_dump()
+    if feats.feature_set != want:
+        raise SeremoError(
+            f"{data}: features are {dataset.describe_set(feats.feature_set)}, but the bundle was trained on "
+            f"{dataset.describe_set(want)}; extract them with that set (or pass the manifest)"
+        )
+    return feats
 
 
-def uar(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
-    """Balanced accuracy; a fold whose speaker lacks a predicted class is expected, not a warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(balanced_accuracy_score(y_true, y_pred))
+def predict(b: bundle.Bundle, rows: FeatureTable) -> np.ndarray:
+    """The bundle's probabilities, with its normalisation fitted on this data's own (unlabelled) rows."""
+    X, how, inputs = rows.X, b.meta.normalisation, b.meta.inputs
+    if how == "none" or inputs == "text":
+        return b.predict_proba(X)
+    audio = bundle.input_view(X, inputs, "audio")  # transcripts are not normalised: only the audio part is
+    if isinstance(audio, np.ndarray):
+        audio = normalisation.normalise(audio, how, rows.groups, rows.corpus).astype(np.float32)
+    else:
+        audio = normalisation.normalise_items(audio, b.meta.feature_set.kind, how, rows.groups, rows.corpus)
+    if inputs == "audio+text":
+        audio = bundle.join_inputs(audio, bundle.input_view(X, inputs, "text"))
+    return b.predict_proba(audio)
 
 
-def speaker_normalise(X: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-    """z-score every group's features with that group's own mean and std.
+def evaluate_bundle(model: str, data: str, out: str, class_set: str | None = None,
+                    address: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Judge bundle ``model`` on ``data``; write the run dir ``out``; return metrics.json's content."""
+    started = time.perf_counter()
+    b = bundle.load(model)
+    class_set = class_set or b.meta.training.get("class_set")
+    identity = {"model_id": b.model_id}
+    outputs.check_out(out, [str(model)] + ([] if _is_manifest(data) else [data]), [data] if _is_manifest(data) else [],
+                      what="bundle or data")  # fmt: skip
+    with outputs.run_dir(out, "evaluate", identity, writes=(*outputs.RUN_WRITES, "features")) as run:
+        feats = features_for(b, data, run.remote, address)
+        rows = dataset.from_features(feats, data, class_set, classes=b.classes, inputs=b.meta.inputs, any_kind=True)
+        seen = training_rows(b, rows.ids, data)
+        proba = predict(b, rows)
+        classes = b.classes
+        pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+        metrics = unseen_scores(rows, pred, classes, seen)
+        metrics.update({
+            "model": str(model), "model_id": b.model_id, "data": data, "class_set": class_set,
+            "classes": classes, "normalisation": b.meta.normalisation, "excluded_labels": rows.excluded,
+            "feature_set": b.meta.feature_set.model_dump(), "trained_on": b.meta.training,
+            "wall_s": time.perf_counter() - started,
+        })  # fmt: skip
+        _write(run.local, metrics, rows, pred, proba, classes, seen)
+    return metrics
 
-    Uses only unlabelled audio of each speaker (the test speaker's included),
-    so it is legitimate at test time, but it is a different protocol: seremo
-    reports it separately and never turns it on by default.
+
+def training_rows(b: bundle.Bundle, ids: np.ndarray, data: str) -> np.ndarray | None:
+    """Which rows the bundle was fitted on (``training_ids.json``); None where the bundle does not record them.
+
+    Judging a model on its own training rows says how well it remembers, not how it
+    generalises: those rows are left out of the figures, and data made only of them
+    is refused in one line (there is no honest figure to give).
     """
-    X = np.asarray(X, dtype=np.float64)
-    out = np.empty_like(X)
-    groups = np.asarray(groups)
-    for g in np.unique(groups):
-        m = groups == g
-        mu, sd = X[m].mean(axis=0), X[m].std(axis=0)
-        out[m] = (X[m] - mu) / np.where(sd > 1e-12, sd, 1.0)
-    return out
+    known = b.training_ids()
+    if known is None:
+        return None
+    seen = np.fromiter((bundle.id_hash(u) in known for u in ids), dtype=bool, count=len(ids))
+    if seen.all():
+        raise SeremoError(f"{data}: all {len(ids)} rows are training rows of {b.model_id} (its training_ids.json), so "
+                          "nothing here is unseen; its held-out figures are in its run's metrics.json: evaluate on "
+                          "data it never saw")  # fmt: skip
+    return seen
 
 
-NORMALISATIONS = ("none", "speaker", "corpus")
-VARIANTS = {"raw": "none", "speaker_norm": "speaker", "corpus_norm": "corpus"}  # tune/train variant -> bundle field
+def unseen_scores(rows: FeatureTable, pred: np.ndarray, classes: list[str], seen: np.ndarray | None) -> dict:
+    """The figures on the rows the bundle never trained on, and ``overlap``: how many it did (or that nobody knows)."""
+    unseen = np.ones(len(pred), bool) if seen is None else ~seen
+    y, corpus = rows.y[unseen], rows.corpus[unseen]
+    metrics = measure.scores(y, pred[unseen], classes)
+    metrics["per_corpus"] = measure.per_corpus(y, pred[unseen], corpus, classes)
+    metrics["overlap"] = ({"rows": None, "of": len(pred), "note": "training rows unknown (the bundle predates "
+                                                                   "training_ids.json)"}
+                          if seen is None else {"rows": int(seen.sum()), "of": len(pred)})  # fmt: skip
+    return metrics
 
 
-def _zscore(X: np.ndarray, fit_rows: np.ndarray, apply_rows: np.ndarray, out: np.ndarray) -> None:
-    mu, sd = X[fit_rows].mean(axis=0), X[fit_rows].std(axis=0)
-    out[apply_rows] = (X[apply_rows] - mu) / np.where(sd > 1e-12, sd, 1.0)
+def _write(out: Path, metrics: dict, rows: FeatureTable, pred: np.ndarray, proba: np.ndarray, classes: list[str],
+           seen: np.ndarray | None) -> None:  # fmt: skip
+    """metrics.json, report.md, the confusion matrix (unseen rows) and every row's prediction, training rows marked."""
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    training_row = pa.nulls(len(pred), pa.bool_()) if seen is None else pa.array(seen)
+    pq.write_table(
+        pa.table({"utterance_id": rows.ids.astype(str), "corpus": rows.corpus, "group": rows.groups,
+                  "label": rows.y, "predicted": pred, "training_row": training_row,
+                  **{f"p_{c}": proba[:, i].astype(np.float32) for i, c in enumerate(classes)}}),
+        out / "predictions.parquet",
+    )  # fmt: skip
+    measure.plot_confusion(metrics["confusion"], classes, str(out / "confusion_matrix.png"),
+                            f"{metrics['model_id']} on unseen data: UAR {metrics['uar']:.3f}")  # fmt: skip
+    from seremo.report import evaluate_report
+
+    (out / "report.md").write_text(evaluate_report(metrics))
 
 
-def corpus_normalise(X: np.ndarray, corpora: Sequence[str], fitted: np.ndarray | None = None) -> np.ndarray:
-    """z-score every corpus with statistics of its rows in ``fitted`` (the training rows).
-
-    A corpus with no row in ``fitted`` (a held-out corpus, a test set) is z-scored
-    with its own rows: unlabelled audio, like ``speaker_normalise``. Nothing of a
-    held-out corpus ever shifts the statistics of a corpus that has training rows,
-    and labels are never read. ``fitted=None`` means every row is a training row.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    corpora = np.asarray(corpora)
-    train = np.ones(len(X), bool) if fitted is None else np.isin(np.arange(len(X)), fitted)
-    out = np.empty_like(X)
-    for c in np.unique(corpora):
-        rows = corpora == c
-        _zscore(X, rows & train if (rows & train).any() else rows, rows, out)
-    return out
+def overlap_line(overlap: dict[str, Any]) -> str:
+    """What the figures below are on: every row, or the rows the bundle did not train on."""
+    if overlap["rows"] is None:
+        return "training rows unknown (the bundle predates training_ids.json): some rows may be training rows"
+    if not overlap["rows"]:
+        return f"no row is a training row of the bundle (all {overlap['of']} unseen)"
+    return (f"{overlap['rows']} of {overlap['of']} rows are training rows of the bundle: left out, the figures are "
+            f"on the {overlap['of'] - overlap['rows']} unseen rows")
 
 
-def normalise(X: np.ndarray, how: str, groups: Sequence[str], corpora: Sequence[str],
-              fitted: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-    """The features as a model of normalisation ``how`` (none, speaker, corpus) sees them."""
-    if how == "none":
-        return np.asarray(X)
-    if how == "speaker":
-        return speaker_normalise(X, groups)
-    if how == "corpus":
-        return corpus_normalise(X, corpora, fitted)
-    raise ValueError(f"unknown normalisation {how!r}; one of {NORMALISATIONS}")
-
-
-def _frames(item: np.ndarray, kind: str) -> np.ndarray:
-    """An item as (frames, dims): a vector is one frame, a sequence its rows, an image its time columns."""
-    return item[None, :] if kind == "vector" else item if kind == "sequence" else item.T
-
-
-def normalise_items(items: Sequence[np.ndarray], kind: str, how: str, groups: Sequence[str], corpora: Sequence[str],
-                    fitted: np.ndarray | None = None) -> list[np.ndarray]:  # fmt: skip
-    """``normalise`` for variable-length items (sequences, images): statistics over their frames.
-
-    Each speaker (``how="speaker"``) with its own frames; each corpus with the
-    frames of its rows in ``fitted`` (its own where it has none), as for vectors.
-    """
-    if how == "none":
-        return list(items)
-    keys = np.asarray(groups if how == "speaker" else corpora)
-    train = np.ones(len(items), bool) if fitted is None else np.isin(np.arange(len(items)), fitted)
-    out = list(items)
-    for key in np.unique(keys):
-        rows = np.flatnonzero(keys == key)
-        src = rows[train[rows]] if how == "corpus" and train[rows].any() else rows
-        frames = np.concatenate([_frames(np.asarray(items[i], np.float64), kind) for i in src])
-        mu, sd = frames.mean(axis=0), frames.std(axis=0)
-        sd = np.where(sd > 1e-12, sd, 1.0)
-        for i in rows:
-            z = (_frames(np.asarray(items[i], np.float64), kind) - mu) / sd
-            out[i] = (z[0] if kind == "vector" else z if kind == "sequence" else z.T).astype(np.float32)
-    return out
-
-
-def normalise_audio(items: Sequence[Any], kind: str, how: str, groups: Sequence[str], corpora: Sequence[str],
-                    fitted: np.ndarray | None = None) -> list[Any]:  # fmt: skip
-    """``normalise_items`` for any model's items (``nets`` kinds): a fusion pair's audio part is
-    normalised and its transcript kept; transcripts alone pass through."""
-    if kind == "text" or how == "none":
-        return list(items)
-    if not kind.endswith("+text"):
-        return normalise_items(items, kind, how, groups, corpora, fitted)
-    audio = normalise_items([a for a, _ in items], kind.removesuffix("+text"), how, groups, corpora, fitted)
-    return list(zip(audio, [t for _, t in items], strict=True))
-
-
-def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str, title: str) -> None:
-    """Row-normalised confusion matrix (recall per true class) with counts, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 0.6 + 0.8 * len(classes)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- out-of-fold predictions
-
-PREDICTIONS = "predictions.parquet"
-
-
-def oof_table(ids: Sequence[str], groups: Sequence[str], labels: Sequence[str], predicted: Sequence[str],
-              folds: Folds, proba: np.ndarray, classes: Sequence[str], corpus: Sequence[str] | None = None) -> Any:  # fmt: skip
-    """A run's out-of-fold predictions, ``predictions.parquet``: one row per utterance.
-
-    ``fold`` is the outer fold (1-based) that held the row out, and ``p_<class>``
-    the probabilities the model trained without that fold gave it: what
-    ``seremo ensemble`` joins and re-scores without refitting anything.
-    """
-    import pyarrow as pa
-
-    fold = np.zeros(len(ids), np.int32)
-    for k, (_, te) in enumerate(folds):
-        fold[te] = k + 1
-    if (fold == 0).any():
-        raise ValueError("every row must be held out by exactly one outer fold")
-    cols = {"utterance_id": np.asarray(ids), **({"corpus": np.asarray(corpus)} if corpus is not None else {}),
-            "group": np.asarray(groups), "label": np.asarray(labels), "predicted": np.asarray(predicted, dtype=str),
-            "fold": fold}  # fmt: skip
-    cols.update({f"p_{c}": np.asarray(proba[:, i], np.float32) for i, c in enumerate(classes)})
-    return pa.table(cols)
+def run_stage(model: str, data: str, out: str, class_set: str | None, address: str | None) -> Outcome:
+    """``seremo evaluate``: the figures, per corpus, and where the report is."""
+    m = evaluate_bundle(model, data, out, class_set=class_set, address=address)
+    text = [f"{m['model_id']} on {data}: {m['n']} utterances", overlap_line(m["overlap"]),
+            f"UAR {m['uar']:.3f}  WA {m['wa']:.3f}  macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}"]
+    if len(m["per_corpus"]) > 1:
+        text += [f"  {c}: UAR {r['uar']:.3f} (n={r['n']})" for c, r in m["per_corpus"].items()]
+    if m["excluded_labels"]:
+        left = ", ".join(f"{k} {v}" for k, v in sorted(m["excluded_labels"].items()))
+        text.append(f"left out (labels the bundle cannot predict): {left}")
+    text.append(f"report: {out}/report.md")
+    return Outcome({k: m[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n")}, "\n".join(text))

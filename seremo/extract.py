@@ -23,10 +23,10 @@ import pyarrow as pa
 from seremo import __version__, audio, augment, commit, manifest, outputs, shards, storage
 from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
+from seremo.outcome import Outcome, format_table
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
 from seremo.settings import ExtractSettings
-from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 

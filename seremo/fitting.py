@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from seremo import evaluate, nets
+from seremo import measure, nets, normalisation
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.settings import TrainSettings
@@ -180,7 +180,7 @@ def _validate(core: Any, items: list, labels: np.ndarray, val_idx: np.ndarray, b
 
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
         proba = nets.predict_proba(core, [items[i] for i in val_idx])
-    val_uar = evaluate.uar(labels[val_idx], proba.argmax(axis=1))
+    val_uar = measure.uar(labels[val_idx], proba.argmax(axis=1))
     val_loss = float(-np.mean(np.log(np.maximum(proba[np.arange(len(val_idx)), labels[val_idx]], 1e-9))))
     return val_uar, val_loss
 
@@ -302,7 +302,7 @@ def model_view(data: FeatureTable, settings: TrainSettings, fitted_rows: np.ndar
     rows only (an augmented copy repeats its source's words, which would halve ``min_count``)."""
     kind = data.kind
     n_orig = len(data.items) if n_orig is None else n_orig
-    items = evaluate.normalise_audio(data.items, kind, settings.normalise, data.groups, data.corpus,
+    items = normalisation.normalise_audio(data.items, kind, settings.normalise, data.groups, data.corpus,
                                      fitted_rows)  # fmt: skip
     view = NetInputs(items=items, labels=data.labels, classes=data.classes, kind=kind, in_dim=data.in_dim)
     if nets.reads_text(kind):

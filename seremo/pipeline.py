@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from seremo import config, outputs, storage
 from seremo.errors import ConfigError, SeremoError, storage_error
+from seremo.outcome import Outcome, format_table
 from seremo.settings import (
     ExtractSettings,
     ScoreSettings,
@@ -41,7 +42,6 @@ from seremo.settings import (
     TuneSettings,
     tune_from_dict,
 )
-from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from seremo import manifest, outputs, storage
 from seremo.corpora import Prepared, get_loader, prepare_corpora
 from seremo.errors import SeremoError
 from seremo.labels import get_class_set
-from seremo.summary import Outcome, format_table
+from seremo.outcome import Outcome, format_table
 
 
 def run_stage(entries: Sequence[tuple[str, str, dict[str, str]]], out: str, class_set: str | None) -> Outcome:

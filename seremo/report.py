@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from seremo.summary import held_out
+from seremo.outcome import held_out
 
 if TYPE_CHECKING:
     from seremo.dataset import FeatureTable

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import evaluate
+from seremo import measure
 from seremo.dataset import FeatureTable
 from seremo.folds import Folds
 
@@ -41,7 +41,7 @@ class OutOfFold:
     corpus: np.ndarray | None = None
 
     def table(self) -> pa.Table:
-        return evaluate.oof_table(self.ids, self.groups, self.labels, self.predicted, self.folds, self.proba,
+        return measure.oof_table(self.ids, self.groups, self.labels, self.predicted, self.folds, self.proba,
                                   self.classes, corpus=self.corpus)  # fmt: skip
 
 
@@ -49,8 +49,8 @@ def write_evaluation(out: Path, metrics: dict[str, Any], oof: OutOfFold, title: 
                      default: Any = None) -> None:  # fmt: skip
     """``predictions.parquet`` and the confusion matrix (titled ``title``); ``metrics.json`` and
     ``report.md`` too unless ``report`` is None (a caller that adds to the metrics writes them later)."""
-    pq.write_table(oof.table(), out / evaluate.PREDICTIONS)
-    evaluate.plot_confusion(metrics["confusion"], oof.classes, str(out / CONFUSION), title)
+    pq.write_table(oof.table(), out / measure.PREDICTIONS)
+    measure.plot_confusion(metrics["confusion"], oof.classes, str(out / CONFUSION), title)
     if report is not None:
         write_metrics(out, metrics, report, default)
 
@@ -69,6 +69,6 @@ def write_model_predictions(out: Path, ids: Sequence[str], proba: np.ndarray, cl
 
 def test_set_figures(test: FeatureTable, pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """A shipped model's figures on a ``test:`` set it never saw, per corpus too (its labels are read only here)."""
-    s = evaluate.scores(test.y, pred, classes)
+    s = measure.scores(test.y, pred, classes)
     return {**{k: s[k] for k in ("uar", "wa", "macro_f1", "weighted_f1", "n", "per_class", "confusion")},
-            "per_corpus": evaluate.per_corpus(test.y, pred, test.corpus, classes)}  # fmt: skip
+            "per_corpus": measure.per_corpus(test.y, pred, test.corpus, classes)}  # fmt: skip

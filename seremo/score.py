@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from seremo import bundle, commit, outputs, storage
 from seremo.errors import ConfigError, SeremoError, check_failures
+from seremo.outcome import Outcome, format_table
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, ensure_ray, items_per_task
 from seremo.scoring import report, sink
@@ -50,7 +51,6 @@ from seremo.scoring.predict import Predictor, ShippedBundle, score_files
 from seremo.scoring.report import REPORT_FILES
 from seremo.scoring.sink import ScoreSink, file_summary
 from seremo.settings import ScoreSettings
-from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ class TuneSettings(BaseModel):
     search: Literal["grid", "random", "optuna"] = "grid"
     num_samples: int = Field(20, ge=1, description="trials for random/optuna search")
     outer_folds: int | None = Field(None, ge=2, le=1000, description="None = leave one group out for up to "
-                                    "30 groups, else 10 grouped folds (evaluate.default_folds)")
+                                    "30 groups, else 10 grouped folds (folds.default_folds)")
     inner_folds: int = Field(3, ge=2, le=1000)
     groups: Literal["speaker", "corpus"] = Field(
         "speaker", description="outer folds hold out speakers (the manifest's group) or whole corpora"

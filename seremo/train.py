@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from seremo import bundle, dataset, evaluate, fitting, folds, nets, outputs, runs
+from seremo import bundle, dataset, fitting, folds, measure, nets, normalisation, outputs, runs
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.folds import Folds
+from seremo.outcome import Outcome, format_table, held_out
 from seremo.runtime import ensure_ray
 from seremo.settings import TrainSettings
 from seremo.settings import load_train as load_settings  # noqa: F401  (re-exported)
-from seremo.summary import Outcome, format_table, held_out
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def cross_validate(views: Views, outer: Folds, settings: TrainSettings, ray_stor
         cv.predicted[te] = proba.argmax(axis=1)
         cv.proba[te] = proba
         hist = fitted["history"]
-        fold_uar = evaluate.uar(data.labels[te], cv.predicted[te])
+        fold_uar = measure.uar(data.labels[te], cv.predicted[te])
         held = data.corpus if settings.groups == "corpus" else data.groups
         cv.fold_rows.append({
             "held_out": sorted(set(held[te].tolist())), "n": int(len(te)), "uar": fold_uar,
@@ -192,7 +192,7 @@ def cv_metrics(data: FeatureTable, cv: CrossValidation, outer: Folds, settings: 
     """metrics.json's figures of the pooled fold predictions, per fold and per corpus, and how they were made."""
     classes = data.classes
     pred_names = np.asarray(classes)[cv.predicted]
-    metrics = evaluate.scores(data.y, pred_names, classes)
+    metrics = measure.scores(data.y, pred_names, classes)
     metrics.update({
         "model": settings.model, "settings": settings.model_dump(), "per_fold": cv.fold_rows,
         "protocol": {
@@ -201,7 +201,7 @@ def cv_metrics(data: FeatureTable, cv: CrossValidation, outer: Folds, settings: 
             "early_stopping": "validation speakers split from each fold's training speakers",
             "normalise": settings.normalise,
         },
-        "per_corpus": evaluate.per_corpus(data.y, pred_names, data.corpus, classes),
+        "per_corpus": measure.per_corpus(data.y, pred_names, data.corpus, classes),
         "feature_set": data.feature_set, "classes": classes, "wall_s": time.perf_counter() - started,
         "samples_per_s": float(np.median([f["samples_per_s"] for f in cv.fold_rows])),
         "workers": settings.workers, "gpu": settings.gpu,
@@ -223,7 +223,7 @@ def load_tests(settings: TrainSettings, data: FeatureTable) -> dict[str, Feature
     """Each ``test:`` features dir, read before any training: the training feature set, or one line."""
     if settings.test and not settings.final_fit:
         raise ConfigError("train.test: test sets are scored by the final model; set final_fit: true")
-    return evaluate.load_test_sets(settings.test, lambda d: dataset.load(d, settings.class_set, classes=data.classes,
+    return dataset.load_test_sets(settings.test, lambda d: dataset.load(d, settings.class_set, classes=data.classes,
                                                                          model=settings.model), data.feature_set)  # fmt: skip
 
 
@@ -234,7 +234,7 @@ def score_test(model: Any, test: FeatureTable, data: FeatureTable, how: str = "n
     model trained on by its training statistics, any other corpus by its own.
     """
     n = len(data.groups)  # transcripts are read through the final model's own vocabulary
-    items = evaluate.normalise_audio(
+    items = normalisation.normalise_audio(
         list(data.items) + list(test.items), data.kind, how, np.concatenate([data.groups, test.groups]),
         np.concatenate([data.corpus, test.corpus]), np.arange(n),
     )[n:]  # fmt: skip

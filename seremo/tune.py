@@ -36,15 +36,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seremo import bundle, classical, dataset, evaluate, folds, outputs, runs, selection
+from seremo import (
+    bundle,
+    classical,
+    dataset,
+    folds,
+    measure,
+    normalisation,
+    outputs,
+    runs,
+    selection,
+)
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.folds import Folds
+from seremo.outcome import Outcome, format_table
 from seremo.runtime import ensure_ray
 from seremo.settings import TuneSettings
 from seremo.settings import load_tune as load_settings  # noqa: F401  (re-exported)
 from seremo.settings import tune_from_dict as settings_from_dict  # noqa: F401
-from seremo.summary import Outcome, format_table
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +64,7 @@ log = logging.getLogger(__name__)
 
 def load_tests(dirs: list[str], train: FeatureTable, class_set: str | None) -> dict[str, FeatureTable]:
     """Each ``test:`` features dir, read before any work: same feature set and inputs as training, or one line."""
-    return evaluate.load_test_sets(dirs, lambda d: dataset.load(d, class_set, classes=train.classes,
+    return dataset.load_test_sets(dirs, lambda d: dataset.load(d, class_set, classes=train.classes,
                                                                 inputs=train.inputs), train.feature_set)  # fmt: skip
 
 
@@ -94,7 +104,7 @@ def run_config(family: str, params: dict[str, Any], X: np.ndarray, y: np.ndarray
             fit_rows, test_rows = tr[a], tr[b]
             Xk = X if prep is None else prep(fit_rows)
             model = classical.fit(family, params, Xk[fit_rows], y[fit_rows])
-            fold_scores.append(evaluate.uar(y[test_rows], model.predict(Xk[test_rows])))
+            fold_scores.append(measure.uar(y[test_rows], model.predict(Xk[test_rows])))
         inner_uar.append(float(np.mean(fold_scores)))
         Xk = X if prep is None else prep(tr)
         proba[te] = aligned_proba(classical.fit(family, params, Xk[tr], y[tr]), Xk[te], classes)
@@ -108,10 +118,10 @@ def variant_features(variant: str, data: FeatureTable) -> tuple[np.ndarray, Call
     """The features a variant's trials start from, and its per-fold ``prep`` (corpus statistics)."""
     X = data.X
     if variant == "speaker_norm":  # each speaker's own rows: the same in every fold
-        return evaluate.speaker_normalise(X, data.groups).astype(np.float32), None
+        return normalisation.speaker_normalise(X, data.groups).astype(np.float32), None
     if variant == "corpus_norm":
         corpus = data.corpus
-        return X, lambda rows: evaluate.corpus_normalise(X, corpus, rows).astype(np.float32)
+        return X, lambda rows: normalisation.corpus_normalise(X, corpus, rows).astype(np.float32)
     return X, None
 
 
@@ -320,24 +330,24 @@ def summarise(
     def block(variant: str) -> dict[str, Any]:
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
-            t["loso_uar"] = evaluate.uar(y, t["predicted"])
+            t["loso_uar"] = measure.uar(y, t["predicted"])
         pred, chosen, proba = selection.nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
         single = selection.nested(ok, outer, len(y), classes, "best").predicted
-        result = evaluate.scores(y, pred, classes)
-        result["single_best_uar"] = evaluate.uar(y, single)
+        result = measure.scores(y, pred, classes)
+        result["single_best_uar"] = measure.uar(y, single)
         # Decision-level ensembles of the tuned families (each family's best by inner UAR, per outer fold).
         result["ensembles"] = {}
         for rule in selection.COMBINATIONS:
             joined = selection.nested(ok, outer, len(y), classes, "family_vote", rule=rule).predicted
-            s = evaluate.scores(y, joined, classes)
+            s = measure.scores(y, joined, classes)
             result["ensembles"][rule] = {k: s[k] for k in ("uar", "wa", "macro_f1")}
-        result["per_corpus"] = evaluate.per_corpus(y, pred, data.corpus, classes)
+        result["per_corpus"] = measure.per_corpus(y, pred, data.corpus, classes)
         result["per_fold"] = [
             {
                 "held_out": sorted(set(data.corpus[te].tolist() if settings.groups == "corpus"
                                        else groups[te].tolist())),  # fmt: skip
                 "n": int(len(te)),
-                "uar": evaluate.uar(y[te], pred[te]),
+                "uar": measure.uar(y[te], pred[te]),
                 "wa": float(np.mean(y[te] == pred[te])),
                 "chosen": chosen[k],
             }
@@ -347,7 +357,7 @@ def summarise(
         for fam in sorted({t["family"] for t in ok}):
             fam_trials = [t for t in ok if t["family"] == fam]
             fp, fchosen, _ = selection.nested(fam_trials, outer, len(y), classes, "best")
-            s = evaluate.scores(y, fp, classes)
+            s = measure.scores(y, fp, classes)
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
                 "uar": s["uar"], "wa": s["wa"], "macro_f1": s["macro_f1"], "configs": len(fam_trials),
@@ -400,7 +410,7 @@ def fit_final(trials: list[dict], data: FeatureTable, variant: str, rule: str, t
     """The shipped model: the members selection ``rule`` picks by plain grouped-CV UAR, refitted on all data."""
     ok = selection.pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
                                key=lambda t: (-t["loso_uar"], t["trial"])), rule, top_k)  # fmt: skip
-    X = as_model_input(evaluate.normalise(data.X, evaluate.VARIANTS[variant], data.groups, data.corpus))
+    X = as_model_input(normalisation.normalise(data.X, normalisation.VARIANTS[variant], data.groups, data.corpus))
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],
          "model": classical.fit(t["family"], json.loads(t["params"]), X, data.y)}
@@ -428,12 +438,12 @@ def score_test(finals: dict[str, dict], data: FeatureTable, test: FeatureTable) 
     out: dict[str, Any] = {"n": int(len(test.y)), "excluded_labels": test.excluded,
                            "corpora": sorted(set(test.corpus.tolist()))}  # fmt: skip
     for variant, final in finals.items():
-        how = evaluate.VARIANTS[variant]
+        how = normalisation.VARIANTS[variant]
         if how == "corpus":
-            Xt = evaluate.corpus_normalise(np.vstack([data.X, test.X]),
+            Xt = normalisation.corpus_normalise(np.vstack([data.X, test.X]),
                                            np.concatenate([data.corpus, test.corpus]), np.arange(n))[n:]  # fmt: skip
         else:
-            Xt = evaluate.normalise(test.X, how, test.groups, test.corpus)
+            Xt = normalisation.normalise(test.X, how, test.groups, test.corpus)
         pred = np.asarray(data.classes)[np.argmax(final_proba(final, as_model_input(Xt)), axis=1)]
         out[variant] = runs.test_set_figures(test, pred, data.classes)
     return out
@@ -453,9 +463,9 @@ def write_run(out: Path, trials: list[dict], metrics: dict, data: FeatureTable, 
                          data.corpus)  # fmt: skip
     runs.write_evaluation(out, metrics, oof, f"nested {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
                           tune_report(metrics, data))  # fmt: skip
-    how = evaluate.VARIANTS[final["variant"]]
+    how = normalisation.VARIANTS[final["variant"]]
     save_bundle(out / "model", final, members, metrics, data, settings)
-    X = as_model_input(evaluate.normalise(data.X, how, data.groups, data.corpus))
+    X = as_model_input(normalisation.normalise(data.X, how, data.groups, data.corpus))
     runs.write_model_predictions(out, data.ids, final_proba(final, X), data.classes)
 
 
@@ -482,7 +492,7 @@ def write_trials(out: Path, trials: list[dict]) -> None:
 def save_bundle(path: Path, final: dict, members: list[dict], metrics: dict, data: FeatureTable,
                 settings: TuneSettings) -> None:  # fmt: skip
     """``model/``: the shipped members (skops), with the nested figures of the variant they are."""
-    how = evaluate.VARIANTS[final["variant"]]
+    how = normalisation.VARIANTS[final["variant"]]
     shipped = metrics if final["variant"] == "raw" else metrics[
         {"speaker": "speaker_normalised", "corpus": "corpus_normalised"}[how]]  # fmt: skip
     meta_metrics = {"nested_uar": shipped["uar"], "nested_wa": shipped["wa"], "nested_macro_f1": shipped["macro_f1"],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from seremo import bundle, classical, evaluate, features
+from seremo import bundle, classical, features, measure, normalisation
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError
 from seremo.folds import plan_nested
@@ -93,13 +93,13 @@ def test_held_out_labels_never_reach_a_fit(variant):
 def test_corpus_statistics_come_from_training_rows_only(monkeypatch):
     """Under corpus_norm, the held-out corpus's audio shifts only its own rows, never a training corpus's."""
     calls = []
-    real = evaluate.corpus_normalise
+    real = normalisation.corpus_normalise
 
     def spy(X, corpora, fitted=None):
         calls.append(np.asarray(fitted))
         return real(X, corpora, fitted)
 
-    monkeypatch.setattr(evaluate, "corpus_normalise", spy)
+    monkeypatch.setattr(normalisation, "corpus_normalise", spy)
     outer, inner = loco()
     Xv, prep = variant_features("corpus_norm", DATA)
     run_config("logreg", {"C": 1.0}, Xv, Y, outer, inner, prep=prep)
@@ -125,7 +125,7 @@ def test_per_corpus_normalisation_removes_a_channel_shift():
         Xv, prep = variant_features(variant, DATA)
         r = run_config("logreg", {"C": 1.0}, Xv[:, 1:], Y, outer, inner,
                        prep=None if prep is None else (lambda rows, p=prep: p(rows)[:, 1:]))  # fmt: skip
-        scores[variant] = evaluate.uar(Y, r["predicted"])
+        scores[variant] = measure.uar(Y, r["predicted"])
     assert scores["corpus_norm"] > 0.7 > scores["raw"]
 
 
@@ -134,7 +134,7 @@ def _trials(outer, inner):
     for i, (fam, params) in enumerate([("logreg", {"C": 0.01}), ("logreg", {"C": 1.0}), ("naive_bayes", {"alpha": 1.0})]):
         r = run_config(fam, params, DATA.X[:, 1:], Y, outer, inner)
         trials.append({"trial": i, "family": fam, "params": json.dumps(params), "status": "ok", "variant": "raw",
-                       "loso_uar": evaluate.uar(Y, r["predicted"]), **r})  # fmt: skip
+                       "loso_uar": measure.uar(Y, r["predicted"]), **r})  # fmt: skip
     return trials
 
 
@@ -219,7 +219,7 @@ def _recorpus(src: str, dst: Path, corpus_of, id_prefix: str = "") -> str:
 
 
 def test_tune_leave_one_corpus_out_with_a_test_set_end_to_end(emodb_features, ray_session, tmp_path):
-    from seremo.assess import evaluate_bundle
+    from seremo.evaluate import evaluate_bundle
     from seremo.tune import tune_run
 
     two = _recorpus(emodb_features, tmp_path / "two", lambda g: "emodbA" if g < "emodb/12" else "emodbB")
@@ -286,16 +286,16 @@ def test_item_normalisation_matches_vectors_and_keeps_held_out_frames_out(how):
     outer, _ = loco()
     tr, te = outer[1]
     vectors = [x for x in DATA.X[:, 1:]]
-    got = np.stack(evaluate.normalise_items(vectors, "vector", how, GROUPS, CORPUS, tr))
-    want = evaluate.normalise(DATA.X[:, 1:], how, GROUPS, CORPUS, tr)
+    got = np.stack(normalisation.normalise_items(vectors, "vector", how, GROUPS, CORPUS, tr))
+    want = normalisation.normalise(DATA.X[:, 1:], how, GROUPS, CORPUS, tr)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     seqs = [rng.normal(size=(5 + i % 7, 3)) * (1 + (c == "B") * 4) + (c == "B") * 10 for i, c in enumerate(CORPUS)]
     images = [s.T for s in seqs]  # (bands, time): statistics per band
-    a = evaluate.normalise_items(seqs, "sequence", how, GROUPS, CORPUS, tr)
-    b = evaluate.normalise_items(images, "image", how, GROUPS, CORPUS, tr)
+    a = normalisation.normalise_items(seqs, "sequence", how, GROUPS, CORPUS, tr)
+    b = normalisation.normalise_items(images, "image", how, GROUPS, CORPUS, tr)
     assert all(np.allclose(x, y.T) for x, y in zip(a, b, strict=True))
     moved = [s + 100 if i in set(te.tolist()) else s for i, s in enumerate(seqs)]
-    c = evaluate.normalise_items(moved, "sequence", how, GROUPS, CORPUS, tr)
+    c = normalisation.normalise_items(moved, "sequence", how, GROUPS, CORPUS, tr)
     assert all(np.array_equal(a[i], c[i]) for i in tr)  # training items do not see the held-out corpus
     frames = np.concatenate([a[i] for i in te])
     np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-6)  # held out: its own statistics

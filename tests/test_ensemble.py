@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_failed_reruns_keep
 
-from seremo import bundle, classical, ensemble, evaluate, features, vote
+from seremo import bundle, classical, ensemble, features, measure, vote
 from seremo.cli import main
 from seremo.errors import SeremoError
 from seremo.folds import group_folds
@@ -41,7 +41,7 @@ def fake_run(root: Path, name: str, family: str, params: dict, cols: list[int], 
     run = root / name
     run.mkdir(parents=True)
     predicted = np.asarray(CLASSES)[proba.argmax(axis=1)]
-    pq.write_table(evaluate.oof_table(ids, groups, y, predicted, folds, proba, CLASSES), run / evaluate.PREDICTIONS)
+    pq.write_table(measure.oof_table(ids, groups, y, predicted, folds, proba, CLASSES), run / measure.PREDICTIONS)
     model = classical.fit(family, params, X, y)
     bundle.save_tuned(run / "model", [model], [{"family": family, "params": params, "cv_uar": 0.5}],
                       features.get(fs).describe(), {"corpora": ["synthetic"]}, {})  # fmt: skip
@@ -89,7 +89,7 @@ def test_ensemble_cli_writes_a_bundle_that_round_trips_beside_other_files_twice(
     a, b = (bundle.load(r / "model") for r in runs)
     expected = vote.combine([a.predict_proba(X), b.predict_proba(X)], "weighted", metrics["weights"])
     assert np.allclose(model.predict_proba(X), expected, atol=1e-6)  # the shipped rule and weights, not a mean
-    oof = pq.read_table(out / evaluate.PREDICTIONS)
+    oof = pq.read_table(out / measure.PREDICTIONS)
     assert oof.num_rows == 72 and {"fold", "p_angry", "group"} <= set(oof.column_names)
     # the ensemble's run dir is itself a member a later ensemble can take
     assert ensemble.read_member(str(out)).proba.shape == (72, 3)
@@ -140,13 +140,13 @@ def test_members_that_do_not_share_classes_rows_or_folds_are_refused(runs, tmp_p
     assert "must share the feature set" in (tmp_path / "mixed" / "report.md").read_text()
     fewer = tmp_path / "e"
     fake_run(tmp_path, "e", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5])
-    table = pq.read_table(fewer / evaluate.PREDICTIONS)
-    pq.write_table(table.slice(0, 60), fewer / evaluate.PREDICTIONS)
+    table = pq.read_table(fewer / measure.PREDICTIONS)
+    pq.write_table(table.slice(0, 60), fewer / measure.PREDICTIONS)
     with pytest.raises(SeremoError, match="was evaluated on other utterances"):
         ensemble.build([str(runs[0]), str(fewer)], str(tmp_path / "x"))
     old = tmp_path / "f"
     fake_run(tmp_path, "f", "logreg", {"C": 0.1}, [0, 1, 2, 3, 4, 5])
-    pq.write_table(pq.read_table(old / evaluate.PREDICTIONS).drop_columns(["fold"]), old / evaluate.PREDICTIONS)
+    pq.write_table(pq.read_table(old / measure.PREDICTIONS).drop_columns(["fold"]), old / measure.PREDICTIONS)
     with pytest.raises(SeremoError, match="lacks fold"):
         ensemble.build([str(runs[0]), str(old)], str(tmp_path / "x"))
     with pytest.raises(SeremoError, match="at least 2 member runs"):

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from sklearn.metrics import balanced_accuracy_score
 
-from seremo import bundle, classical, evaluate, features, shards
+from seremo import bundle, classical, features, measure, shards
 from seremo.cli import main
 from seremo.folds import group_folds
 
@@ -110,8 +110,8 @@ def _run(root: Path, name: str, C: float) -> Path:
         proba[te] = classical.fit("logreg", {"C": C}, X[tr], y[tr]).predict_proba(X[te])
     run = root / name
     run.mkdir()
-    pq.write_table(evaluate.oof_table(ids, groups, y, np.asarray(sorted(set(y)))[proba.argmax(axis=1)], folds, proba,
-                                      sorted(set(y))), run / evaluate.PREDICTIONS)  # fmt: skip
+    pq.write_table(measure.oof_table(ids, groups, y, np.asarray(sorted(set(y)))[proba.argmax(axis=1)], folds, proba,
+                                      sorted(set(y))), run / measure.PREDICTIONS)  # fmt: skip
     bundle.save_tuned(run / "model", [classical.fit("logreg", {"C": C}, X, y)],
                       [{"family": "logreg", "params": {"C": C}, "cv_uar": 0.5}], features.get("compact8").describe(),
                       {"corpora": ["synthetic"]}, {}, training_ids=ids.tolist())  # fmt: skip

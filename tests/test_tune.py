@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
-from seremo import bundle, classical, evaluate
+from seremo import bundle, classical, measure, normalisation
 from seremo.cli import main
 from seremo.errors import ConfigError, SeremoError
 from seremo.folds import group_folds, plan_nested
@@ -83,7 +83,7 @@ def test_scaling_is_fitted_on_training_folds_only(monkeypatch):
 def test_speaker_normalisation_uses_each_speakers_own_rows():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(60, 4)) + np.repeat(np.arange(6), 10)[:, None] * 5
-    Xn = evaluate.speaker_normalise(X, GROUPS)
+    Xn = normalisation.speaker_normalise(X, GROUPS)
     for g in np.unique(GROUPS):
         m = GROUPS == g
         assert np.allclose(Xn[m].mean(axis=0), 0, atol=1e-9) and np.allclose(Xn[m].std(axis=0), 1)
@@ -92,7 +92,7 @@ def test_speaker_normalisation_uses_each_speakers_own_rows():
     X2[GROUPS == "s0"] *= 3
     X2[GROUPS == "s0"] += 7
     same = GROUPS != "s0"
-    assert np.array_equal(evaluate.speaker_normalise(X2, GROUPS)[same], Xn[same])
+    assert np.array_equal(normalisation.speaker_normalise(X2, GROUPS)[same], Xn[same])
 
 
 def test_metrics_match_scikit_learn():
@@ -100,13 +100,13 @@ def test_metrics_match_scikit_learn():
     classes = ["angry", "happy", "neutral", "sad"]
     y_true = rng.choice(classes, 200, p=[0.4, 0.3, 0.2, 0.1])
     y_pred = np.where(rng.random(200) < 0.6, y_true, rng.choice(classes, 200))
-    s = evaluate.scores(y_true, y_pred, classes)
+    s = measure.scores(y_true, y_pred, classes)
     assert s["uar"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
     assert s["wa"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert s["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
     assert np.sum(s["confusion"]) == 200
     # a hand-checked case: recalls 1, 0.5 -> UAR 0.75; WA 2/3
-    s = evaluate.scores(["a", "b", "b"], ["a", "b", "a"], ["a", "b"])
+    s = measure.scores(["a", "b", "b"], ["a", "b", "a"], ["a", "b"])
     assert (s["uar"], s["wa"]) == (0.75, pytest.approx(2 / 3))
     assert s["per_class"]["b"]["recall"] == 0.5 and s["per_class"]["a"]["precision"] == 0.5
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import bundle, evaluate
+from seremo import bundle, normalisation
 from seremo.features import FeatureSet
 from seremo.scoring.featurise import featurize_files, featurize_rows
 
@@ -93,8 +93,8 @@ class Predictor:
             return X
         channel = [f"{i}/{s['channel']}" for i, file_segs in enumerate(segments) for s in file_segs]
         if isinstance(X, np.ndarray):
-            return evaluate.speaker_normalise(X, channel).astype(np.float32)
-        return evaluate.normalise_items(X, self.bundle.meta.feature_set.kind, "speaker", channel, channel)
+            return normalisation.speaker_normalise(X, channel).astype(np.float32)
+        return normalisation.normalise_items(X, self.bundle.meta.feature_set.kind, "speaker", channel, channel)
 
     def predict(self, file_segs: list[dict]) -> np.ndarray:
         """Class probabilities for one file's segments.

@@ -1,7 +1,7 @@
 """What a stage tells its user: plain aligned tables, and a stage's outcome.
 
 Stage runners (``run_stage`` in :mod:`seremo.prepare`, :mod:`seremo.extract`,
-:mod:`seremo.tune`, :mod:`seremo.train`, :mod:`seremo.assess`, :mod:`seremo.score`)
+:mod:`seremo.tune`, :mod:`seremo.train`, :mod:`seremo.evaluate`, :mod:`seremo.score`)
 return an :class:`Outcome`: the figures a pipeline records in its step marker
 and the text the command line prints. Neither the CLI nor the pipeline reaches
 into the other.

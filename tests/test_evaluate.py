@@ -11,14 +11,14 @@ import pytest
 from conftest import assert_failed_reruns_keep
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from seremo import bundle, classical, evaluate, features, manifest, shards
+from seremo import bundle, classical, features, manifest, normalisation, shards
 from seremo.cli import main
 from seremo.labels import get_class_set
 
 TRAIN_SPEAKERS = {"emodb/03", "emodb/08", "emodb/09", "emodb/10", "emodb/11"}
 
 
-def _bundle(feats: shards.Features, out: Path, class_set: str | None, normalisation: str = "none",
+def _bundle(feats: shards.Features, out: Path, class_set: str | None, how: str = "none",
             feature_set: dict | None = None) -> Path:  # fmt: skip
     """A logistic regression trained on five EmoDB speakers (no Ray), saved as a bundle."""
     t = feats.table
@@ -27,20 +27,20 @@ def _bundle(feats: shards.Features, out: Path, class_set: str | None, normalisat
     mapped = np.asarray([get_class_set(class_set).map(lab) if class_set else lab for lab in labels], dtype=object)
     keep = np.isin(groups, list(TRAIN_SPEAKERS)) & (mapped != None)  # noqa: E711
     X = feats.matrix()
-    X = evaluate.normalise(X, normalisation, groups, np.asarray(t.column("corpus").to_pylist()))
+    X = normalisation.normalise(X, how, groups, np.asarray(t.column("corpus").to_pylist()))
     model = classical.fit("logreg", {"C": 0.1}, X[keep].astype(np.float32), mapped[keep].astype(str))
     members = [{"family": "logreg", "params": {"C": 0.1}, "cv_uar": 0.0}]
     return bundle.save_tuned(out, [model], members, feature_set or feats.feature_set,
                              {"corpora": ["emodb"], "utterances": int(keep.sum()), "class_set": class_set},
-                             {}, normalisation=normalisation)  # fmt: skip
+                             {}, normalisation=how)  # fmt: skip
 
 
-@pytest.mark.parametrize("class_set, normalisation", [(None, "none"), ("core4", "speaker")])
+@pytest.mark.parametrize("class_set, how", [(None, "none"), ("core4", "speaker")])
 def test_uar_is_exactly_scikit_learns_from_the_bundles_probabilities(
-    emodb_features, tmp_path, capsys, class_set, normalisation
+    emodb_features, tmp_path, capsys, class_set, how
 ):
     feats = shards.read_features(emodb_features)
-    model = _bundle(feats, tmp_path / "model", class_set, normalisation)
+    model = _bundle(feats, tmp_path / "model", class_set, how)
     out = tmp_path / "eval"
     assert main(["evaluate", str(model), emodb_features, "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
@@ -51,13 +51,13 @@ def test_uar_is_exactly_scikit_learns_from_the_bundles_probabilities(
     labels = [get_class_set(class_set).map(x) if class_set else x for x in t.column("label").to_pylist()]
     keep = np.array([lab in b.classes for lab in labels])
     X = feats.matrix()[keep]
-    if normalisation == "speaker":
-        X = evaluate.speaker_normalise(X, np.asarray(t.column("group").to_pylist())[keep])
+    if how == "speaker":
+        X = normalisation.speaker_normalise(X, np.asarray(t.column("group").to_pylist())[keep])
     pred = np.asarray(b.classes)[b.predict_proba(X.astype(np.float32)).argmax(axis=1)]
     y = np.asarray(labels, dtype=object)[keep].astype(str)
     assert m["uar"] == balanced_accuracy_score(y, pred)
     assert m["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"), abs=1e-12)
-    assert m["n"] == int(keep.sum()) and m["normalisation"] == normalisation
+    assert m["n"] == int(keep.sum()) and m["normalisation"] == how
     excluded = {"bored": 81, "disgust": 46, "fearful": 69} if class_set else {}
     assert m["excluded_labels"] == excluded and m["n"] + sum(excluded.values()) == 535
     preds = pq.read_table(out / "predictions.parquet").to_pandas()
@@ -120,6 +120,6 @@ def test_score_normalises_each_call_channel_by_its_own_segments(emodb_features, 
     got = np.asarray([s["proba"] for f in out for s in f])
     keys = [f"{'ab'[i >= 6]}{c}" for i, c in enumerate(channels)]
     b = bundle.load(model)
-    expected = b.predict_proba(evaluate.speaker_normalise(X, keys).astype(np.float32))
+    expected = b.predict_proba(normalisation.speaker_normalise(X, keys).astype(np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected, b.predict_proba(X))  # the normalisation is not a no-op
