@@ -52,15 +52,22 @@ def _ensemble_lines(metrics: dict[str, Any]) -> list[str]:
 
 
 def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
-    fs = metrics["feature_set"]
-    proto = metrics["protocol"]
-    fams = metrics["families"]
-    best_family = max(fams, key=lambda f: fams[f]["uar"])
-    final = metrics["final_model"]
-    parts = [
+    """``seremo tune``'s report.md: the nested headline, then each section from ``metrics.json``."""
+    sections = (_tune_headline(metrics, len(data.y)), _tune_families(metrics), _tune_shipped(metrics),
+                _tune_per_fold(metrics), _tune_normalised(metrics), _tune_test_sets(metrics))  # fmt: skip
+    parts = [line for section in sections for line in section]
+    if metrics.get("excluded_labels"):
+        parts += ["", f"Rows left out by the class set: {json.dumps(metrics['excluded_labels'])}."]
+    return "\n".join(parts) + "\n"
+
+
+def _tune_headline(metrics: dict[str, Any], n: int) -> list[str]:
+    """What was searched on what, how, and the nested figures (no held-out group influenced a choice)."""
+    fs, proto = metrics["feature_set"], metrics["protocol"]
+    return [
         "# seremo tune report",
         "",
-        f"Features: `{fs['name']}` v{fs['version']} ({len(data.y)} utterances, "
+        f"Features: `{fs['name']}` v{fs['version']} ({n} utterances, "
         f"{len(metrics['groups'])} groups, classes: {', '.join(metrics['classes'])}).",
         f"Protocol: outer {outer_protocol(metrics)}; hyperparameters chosen by {proto['inner']}; "
         f"{proto['search']} search. No held-out group influences any choice.",
@@ -74,6 +81,14 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
         "",
         *_ensemble_lines(metrics),
         *_per_corpus_lines(metrics, "Per corpus (nested predictions; cross-corpus figures are per held-out corpus)"),
+    ]
+
+
+def _tune_families(metrics: dict[str, Any]) -> list[str]:
+    """Each family's nested figures and its best configuration by plain CV (labelled optimistic)."""
+    fams = metrics["families"]
+    best_family = max(fams, key=lambda f: fams[f]["uar"])
+    return [
         "## Per model family (nested: hyperparameters chosen inside each outer fold)",
         "",
         md_table(
@@ -89,9 +104,15 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
         "\\* plain-CV UAR: the best configuration's score when it is chosen by the same folds it is "
         "scored on; optimistic, shown only because it picks the shipped model.",
         "",
+    ]
+
+
+def _tune_shipped(metrics: dict[str, Any]) -> list[str]:
+    """The shipped model, then the nested predictions per class."""
+    return [
         "## Shipped model (`model/`)",
         "",
-        _shipped(final, proto.get("selection_rule", "best")),
+        _shipped(metrics["final_model"], metrics["protocol"].get("selection_rule", "best")),
         "",
         "## Per class (nested predictions)",
         "",
@@ -99,6 +120,12 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
         "",
         "![confusion matrix](confusion_matrix.png)",
         "",
+    ]
+
+
+def _tune_per_fold(metrics: dict[str, Any]) -> list[str]:
+    """Each outer fold: who was held out and what the inner search chose for it."""
+    return [
         "## Per fold",
         "",
         md_table(
@@ -112,6 +139,11 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
             ],
         ),  # fmt: skip
     ]
+
+
+def _tune_normalised(metrics: dict[str, Any]) -> list[str]:
+    """The per-speaker and per-corpus normalised variants: separate protocols, never pooled with the headline."""
+    parts: list[str] = []
     for key, title in (("speaker_normalised", "per-speaker"), ("corpus_normalised", "per-corpus")):
         if key not in metrics:
             continue
@@ -131,6 +163,12 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
                 [[f, v["uar"], v["wa"], v["macro_f1"]] for f, v in sorted(sn["families"].items(), key=lambda kv: -kv[1]["uar"])],
             ),
         ]
+    return parts
+
+
+def _tune_test_sets(metrics: dict[str, Any]) -> list[str]:
+    """Each ``test:`` set, scored by each variant's shipped model and reported apart."""
+    parts: list[str] = []
     for name, test in metrics.get("test", {}).items():
         parts += [
             "",
@@ -145,9 +183,7 @@ def tune_report(metrics: dict[str, Any], data: FeatureTable) -> str:
                       for v, t in test.items() if isinstance(t, dict) and "per_corpus" in t
                       for c, r in t["per_corpus"].items()]),
         ]  # fmt: skip
-    if metrics.get("excluded_labels"):
-        parts += ["", f"Rows left out by the class set: {json.dumps(metrics['excluded_labels'])}."]
-    return "\n".join(parts) + "\n"
+    return parts
 
 
 def _per_corpus_lines(metrics: dict[str, Any], title: str) -> list[str]:
