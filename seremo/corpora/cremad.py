@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
+from seremo.corpora._common import known, named_files, require_dir, table, utterance_row
 from seremo.errors import CorpusError
 
 NAME = "cremad"
@@ -83,13 +83,8 @@ def prepare(root: str | Path) -> pa.Table:
     root = require_dir(root, NAME)
     demographics, genders = _genders(root)
     rows = []
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(
-                path,
-                "does not follow CREMA-D naming AAAA_SSS_EMO_LV.wav (e.g. 1001_DFA_ANG_XX.wav)",
-            )
+    naming = "CREMA-D naming AAAA_SSS_EMO_LV.wav (e.g. 1001_DFA_ANG_XX.wav)"
+    for path, m in named_files(root, PATTERN, naming):
         actor, sentence, emotion, level = (g.upper() for g in m.groups())
         if not 1001 <= int(actor) <= 1091:
             raise CorpusError(path, f"CREMA-D actor {actor} is outside 1001..1091")
@@ -97,11 +92,7 @@ def prepare(root: str | Path) -> pa.Table:
             raise CorpusError(
                 path, f"unknown CREMA-D sentence code {sentence!r} (known: {' '.join(SENTENCES)})"
             )
-        label = EMOTIONS.get(emotion)
-        if label is None:
-            raise CorpusError(
-                path, f"unknown CREMA-D emotion code {emotion!r} (known: {' '.join(EMOTIONS)})"
-            )
+        label = known(path, EMOTIONS, emotion, "CREMA-D emotion code")
         if level not in LEVELS:
             raise CorpusError(path, f"unknown CREMA-D level {level!r} (known: {' '.join(LEVELS)})")
         gender = None
@@ -111,17 +102,6 @@ def prepare(root: str | Path) -> pa.Table:
                 raise CorpusError(
                     demographics, f"has no row for actor {actor} (needed by {path.name})"
                 )
-        rows.append(
-            {
-                "utterance_id": f"cremad/{path.stem}",
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"cremad/{actor}",
-                "group": f"cremad/{actor}",
-                "label": label,
-                "transcript": SENTENCES[sentence],
-                "gender": gender,
-                "source_label": emotion,
-            }
-        )
+        rows.append(utterance_row(NAME, path, path.stem, actor, label, transcript=SENTENCES[sentence], gender=gender,
+                                  source_label=emotion))  # fmt: skip
     return table(rows, root, NAME, "AudioWAV/1001_DFA_ANG_XX.wav")

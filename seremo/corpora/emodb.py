@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
-from seremo.errors import CorpusError
+from seremo.corpora._common import known, named_files, require_dir, table, utterance_row
 
 NAME = "emodb"
 PATTERN = re.compile(r"^(\d{2})([ab]\d{2})([A-Za-z])([a-z])\.wav$", re.IGNORECASE)
@@ -48,27 +47,9 @@ def prepare(root: str | Path) -> pa.Table:
     """Manifest of every EmoDB utterance under ``root``; speakers are the CV groups."""
     root = require_dir(root, NAME)
     rows = []
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(path, "does not follow EmoDB naming SSTTTEV.wav (e.g. 03a01Fa.wav)")
+    for path, m in named_files(root, PATTERN, "EmoDB naming SSTTTEV.wav (e.g. 03a01Fa.wav)"):
         speaker, text, emotion, _version = m.groups()
-        label = EMOTIONS.get(emotion.upper())
-        if label is None:
-            raise CorpusError(
-                path, f"unknown EmoDB emotion letter {emotion!r} (known: {''.join(EMOTIONS)})"
-            )
-        rows.append(
-            {
-                "utterance_id": f"emodb/{path.stem}",
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"emodb/{speaker}",
-                "group": f"emodb/{speaker}",
-                "label": label,
-                "transcript": TEXTS.get(text.lower()),
-                "gender": GENDER.get(speaker),
-                "source_label": emotion.upper(),
-            }
-        )
+        label = known(path, EMOTIONS, emotion.upper(), "EmoDB emotion letter", sep="")
+        rows.append(utterance_row(NAME, path, path.stem, speaker, label, transcript=TEXTS.get(text.lower()),
+                                  gender=GENDER.get(speaker), source_label=emotion.upper()))  # fmt: skip
     return table(rows, root, NAME, "03a01Fa.wav")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
+from seremo.corpora._common import known, named_files, require_dir, table, utterance_row
 from seremo.errors import CorpusError
 
 NAME = "emovo"
@@ -38,31 +38,15 @@ def prepare(root: str | Path) -> pa.Table:
     """Manifest of every EMOVO utterance under ``root`` (the ``EMOVO`` folder or any folder above it)."""
     root = require_dir(root, NAME)
     rows = []
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(
-                path, "does not follow EMOVO naming <speaker>/<emo>-<speaker>-<sentence>.wav (e.g. f1/rab-f1-b2.wav)"
-            )
+    naming = "EMOVO naming <speaker>/<emo>-<speaker>-<sentence>.wav (e.g. f1/rab-f1-b2.wav)"
+    for path, m in named_files(root, PATTERN, naming):
         code, speaker, sentence = (g.lower() for g in m.groups())
-        label = EMOTIONS.get(code)
-        if label is None:
-            raise CorpusError(path, f"unknown EMOVO emotion code {code!r} (known: {' '.join(EMOTIONS)})")
+        label = known(path, EMOTIONS, code, "EMOVO emotion code")
         if sentence not in SENTENCES:
             raise CorpusError(path, f"unknown EMOVO sentence code {sentence!r} (known: {' '.join(SENTENCES)})")
         folder = path.parent.name.lower()
         if folder in SPEAKERS and folder != speaker:
             raise CorpusError(path, f"names speaker {speaker!r} but lies in speaker folder {folder!r}")
-        rows.append(
-            {
-                "utterance_id": f"emovo/{code}-{speaker}-{sentence}",
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"emovo/{speaker}",
-                "group": f"emovo/{speaker}",
-                "label": label,
-                "gender": speaker[0],
-                "source_label": code,
-            }
-        )
+        rows.append(utterance_row(NAME, path, f"{code}-{speaker}-{sentence}", speaker, label, gender=speaker[0],
+                                  source_label=code))  # fmt: skip
     return table(rows, root, NAME, "f1/rab-f1-b2.wav")

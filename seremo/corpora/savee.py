@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
+from seremo.corpora._common import known, named_files, require_dir, table, utterance_row
 from seremo.errors import CorpusError
 
 NAME = "savee"
@@ -37,37 +37,16 @@ def prepare(root: str | Path) -> pa.Table:
     """Manifest of every SAVEE utterance under ``root``, either layout; speakers are the CV groups."""
     root = require_dir(root, NAME)
     rows = []
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(
-                path,
-                "does not follow SAVEE naming AudioData/<speaker>/<code>NN.wav or "
-                "<speaker>_<code>NN.wav (e.g. AudioData/DC/sa01.wav, DC_sa01.wav)",
-            )
+    naming = ("SAVEE naming AudioData/<speaker>/<code>NN.wav or <speaker>_<code>NN.wav "
+              "(e.g. AudioData/DC/sa01.wav, DC_sa01.wav)")  # fmt: skip
+    for path, m in named_files(root, PATTERN, naming):
         prefix, code, number = m.groups()
         speaker = (prefix or path.parent.name).upper()
         if speaker not in SPEAKERS:
             where = f"file name prefix {prefix!r}" if prefix else f"folder {path.parent.name!r}"
-            raise CorpusError(
-                path, f"unknown SAVEE speaker from {where} (known: {' '.join(SPEAKERS)})"
-            )
+            raise CorpusError(path, f"unknown SAVEE speaker from {where} (known: {' '.join(SPEAKERS)})")
         code = code.lower()
-        label = EMOTIONS.get(code)
-        if label is None:
-            raise CorpusError(
-                path, f"unknown SAVEE emotion code {code!r} (known: {' '.join(EMOTIONS)})"
-            )
-        rows.append(
-            {
-                "utterance_id": f"savee/{speaker}_{code}{number}",
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"savee/{speaker}",
-                "group": f"savee/{speaker}",
-                "label": label,
-                "gender": "m",
-                "source_label": code,
-            }
-        )
+        label = known(path, EMOTIONS, code, "SAVEE emotion code")
+        rows.append(utterance_row(NAME, path, f"{speaker}_{code}{number}", speaker, label, gender="m",
+                                  source_label=code))  # fmt: skip
     return table(rows, root, NAME, "AudioData/DC/sa01.wav or DC_sa01.wav")

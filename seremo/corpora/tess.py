@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
+from seremo.corpora._common import known, named_files, require_dir, table, utterance_row
 from seremo.errors import CorpusError
 
 NAME = "tess"
@@ -40,42 +40,17 @@ def prepare(root: str | Path) -> pa.Table:
     root = require_dir(root, NAME)
     rows = []
     seen: dict[str, Path] = {}
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(
-                path,
-                "does not follow TESS naming <speaker>_<word>_<emotion>.wav (e.g. OAF_back_angry.wav)",
-            )
+    naming = "TESS naming <speaker>_<word>_<emotion>.wav (e.g. OAF_back_angry.wav)"
+    for path, m in named_files(root, PATTERN, naming):
         speaker, word, emotion = m.groups()
         speaker, word, emotion = speaker.upper(), word.lower(), emotion.lower()
         if speaker not in SPEAKERS:
-            raise CorpusError(
-                path, f"unknown TESS speaker {speaker!r} (known: {' '.join(SPEAKERS)})"
-            )
-        label = EMOTIONS.get(emotion)
-        if label is None:
-            raise CorpusError(
-                path, f"unknown TESS emotion {emotion!r} (known: {' '.join(EMOTIONS)})"
-            )
-        uid = f"tess/{speaker}_{word}_{emotion}"
+            raise CorpusError(path, f"unknown TESS speaker {speaker!r} (known: {' '.join(SPEAKERS)})")
+        label = known(path, EMOTIONS, emotion, "TESS emotion")
+        uid = f"{speaker}_{word}_{emotion}"
         if uid in seen:
-            raise CorpusError(
-                path,
-                f"is the same TESS utterance as {seen[uid]}; point the root at one copy of the corpus",
-            )
+            raise CorpusError(path, f"is the same TESS utterance as {seen[uid]}; point the root at one copy of the corpus")
         seen[uid] = path
-        rows.append(
-            {
-                "utterance_id": uid,
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"tess/{speaker}",
-                "group": f"tess/{speaker}",
-                "label": label,
-                "transcript": f"Say the word {word}",
-                "gender": "f",
-                "source_label": emotion,
-            }
-        )
+        rows.append(utterance_row(NAME, path, uid, speaker, label, transcript=f"Say the word {word}", gender="f",
+                                  source_label=emotion))  # fmt: skip
     return table(rows, root, NAME, "OAF_angry/OAF_back_angry.wav")

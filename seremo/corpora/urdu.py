@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from seremo.corpora._common import require_dir, table, walk
+from seremo.corpora._common import named_files, require_dir, table, utterance_row
 from seremo.errors import CorpusError
 
 NAME = "urdu"
@@ -27,10 +27,7 @@ def prepare(root: str | Path) -> pa.Table:
     """Manifest of every URDU utterance under ``root``; speakers are the CV groups."""
     root = require_dir(root, NAME)
     rows = []
-    for path in walk(root):
-        m = PATTERN.match(path.name)
-        if not m:
-            raise CorpusError(path, "does not follow URDU naming <Emotion>/SGX_FXX_EYY.wav (e.g. Angry/SM1_F1_A01.wav)")
+    for path, m in named_files(root, PATTERN, "URDU naming <Emotion>/SGX_FXX_EYY.wav (e.g. Angry/SM1_F1_A01.wav)"):
         speaker, gender, file_no, letter, number = m.groups()
         speaker, letter = speaker.upper(), letter.upper()
         folder = FOLDERS.get(path.parent.name.lower())
@@ -38,16 +35,6 @@ def prepare(root: str | Path) -> pa.Table:
             raise CorpusError(path, f"is not in an emotion folder (expected one of: {', '.join(f.title() for f in FOLDERS)})")
         if folder != letter:
             raise CorpusError(path, f"emotion letter {letter!r} disagrees with its folder {path.parent.name!r}")
-        rows.append(
-            {
-                "utterance_id": f"urdu/{speaker}_{file_no.upper()}_{letter}{number}",
-                "path": str(path),
-                "corpus": NAME,
-                "speaker": f"urdu/{speaker}",
-                "group": f"urdu/{speaker}",
-                "label": EMOTIONS[letter],
-                "gender": gender.lower(),
-                "source_label": letter,
-            }
-        )
+        rows.append(utterance_row(NAME, path, f"{speaker}_{file_no.upper()}_{letter}{number}", speaker, EMOTIONS[letter],
+                                  gender=gender.lower(), source_label=letter))  # fmt: skip
     return table(rows, root, NAME, "Angry/SM1_F1_A01.wav")
