@@ -129,6 +129,7 @@ def _small(**kw) -> TrainSettings:
     return TrainSettings(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_workers_and_bundle_round_trip(seq_features, tmp_path):
     out = tmp_path / "run"
     metrics = train_run(seq_features, str(out), _small())
@@ -198,6 +199,7 @@ def _registered_checkpoints(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path, monkeypatch, capsys):
     """An earlier run's checkpoints in the run dir must not be resumed by a run with other settings;
     a re-run that fails leaves the finished run as it was."""
@@ -210,6 +212,7 @@ def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path, monkeyp
                               monkeypatch, capsys)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_run_survives_a_worker_dying(seq_features, tmp_path):
     """Kill one Ray Train worker after the first checkpoint; the run resumes and finishes."""
     out = tmp_path / "run"
