@@ -188,7 +188,7 @@ def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_fea
     m, _ = fusion_features
     n = manifest.read(m).num_rows
     arch = {"hidden": 16, "layers": 1, "embed": 8, "text_hidden": 8}
-    settings = TrainSettings(model="fusion_bilstm", folds=2, epochs=2, workers=1, batch_size=16,
+    settings = TrainSettings(model="fusion_bilstm", folds=2, epochs=1, workers=1, batch_size=16,
                              text={"min_count": 1}, arch=arch)  # fmt: skip
     out = tmp_path / "deep"
     metrics = train_run(fusion_sequences, str(out), settings)

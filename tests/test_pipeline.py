@@ -25,7 +25,7 @@ def write_config(path: Path, doc: dict) -> str:
 
 
 def small_config(data_root: Path, out: Path, **extra) -> dict:
-    """Every stage, kept small: compact features, a two-point logreg grid, an MLP for 3 epochs."""
+    """Every stage, kept small: compact features, a two-point logreg grid, an MLP for 3 epochs on one worker."""
     return {
         "name": "small",
         "data_root": str(data_root),
@@ -34,7 +34,7 @@ def small_config(data_root: Path, out: Path, **extra) -> dict:
         "prepare": {"corpus": "emodb", "root": "emodb"},
         "extract": [{"features": "compact8"}],
         "tune": {"features": "compact8", "models": {"logreg": {"C": [0.1, 1.0]}}, "outer_folds": 2, "inner_folds": 2},
-        "train": [{"features": "compact8", "model": "mlp", "folds": 2, "epochs": 3}],
+        "train": [{"features": "compact8", "model": "mlp", "folds": 2, "epochs": 3, "workers": 1}],
         "score": {"input": "emodb/wav/03a01*.wav", "model": "tune"},
         **extra,
     }

@@ -207,7 +207,7 @@ def test_text_bilstm_trains_on_ray_train_and_its_bundle_reads_transcripts(meld_t
 
     vectors = tmp_path / "vectors.txt"  # pretrained vectors in GloVe's format, for a few common words
     vectors.write_text("".join(f"{w} {' '.join(['0.5'] * 8)}\n" for w in ("you", "i", "the", "what", "oh")))
-    settings = TrainSettings(model="text_bilstm", folds=2, epochs=2, batch_size=32, workers=1, test=[meld_text[1]],
+    settings = TrainSettings(model="text_bilstm", folds=2, epochs=1, batch_size=32, workers=1, test=[meld_text[1]],
                              arch={"embed": 8, "hidden": 8}, text={"vectors": str(vectors)})  # fmt: skip
     out = tmp_path / "run"
     metrics = train_run(meld_text[0], str(out), settings)
