@@ -1,4 +1,18 @@
-"""Shared fixtures: real EmoDB audio from ../shared and one Ray instance per session."""
+"""Shared fixtures: real EmoDB audio from ../shared and one Ray instance per session.
+
+Two ways to run the suite (2 cores):
+
+- ``pytest -m "not slow"``: the fast loop, under 3 minutes. It leaves out the tests marked
+  ``@pytest.mark.slow``: the end-to-end runs (a whole pipeline, Ray Train and Ray Tune runs, runs killed
+  and resumed, a local two-node cluster, a bucket on a local S3 server), each of which takes ten seconds
+  to a minute and a half on its own.
+- ``pytest``: everything, slow tests included, as CI runs it (``.ci/run``), under 15 minutes.
+
+Mark a test ``slow`` when it takes more than about ten seconds, setup included. The session fixtures
+below (Ray, the EmoDB manifest, ``emodb_features``, ``small_run``) are paid by whichever test first asks
+for one; a fast test should not be the only one pulling an expensive fixture, and a new fixture should
+build only the rows its tests need.
+"""
 
 from __future__ import annotations
 

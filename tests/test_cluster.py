@@ -126,6 +126,7 @@ def local_cluster():
         subprocess.run(["bash", str(CLUSTER / "local.sh"), "stop"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_two_node_cluster_with_token_auth_runs_submitted_extraction_and_tune(local_cluster, emodb_root, tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "cluster.yaml"
@@ -158,6 +159,7 @@ def test_a_two_node_cluster_with_token_auth_runs_submitted_extraction_and_tune(l
     assert 0.2 < metrics["uar"] <= 1.0 and (out / "tune/model/bundle.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_wrong_or_missing_token_on_a_verb_is_one_line_about_the_token(local_cluster, emodb_manifest, tmp_path):
     """`--address` of a token-auth cluster with a wrong token: the token, not "is it running?", in one line."""
     gcs = f"127.0.0.1:{int(local_cluster['dashboard'].rsplit(':', 1)[1]) - 2}"
@@ -175,6 +177,7 @@ def test_a_wrong_or_missing_token_on_a_verb_is_one_line_about_the_token(local_cl
         assert not (tmp_path / "f" / "shards").exists()
 
 
+@pytest.mark.slow
 def test_standalone_extract_and_score_refuse_a_local_out_on_two_nodes(local_cluster, emodb_manifest, tmp_path):
     """Each node would write its own disk: one line naming a URI or --out-is-shared, and nothing written."""
     import numpy as np

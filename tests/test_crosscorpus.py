@@ -218,6 +218,7 @@ def _recorpus(src: str, dst: Path, corpus_of, id_prefix: str = "") -> str:
     return str(dst)
 
 
+@pytest.mark.slow
 def test_tune_leave_one_corpus_out_with_a_test_set_end_to_end(emodb_features, ray_session, tmp_path):
     from seremo.evaluate import evaluate_bundle
     from seremo.tune import tune_run

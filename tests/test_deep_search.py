@@ -69,6 +69,7 @@ def test_the_search_space_reads_in_one_place_and_a_typo_is_one_line(tmp_path):
             optuna_search(0)
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb_features, ray_session, tmp_path,
                                                                           monkeypatch, capsys):  # fmt: skip
     """The driver is killed mid-search (SIGKILL); the same command resumes: finished trials keep their results (their
@@ -137,6 +138,7 @@ def test_a_killed_search_resumes_and_no_outer_test_speaker_reaches_a_trial(emodb
                               1, monkeypatch, capsys)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_search_cut_off_before_it_made_its_trials_is_topped_up(emodb_features, ray_session, tmp_path, capsys):
     """The trials are drawn before the search runs (seeded, one after another): a restored experiment that
     holds fewer than were drawn (Tune's restore of a search killed as it began) gets the missing ones in one

@@ -52,6 +52,7 @@ def _tune(feats: str, out: Path, inputs: str, models: dict) -> dict:
     return tune.tune_run(feats, str(out), settings)
 
 
+@pytest.mark.slow
 def test_fused_model_beats_each_modality_and_runs_through_ensemble_and_evaluate(iemocap_tree, fusion_features,
                                                                                 tmp_path, capsys):  # fmt: skip
     m, feats = fusion_features
@@ -176,6 +177,7 @@ def test_deep_fusion_learns_each_fold_vocabulary_from_its_training_rows_only(fus
         assert vocab == fit_words and size == len(vocab) + 2  # exactly the training rows' words (and pad, unknown)
 
 
+@pytest.mark.slow
 def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_features, fusion_sequences, tmp_path,
                                                                       capsys):  # fmt: skip
     """fusion_bilstm through train, evaluate and score. Its accuracy on this tree, beside each modality's
@@ -186,7 +188,7 @@ def test_deep_fusion_trains_on_ray_train_and_scores_the_manifest_rows(fusion_fea
     m, _ = fusion_features
     n = manifest.read(m).num_rows
     arch = {"hidden": 16, "layers": 1, "embed": 8, "text_hidden": 8}
-    settings = TrainSettings(model="fusion_bilstm", folds=2, epochs=2, workers=1, batch_size=16,
+    settings = TrainSettings(model="fusion_bilstm", folds=2, epochs=1, workers=1, batch_size=16,
                              text={"min_count": 1}, arch=arch)  # fmt: skip
     out = tmp_path / "deep"
     metrics = train_run(fusion_sequences, str(out), settings)

@@ -100,6 +100,7 @@ def _rows(prefix: str, keys: list[str]):
     return storage.read_parquet(prefix).to_pandas().sort_values(keys).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_prepare_extract_tune_score_with_every_output_in_the_bucket(s3, small_emodb, archive_in_bucket, tmp_path):
     (tmp_path / "tune.yaml").write_text("tune:\n  models: {logreg: {C: [0.1]}}\n  outer_folds: 2\n  inner_folds: 2\n")
     seremo(s3, tmp_path, "prepare", "emodb", str(small_emodb), "--out", uri("run", "manifest.parquet"))
@@ -130,6 +131,7 @@ def test_prepare_extract_tune_score_with_every_output_in_the_bucket(s3, small_em
     assert "inputs" in scored.stdout and storage.read_json(uri("run", "score", "score.json"))["inputs"] == 7
 
 
+@pytest.mark.slow
 def test_a_killed_score_into_the_bucket_resumes_to_the_same_rows(s3, archive_in_bucket, tmp_path):
     model = uri("run", "tune", "model")
     if not storage.is_file(f"{model}/bundle.json"):
@@ -164,6 +166,7 @@ def test_a_killed_score_into_the_bucket_resumes_to_the_same_rows(s3, archive_in_
     assert not storage.list_files(f"{out}/_parts/segments")  # staged parts published or removed
 
 
+@pytest.mark.slow
 def test_a_manifest_naming_object_uris_is_extracted(s3, small_emodb, tmp_path):
     wavs = sorted((small_emodb / "wav").glob("*.wav"))[:6]
     table = manifest.from_rows([{"utterance_id": w.stem, "path": upload(w, uri("corpus", w.name)), "corpus": "emodb",

@@ -197,6 +197,7 @@ print(json.dumps(ScoreSink(out, b.classes, b.model_id, token).write([t], types.S
 """
 
 
+@pytest.mark.slow
 def test_a_killed_runs_worker_waking_after_the_rerun_starts_loses_and_duplicates_nothing(
     calls, model16, ray_session, tmp_path, capsys
 ):

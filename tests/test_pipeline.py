@@ -25,7 +25,7 @@ def write_config(path: Path, doc: dict) -> str:
 
 
 def small_config(data_root: Path, out: Path, **extra) -> dict:
-    """Every stage, kept small: compact features, a two-point logreg grid, an MLP for 3 epochs."""
+    """Every stage, kept small: compact features, a two-point logreg grid, an MLP for 3 epochs on one worker."""
     return {
         "name": "small",
         "data_root": str(data_root),
@@ -34,7 +34,7 @@ def small_config(data_root: Path, out: Path, **extra) -> dict:
         "prepare": {"corpus": "emodb", "root": "emodb"},
         "extract": [{"features": "compact8"}],
         "tune": {"features": "compact8", "models": {"logreg": {"C": [0.1, 1.0]}}, "outer_folds": 2, "inner_folds": 2},
-        "train": [{"features": "compact8", "model": "mlp", "folds": 2, "epochs": 3}],
+        "train": [{"features": "compact8", "model": "mlp", "folds": 2, "epochs": 3, "workers": 1}],
         "score": {"input": "emodb/wav/03a01*.wav", "model": "tune"},
         **extra,
     }
@@ -122,6 +122,7 @@ def test_submit_wants_cluster_visible_paths(tmp_path, capsys, emodb_root):
     assert "out 'runs/relative' is relative" in line and "--out" in line
 
 
+@pytest.mark.slow
 def test_run_does_every_stage_then_skips_what_is_complete(tmp_path, capsys, emodb_root, ray_session, monkeypatch):
     out = tmp_path / "run"
     path = write_config(tmp_path / "small.yaml", small_config(emodb_root.parent, out))
@@ -231,6 +232,7 @@ def test_a_bad_download_is_one_line(tmp_path, capsys, archive_server, emodb_wavs
     assert not (tmp_path / "emodb" / "DOWNLOAD.json").exists()
 
 
+@pytest.mark.slow
 def test_outputs_can_go_to_a_filesystem_uri(tmp_path, capsys, emodb_root, ray_session):
     """A URI `out` (file:// here, s3:// on a cluster): shards written through pyarrow, run dirs uploaded."""
     doc = small_config(emodb_root.parent, tmp_path / "unused")

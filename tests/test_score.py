@@ -121,6 +121,7 @@ def test_segments_line_up_and_labels_beat_chance(scored, archive):
     assert agree > chance + 0.15, (agree, chance)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_rows(archive, phone_bundle, scored, ray_session, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "seremo.cli", "score", str(archive[0]), "--model", str(phone_bundle),
@@ -180,6 +181,7 @@ def test_an_input_committed_twice_is_kept_once(scored, tmp_path):
     assert pq.read_table(out / "segments").num_rows == a
 
 
+@pytest.mark.slow
 def test_two_hour_file_stays_under_1_gib(phone_bundle, emodb_wavs, tmp_path):
     """Featurize + predict a 2-hour stereo 8 kHz call in one process; peak RSS stays bounded."""
     long = tmp_path / "two_hours.wav"

@@ -126,6 +126,7 @@ def test_layers_identity_and_one_line_errors(tiny, signals, tmp_path):
     one_line("is a bert model", model=str(bert))
 
 
+@pytest.mark.slow
 def test_extract_train_and_score_with_an_ssl_bundle(tiny, emodb_manifest, emodb_wavs, ray_session, tmp_path):
     """``seremo extract`` on CPU actors (each loads the model once) into a folder that already holds other
     things, twice; a model trained on the shards; its bundle names the SSL model and scores real audio, in

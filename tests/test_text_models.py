@@ -95,6 +95,7 @@ def test_tfidf_vocabulary_is_fitted_on_training_rows_only(monkeypatch) -> None:
         assert tokens == seen and len(seen) < 6  # the held-out groups' words are not in the vocabulary
 
 
+@pytest.mark.slow
 def test_tune_on_text_reports_the_official_split_and_ships_a_text_bundle(meld_text, meld_dev_split, tmp_path: Path,
                                                                         capsys) -> None:  # fmt: skip
     fit_dir, held_dir = meld_text
@@ -200,13 +201,14 @@ def test_text_bilstm_learns_each_fold_vocabulary_from_its_training_rows_only(mel
     assert len({frozenset(v) for v, _ in seen}) == 4  # each run its own vocabulary
 
 
+@pytest.mark.slow
 def test_text_bilstm_trains_on_ray_train_and_its_bundle_reads_transcripts(meld_text, tmp_path: Path) -> None:
     from seremo.settings import TrainSettings
     from seremo.train import train_run
 
     vectors = tmp_path / "vectors.txt"  # pretrained vectors in GloVe's format, for a few common words
     vectors.write_text("".join(f"{w} {' '.join(['0.5'] * 8)}\n" for w in ("you", "i", "the", "what", "oh")))
-    settings = TrainSettings(model="text_bilstm", folds=2, epochs=2, batch_size=32, workers=1, test=[meld_text[1]],
+    settings = TrainSettings(model="text_bilstm", folds=2, epochs=1, batch_size=32, workers=1, test=[meld_text[1]],
                              arch={"embed": 8, "hidden": 8}, text={"vectors": str(vectors)})  # fmt: skip
     out = tmp_path / "run"
     metrics = train_run(meld_text[0], str(out), settings)

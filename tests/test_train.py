@@ -129,9 +129,17 @@ def _small(**kw) -> TrainSettings:
     return TrainSettings(**{**base, **kw})
 
 
-def test_ddp_on_two_cpu_workers_and_bundle_round_trip(seq_features, tmp_path):
-    out = tmp_path / "run"
-    metrics = train_run(seq_features, str(out), _small())
+@pytest.fixture(scope="module")
+def ddp_run(seq_features, tmp_path_factory) -> tuple[Path, dict]:
+    """One DDP training on 2 CPU workers (one epoch: the all-reduce is checked on it), run once: the round
+    trip checks it, and the re-run test takes it as the earlier run in its dir."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    return out, train_run(seq_features, str(out), _small(epochs=1))
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_workers_and_bundle_round_trip(seq_features, ddp_run):
+    out, metrics = ddp_run
     assert len(metrics["per_fold"]) == 2 and 0.0 <= metrics["uar"] <= 1.0
     for name in ("metrics.json", "report.md", "confusion_matrix.png", "curves.png", "predictions.parquet"):
         assert (out / name).exists(), name
@@ -198,18 +206,23 @@ def _registered_checkpoints(run: Path) -> int:
         return 0
 
 
-def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_a_rerun_into_the_same_dir_trains_afresh(seq_features, ddp_run, tmp_path, monkeypatch, capsys):
     """An earlier run's checkpoints in the run dir must not be resumed by a run with other settings;
-    a re-run that fails leaves the finished run as it was."""
+    a re-run that fails leaves the finished run as it was. (The earlier run: a copy of ``ddp_run``.)"""
+    import shutil
+
     out = str(tmp_path / "again")
-    train_run(seq_features, out, _small(epochs=2, final_fit=False))
-    metrics = train_run(seq_features, out, _small(epochs=4, final_fit=False))
-    assert [f["epochs"] for f in metrics["per_fold"]] == [4, 4]
-    assert all(f["restarts"] == 0 for f in metrics["per_fold"])
+    shutil.copytree(ddp_run[0], out)
+    assert list(Path(out, "ray", "fold1").glob("checkpoint_*"))  # checkpoints there to be (wrongly) resumed
+    metrics = train_run(seq_features, out, _small(epochs=2, final_fit=False))
+    assert [f["epochs"] for f in metrics["per_fold"]] == [2, 2]
+    assert all(f["restarts"] == 0 for f in metrics["per_fold"])  # a resumed run counts a restart
     assert_failed_reruns_keep(Path(out), ["train", seq_features, "--model", "bilstm", "--out", out], 1,
                               monkeypatch, capsys)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_run_survives_a_worker_dying(seq_features, tmp_path):
     """Kill one Ray Train worker after the first checkpoint; the run resumes and finishes."""
     out = tmp_path / "run"

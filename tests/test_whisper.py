@@ -110,6 +110,7 @@ def test_identity_and_one_line_errors(tmp_path):
         features.get("whisper", layer="3")
 
 
+@pytest.mark.slow
 def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wavs, ray_session, tmp_path):
     """``seremo extract --features whisper`` on CPU actors into a folder that already holds other things,
     twice; the shards equal the set run alone; a bundle trained on them names the weights and scores real
