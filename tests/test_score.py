@@ -268,6 +268,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_failed_afresh_rerun_leaves_the_earlier_scores_as_they_were(scored, archive, phone_bundle, tmp_path):
     """Other settings or another model score afresh (``seremo run``): beside the finished run, swapped in
     only when the new one has succeeded; a user's file in the folder stays through both."""
