@@ -11,6 +11,9 @@ would read it as a shorter file without a word.
 
 Sources may be local paths, pyarrow filesystem URIs (``s3://...``) or bytes
 already read (as Ray Data's ``read_binary_files`` gives them).
+
+About 500 lines: whole-file loading and block streaming share the two decoders and
+their error vocabulary; the container check is :mod:`seremo.truncation`.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class CommitSink(Datasink):
         self.token = token  # the lease this run holds: checked before each commit
 
     @staticmethod
-    def rows(blocks: Iterable[Any]) -> pa.Table | None:
+    def block_table(blocks: Iterable[Any]) -> pa.Table | None:
         """A write task's blocks as one table (None when they hold no row)."""
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
         tables = [t for t in tables if t.num_rows]

@@ -5,7 +5,7 @@
 per row). Both share the rest: the labels mapped through the class set, the
 groups held out in speaker-independent folds, corpora, utterance ids and the
 feature set, so every stage names a row's speaker, corpus and label alike.
-Classical stages never import torch through it (``nets`` is read only for nets).
+It never imports torch: what a net reads comes from the torch-free ``deep_models``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import shards
+from seremo import deep_models, shards
 from seremo.errors import ConfigError, SeremoError
 from seremo.labels import get_class_set
 
@@ -135,10 +135,8 @@ def _classical_inputs(feats: shards.Features, features_dir: str, inputs: str | N
 
 def _net_kind(feats: shards.Features, features_dir: str, model: str) -> str:
     """The item kind net ``model`` reads, after checking these shards give it."""
-    from seremo import nets  # torch: only where a net reads the table
-
-    want = nets.KINDS[model]
-    shard_kind = "text" if want == "text" else nets.audio_kind(want)
+    want = deep_models.KINDS[model]
+    shard_kind = "text" if want == "text" else deep_models.audio_kind(want)
     if feats.kind != shard_kind:
         raise SeremoError(
             f"{features_dir}: model {model!r} needs {shard_kind} features, but these are "
@@ -150,9 +148,7 @@ def _net_kind(feats: shards.Features, features_dir: str, model: str) -> str:
 
 
 def _net_inputs(kind: str) -> str:
-    from seremo import nets
-
-    return "text" if kind == "text" else "audio+text" if nets.reads_text(kind) else "audio"
+    return "text" if kind == "text" else "audio+text" if deep_models.reads_text(kind) else "audio"
 
 
 def _net_items(feats: shards.Features, features_dir: str, kind: str,
@@ -162,10 +158,8 @@ def _net_items(feats: shards.Features, features_dir: str, kind: str,
     Transcripts become word ids per fold, from a vocabulary of its training rows:
     their size is 0 until then.
     """
-    from seremo import nets
-
     audio = [a for a, k in zip(feats.arrays(), keep, strict=True) if k] if kind != "text" else None
-    texts = list(feats.model_input("text", features_dir, keep)) if nets.reads_text(kind) else None
+    texts = list(feats.model_input("text", features_dir, keep)) if deep_models.reads_text(kind) else None
     items = audio if texts is None else texts if audio is None else list(zip(audio, texts, strict=True))
     audio_dim = 0 if not audio else int(audio[0].shape[-1] if feats.kind != "image" else audio[0].shape[0])
     return items, [audio_dim, 0] if kind.endswith("+text") else audio_dim

@@ -23,7 +23,7 @@ the best trial over all folds (by validation UAR), trained on all speakers as
 configuration by grouped folds (``seremo train``): cheaper, and optimistic, since the
 speakers it is evaluated on took part in choosing it; its report says so.
 
-About 510 lines, one protocol: the spaces are ``spaces``, the fit every trial runs is
+Over 500 lines, one protocol: the spaces are ``spaces``, the fit every trial runs is
 ``fitting``, folds ``folds``, the run writer ``runs``.
 """
 
@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from seremo import (
     dataset,
+    deep_runs,
     fitting,
     folds,
     measure,
@@ -388,7 +389,7 @@ def _search_run(features_dir: str, out_path: Path, where: str, ray_storage: str,
     final = _final_fit(data, final_settings, ray_storage)
     metrics["wall_s"] = time.perf_counter() - started
     oof = runs.OutOfFold(data.ids, data.groups, data.y, pred_names, list(outer), proba, classes, data.corpus)
-    train.write_run(out_path, metrics, [], data, final["view"], oof, final_settings, final, report=False)
+    deep_runs.write_run(out_path, metrics, [], data, final["view"], oof, final_settings, final, report=False)
     _write_search(out_path, metrics, trials)
     return metrics
 

@@ -85,10 +85,10 @@ def _run_key(run: str) -> str:
     return run.rstrip("/") if storage.is_uri(run) else normalise_path(run)
 
 
-def check_distinct_runs(runs: list[str]) -> None:
+def check_distinct_runs(run_dirs: list[str]) -> None:
     """One run given twice would be one model counted as two members (its vote doubled): refused in one line."""
     seen: dict[str, str] = {}
-    for run in runs:
+    for run in run_dirs:
         key = _run_key(run)
         if key in seen:
             raise ConfigError(f"{run}: given twice (as {seen[key]} too); one run is one member: list each run once")
@@ -165,13 +165,13 @@ def nested_proba(members: list[Member], rule: str) -> np.ndarray:
     return proba
 
 
-def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]:
+def build(run_dirs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]:
     """Evaluate every rule on the members' folds, write the run dir with ``rule``'s bundle; metrics.json's content."""
     if rule not in vote.RULES:
         raise ConfigError(f"--rule {rule!r}: choose one of {', '.join(vote.RULES)}")
     started = time.perf_counter()
-    check_distinct_runs(runs)
-    members = [read_member(r) for r in runs]
+    check_distinct_runs(run_dirs)
+    members = [read_member(r) for r in run_dirs]
     check_distinct_models(members)
     check_compatible(members)
     first = members[0]
@@ -206,7 +206,7 @@ def build(runs: list[str], out: str, rule: str = DEFAULT_RULE) -> dict[str, Any]
                                 "them on one (the figures above need no features and stand)")  # fmt: skip
         log.warning("%s", metrics["no_bundle"])
     metrics["wall_s"] = time.perf_counter() - started
-    outputs.check_out(out, runs, what="member run")
+    outputs.check_out(out, run_dirs, what="member run")
     with outputs.run_dir(out, "ensemble", {"rule": rule}) as run:
         _write_run(run.local, members, metrics, shipped_proba, weights, rule)
     return metrics
@@ -246,9 +246,9 @@ def report_text(metrics: dict) -> str:
     ])  # fmt: skip
 
 
-def run_stage(runs: list[str], out: str, rule: str) -> Outcome:
+def run_stage(run_dirs: list[str], out: str, rule: str) -> Outcome:
     """``seremo ensemble``: the members' and the rules' nested figures, and where the bundle is."""
-    metrics = build(runs, out, rule)
+    metrics = build(run_dirs, out, rule)
     text = report_text(metrics).split("## Members", 1)[1].strip()
     text += f"\nensemble ({rule}) nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}"
     text += f"\nmodel:  {out}/model" if metrics["bundle"] else ""

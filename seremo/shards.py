@@ -71,7 +71,7 @@ class FeatureShardSink(commit.CommitSink):
         return "WriteFeatureShards"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        table = self.rows(blocks)
+        table = self.block_table(blocks)
         if table is None:
             return {"rows": 0, "seconds": 0.0, "errors": []}
         failed = pc.is_valid(table.column(ERROR_KIND))

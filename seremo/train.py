@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from seremo import bundle, dataset, fitting, folds, measure, nets, normalisation, outputs, runs
+from seremo import (
+    dataset,
+    deep_runs,
+    fitting,
+    folds,
+    measure,
+    nets,
+    normalisation,
+    outputs,
+    runs,
+)
 from seremo.dataset import FeatureTable
 from seremo.errors import ConfigError, SeremoError
 from seremo.folds import Folds
@@ -129,7 +139,7 @@ def train_in(features_dir: str, out_path: Path, ray_storage: str, settings: Trai
             metrics["test"] = {name: score_test(final["model"], t, data, settings.normalise)
                                for name, t in tests.items()}  # fmt: skip
     view = views.last[0]
-    write_run(out_path, metrics, cv.curves, data, replace(view, items=view.items[:aug.n_orig]), cv.oof(data, outer),
+    deep_runs.write_run(out_path, metrics, cv.curves, data, replace(view, items=view.items[:aug.n_orig]), cv.oof(data, outer),
               settings, final)  # fmt: skip
     return metrics
 
@@ -240,61 +250,6 @@ def score_test(model: Any, test: FeatureTable, data: FeatureTable, how: str = "n
     )[n:]  # fmt: skip
     pred = np.asarray(data.classes)[nets.predict_proba(model, items).argmax(axis=1)]
     return {**runs.test_set_figures(test, pred, data.classes), "excluded_labels": test.excluded}
-
-
-def write_run(out: Path, metrics: dict, curves: list, data: FeatureTable, view: fitting.NetInputs,
-              oof: runs.OutOfFold, settings: TrainSettings, final: dict | None, report: bool = True) -> None:  # fmt: skip
-    """The run dir's files: the evaluation (``runs``), the curves and the bundle of the final model (inputs as
-    ``view`` gives them: its vocabulary); ``report=False`` leaves metrics.json and report.md to a search."""
-    from seremo.report import train_report
-
-    runs.write_evaluation(out, metrics, oof, f"{settings.model}, {metrics['protocol']['outer']}: UAR {metrics['uar']:.3f}",
-                          train_report(metrics) if report else None)  # fmt: skip
-    if curves:
-        plot_curves(curves, str(out / "curves.png"), settings.model)
-    if final is not None:
-        save_bundle(out / "model", final["model"], data, view, metrics, settings)
-        runs.write_model_predictions(out, data.ids, nets.predict_proba(final["model"], view.items), data.classes)
-
-
-def save_bundle(path: Path, model: Any, data: FeatureTable, view: fitting.NetInputs, metrics: dict,
-                settings: TrainSettings) -> None:  # fmt: skip
-    """``model/``: the net's weights (safetensors) and bundle.json, its training rows listed."""
-    meta = bundle.base_meta(
-        model_kind="torch", model_name=settings.model,
-        params={"in_dim": view.in_dim, "arch": settings.arch}, feature_set=data.feature_set,
-        classes=data.classes,
-        training={"corpora": data.corpora, "utterances": int(len(data.y)), "groups": data.n_groups,
-                  "class_set": settings.class_set},
-        metrics={"cv_uar": metrics["uar"], "cv_wa": metrics["wa"], "cv_macro_f1": metrics["macro_f1"]},
-    )  # fmt: skip
-    meta["normalisation"] = settings.normalise
-    meta["inputs"] = data.inputs
-    path.mkdir(exist_ok=True)
-    nets.save_module(path, model)
-    bundle.write_meta(path, meta, training_ids=list(data.ids))  # the early-stopping rows too
-
-
-def plot_curves(curves: list[list[dict]], path: str, title: str) -> None:
-    """Training loss, validation loss and validation UAR per epoch, one line per fold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for k, hist in enumerate(curves):
-        ep = [h["epoch"] for h in hist]
-        axes[0].plot(ep, [h["train_loss"] for h in hist], color=f"C{k}", label=f"fold {k + 1} train")
-        axes[0].plot(ep, [h["val_loss"] for h in hist], color=f"C{k}", ls="--")
-        axes[1].plot(ep, [h["val_uar"] for h in hist], color=f"C{k}", label=f"fold {k + 1}")
-    axes[0].set(xlabel="epoch", ylabel="loss (solid: train, dashed: validation)")
-    axes[1].set(xlabel="epoch", ylabel="validation UAR")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- the stage

@@ -21,7 +21,7 @@ folds always hold out speakers. Normalisation variants (per speaker, per
 corpus) are searched and reported apart; ``test:`` feature dirs are scored by
 each variant's shipped model after everything is fitted.
 
-About 520 lines: the trial, the collection of trials into nested predictions per
+Over 500 lines: the trial, the collection of trials into nested predictions per
 variant, the shipped fit and the test sets are one protocol read top to bottom;
 what other stages share of it is in ``selection``, ``folds``, ``dataset`` and ``runs``.
 """

@@ -32,7 +32,7 @@ def foreign_private_uses(where: str, source: str) -> list[str]:
             for a in node.names:
                 if _private(a.name):
                     found.append(f"{where}: from {node.module} import {a.name}")
-                elif node.module == "seremo":
+                else:  # a module (from seremo import tune; from seremo.scoring import sink) or a class
                     aliases.add(a.asname or a.name)
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
@@ -42,8 +42,10 @@ def foreign_private_uses(where: str, source: str) -> list[str]:
 
 
 def test_the_checker_sees_both_forms():
-    source = "from seremo import tune\nfrom seremo.train import _x, y\nimport numpy as np\ntune._nested()\nnp._x\n"
-    assert foreign_private_uses("probe.py", source) == ["probe.py: from seremo.train import _x", "probe.py: tune._nested"]
+    source = ("from seremo import tune\nfrom seremo.train import _x, y\nfrom seremo.scoring import sink\n"
+              "import numpy as np\ntune._nested()\nnp._x\nsink._commits()\n")  # fmt: skip
+    assert foreign_private_uses("probe.py", source) == ["probe.py: from seremo.train import _x", "probe.py: tune._nested",
+                                                        "probe.py: sink._commits"]  # fmt: skip
 
 
 def test_no_module_uses_another_modules_private_names():

@@ -83,7 +83,7 @@ class ScoreSink(commit.CommitSink):
         return "WriteScores"
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> dict[str, Any]:
-        table = self.rows(blocks)
+        table = self.block_table(blocks)
         if table is None:
             return {"files": 0, "errors": 0, "internal": 0, "segments": 0, "seconds": 0.0}
         key = commit.new_key(ctx.task_idx)
