@@ -303,7 +303,7 @@ def model_view(data: FeatureTable, settings: TrainSettings, fitted_rows: np.ndar
     kind = data.kind
     n_orig = len(data.items) if n_orig is None else n_orig
     items = normalisation.normalise_audio(data.items, kind, settings.normalise, data.groups, data.corpus,
-                                     fitted_rows)  # fmt: skip
+                                          fitted_rows)  # fmt: skip
     view = NetInputs(items=items, labels=data.labels, classes=data.classes, kind=kind, in_dim=data.in_dim)
     if nets.reads_text(kind):
         texts = texts_of(data.items, kind)

@@ -251,7 +251,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
                           f"{data.inputs!r} leave them off")  # fmt: skip
     tests = load_tests(settings.test, data, settings.class_set)
     outer, inner = folds.plan_nested(outer_units(data, settings), settings.outer_folds, settings.inner_folds,
-                              inner_is_default="inner_folds" not in settings.model_fields_set,
+                                     inner_is_default="inner_folds" not in settings.model_fields_set,
                                      inner_groups=data.groups)  # fmt: skip
     spaces = full_spaces(settings, data.inputs)
     space, num_samples = param_space(settings, spaces)
@@ -445,7 +445,7 @@ def score_test(finals: dict[str, dict], data: FeatureTable, test: FeatureTable) 
         how = normalisation.VARIANTS[variant]
         if how == "corpus":
             Xt = normalisation.corpus_normalise(np.vstack([data.X, test.X]),
-                                           np.concatenate([data.corpus, test.corpus]), np.arange(n))[n:]  # fmt: skip
+                                                np.concatenate([data.corpus, test.corpus]), np.arange(n))[n:]  # fmt: skip
         else:
             Xt = normalisation.normalise(test.X, how, test.groups, test.corpus)
         pred = np.asarray(data.classes)[np.argmax(final_proba(final, as_model_input(Xt)), axis=1)]
