@@ -184,8 +184,10 @@ def write_parquet(table: pa.Table, path: str) -> None:
     """
     if is_uri(path):
         fs, inner = filesystem(path)
-        pq.write_table(table, inner, filesystem=fs)
-        return
+        if not isinstance(fs, pafs.LocalFileSystem):
+            pq.write_table(table, inner, filesystem=fs)
+            return
+        path = inner  # a file:// URI is a local path: its folder made, the file renamed into place
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
