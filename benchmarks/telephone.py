@@ -118,7 +118,7 @@ def main() -> int:
         nested = json.loads((tuned / "metrics.json").read_text())["uar"]
         results[channel] = {"segments": segments, "classes": classes}
         call_s = job["audio_hours"] * 3600
-        cores = job["cpus"]
+        cores = job["cores"]
         table_rows.append([channel, round(nested, 3), job["segments"], round(agree, 3), round(uar, 3),
                            round(call_s / job["wall_s"] / cores, 1), round(call_s / score_s / cores, 1),
                            round(tune_s)])  # fmt: skip

@@ -15,18 +15,20 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from seremo import __version__, audio, augment, commit, manifest, outputs, shards, storage
+from seremo import __version__, audio, augment, commit, manifest, outputs, shards, speed, storage
 from seremo.errors import AudioError, SeremoError, TextError, check_failures
 from seremo.features import FeatureSet
 from seremo.outcome import Outcome, format_table
 from seremo.progress import NewFiles, Progress
 from seremo.runtime import check_shared_output, data_context, dataset_of, ensure_ray, items_per_task
-from seremo.settings import ExtractSettings
+
+if TYPE_CHECKING:  # the settings import scikit-learn (the tune grids): 0.4 s a worker process that needs none of it
+    from seremo.settings import ExtractSettings
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +168,10 @@ def extract(
     ``telephone`` extracts every row as a simulated phone line delivers it (to train for call archives),
     recorded in the summary and the identity; ``failure_budget``.
     """
-    settings = settings or ExtractSettings()
+    if settings is None:
+        from seremo.settings import ExtractSettings
+
+        settings = ExtractSettings()
     preflight(feature_set)
     channel = settings.channel
     if table.num_rows == 0:
@@ -280,9 +285,8 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
         "errors": n_err,
         "shards": sink.shards,
         "audio_hours": sink.seconds / 3600,
-        "wall_s": wall,
-        "x_realtime": sink.seconds / wall if wall > 0 else None,
-        "cpus": ray.cluster_resources().get("CPU"),
+        **speed.figures(sink.seconds, wall, ray.cluster_resources().get("CPU"),
+                        gpus=gpus_per_actor * stage["compute"].max_size if gpus_per_actor else 0.0),
         **({"actors": stage["compute"].max_size, "gpus_per_actor": gpus_per_actor} if feature_set.batched else {}),
     }
     if n_out + n_err != n_in:
@@ -323,18 +327,18 @@ def run_stage(manifest_path: str, feature_set: str, params: dict, out: str, sett
     text += [summary_text(result.summary, result.errors), f"features: {out}/shards"]
     if result.errors:
         text.append(f"errors:   {out}/errors.parquet")
-    return Outcome({k: result.summary[k] for k in ("inputs", "rows", "errors", "x_realtime")}, "\n".join(text))
+    return Outcome({k: result.summary.get(k) for k in ("inputs", "rows", "errors", "x_realtime_per_core")},
+                   "\n".join(text))
 
 
 def summary_text(summary: dict, errors: list[dict]) -> str:
     fs = summary["feature_set"]
     lines = [
         format_table(
-            ["feature set", "inputs", "rows", "errors", "audio h", "wall s", "x real-time"],
+            ["feature set", "inputs", "rows", "errors", "audio h", *speed.HEADERS],
             [[
                 f"{fs['name']} v{fs['version']}", summary["inputs"], summary["rows"], summary["errors"],
-                round(summary["audio_hours"], 3), round(summary["wall_s"], 1),
-                round(summary["x_realtime"] or 0.0, 1),
+                round(summary["audio_hours"], 3), *speed.row(summary),
             ]],
         )
     ]  # fmt: skip

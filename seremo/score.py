@@ -39,7 +39,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from seremo import bundle, commit, outputs, storage
+from seremo import bundle, commit, outputs, speed, storage
 from seremo.errors import ConfigError, SeremoError, check_failures
 from seremo.outcome import Outcome, format_table
 from seremo.progress import NewFiles, Progress
@@ -173,30 +173,37 @@ def _score(inputs: list[str], b: bundle.Bundle, out: str, settings: ScoreSetting
     this_run_s = sum(r["seconds"] for r in returns)
     summary = {
         "inputs": len(inputs), "files": files.num_rows, "errors": errors.num_rows, "segments": sink.segment_rows(out),
-        "audio_hours": audio_s / 3600, "scored_this_run": len(todo), "wall_s": wall,
-        "x_realtime": (this_run_s / wall) if wall > 0 and this_run_s else None,
-        "cpus": ray.cluster_resources().get("CPU"), "model": b.model_id, "classes": b.classes,
+        "audio_hours": audio_s / 3600, "scored_this_run": len(todo), "audio_hours_this_run": this_run_s / 3600,
+        **speed.figures(this_run_s, wall, ray.cluster_resources().get("CPU"), gpus=_gpus(settings)),
+        "model": b.model_id, "classes": b.classes,
         "normalisation": b.meta.normalisation, "settings": settings.model_dump(),
     }  # fmt: skip
     if files.num_rows + errors.num_rows != len(inputs):
         raise SeremoError(f"{out}: {len(inputs)} inputs but {files.num_rows} files + {errors.num_rows} errors")
     storage.write_json(storage.join(out, "score.json"), summary)
-    _write_report(out, b.classes)
+    _write_report(out, b.classes, summary)
     check_failures(lease_at or out, len(inputs), files.num_rows, errors.column("error").to_pylist(),
                    errors.column("message").to_pylist()[:1], settings.failure_budget,
                    see="the earlier scores are kept as they were" if lease_at else None)  # fmt: skip
     return summary
 
 
-def _write_report(out: str, classes: list[str]) -> None:
+def _write_report(out: str, classes: list[str], summary: dict[str, Any]) -> None:
     """The archive report, from the Parquet just written (it never slows the job itself)."""
     started = time.perf_counter()
-    report.write(out, classes, sink.committed_segments(out))  # committed parts only
+    report.write(out, classes, sink.committed_segments(out), summary)  # committed parts only
     log.info("%s: report.md written in %.1f s", out, time.perf_counter() - started)
 
 
 def _fused(settings: ScoreSettings) -> bool:
     return not settings.gpu and settings.actors is None
+
+
+def _gpus(settings: ScoreSettings) -> float:
+    """The GPUs a run's predictors hold (one per actor, ``_predicted``): 0 on CPU."""
+    import ray
+
+    return float(settings.actors or ray.cluster_resources().get("GPU", 1)) if settings.gpu else 0.0
 
 
 def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int, by_row: bool = False) -> Any:
@@ -210,7 +217,7 @@ def _predicted(ds: Any, b: bundle.Bundle, settings: ScoreSettings, per_task: int
     if _fused(settings):
         return ds.map_batches(score_files, fn_kwargs={**cpu, "model": shipped, "by_row": by_row},
                               batch_format="pyarrow", batch_size=per_task, num_cpus=1)  # fmt: skip
-    n_actors = settings.actors or int(ray.cluster_resources().get("GPU", 1))
+    n_actors = int(_gpus(settings)) if settings.gpu else settings.actors
     return ds.map_batches(
         featurize_rows if by_row else featurize_files, fn_kwargs=cpu, batch_format="pyarrow", batch_size=per_task, num_cpus=1,
     ).map_batches(
@@ -239,9 +246,8 @@ def run_stage(source: str, model: str, out: str, settings: ScoreSettings, addres
     settings or another model is cleared, after every check, instead of refused)."""
     s = score(source, model, out, settings, address=address, out_is_shared=out_is_shared, afresh=afresh)
     table = format_table(
-        ["inputs", "files", "errors", "segments", "audio h", "wall s", "x real-time"],
-        [[s["inputs"], s["files"], s["errors"], s["segments"], round(s["audio_hours"], 3), round(s["wall_s"], 1),
-          round(s["x_realtime"] or 0.0, 1)]],
+        ["inputs", "files", "errors", "segments", "audio h", *speed.HEADERS],
+        [[s["inputs"], s["files"], s["errors"], s["segments"], round(s["audio_hours"], 3), *speed.row(s)]],
     )  # fmt: skip
     where = (f"segments: {out}/segments   files: {out}/files.parquet   errors: {out}/errors.parquet\n"
              f"report:   {out}/report.md")

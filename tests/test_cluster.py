@@ -152,7 +152,7 @@ def test_a_two_node_cluster_with_token_auth_runs_submitted_extraction_and_tune(l
     assert pq.read_metadata(out / "manifest.parquet").num_rows == 535
     summary = json.loads((out / "features/compact8/extract.json").read_text())
     assert summary["rows"] + summary["errors"] == 535 and summary["rows"] > 500
-    assert summary["cpus"] == 2  # the head's CPU and the worker node's
+    assert summary["cores"] == 2  # the head's CPU and the worker node's
     shards = list((out / "features/compact8/shards").glob("*.parquet"))
     assert sum(pq.read_metadata(s).num_rows for s in shards) == summary["rows"]
     metrics = json.loads((out / "tune/metrics.json").read_text())

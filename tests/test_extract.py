@@ -25,6 +25,10 @@ def test_extract_emodb_all_rows_no_errors(emodb_features, capsys):
     assert summary["feature_set"]["name"] == "seremo"
     assert summary["audio_hours"] == pytest.approx(24.8 / 60, rel=0.01)
     assert pq.read_table(f"{emodb_features}/errors.parquet").num_rows == 0
+    # one throughput unit (seremo.speed): the input audio per wall second per core, in the job and since start
+    assert summary["cores"] == 2 and summary["since_start_s"] >= summary["wall_s"] > 0
+    assert summary["x_realtime_per_core"] == pytest.approx(summary["audio_hours"] * 3600 / summary["wall_s"] / 2)
+    assert summary["x_realtime_per_core_end_to_end"] <= summary["x_realtime_per_core"]
 
 
 def test_shards_load_with_pyarrow_pandas_and_ray(emodb_features, ray_session):

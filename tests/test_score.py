@@ -88,6 +88,10 @@ def test_every_input_appears_exactly_once(scored, archive):
     assert len(files) == 6 and (files["channels"] == 2).all() and (files["duration_s"] > 100).all()
     summary = json.loads((scored / "score.json").read_text())
     assert (summary["inputs"], summary["files"], summary["errors"]) == (10, 6, 4)
+    # the throughput counts each stereo call's length once (files.parquet's duration_s), not once per channel
+    assert summary["audio_hours_this_run"] == pytest.approx(files["duration_s"].sum() / 3600)
+    assert summary["x_realtime_per_core"] == pytest.approx(files["duration_s"].sum() / summary["wall_s"] / summary["cores"])
+    assert "x real time per CPU core in the job" in (scored / "report.md").read_text()
 
 
 def _match(truth_rows, segs, tol: float) -> tuple[float, list[tuple[str, str]]]:

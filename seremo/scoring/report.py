@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from seremo import storage
+from seremo import speed, storage
 from seremo.labels import NEGATIVE
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,9 @@ def summarise(segments: pa.Table, files: pa.Table, errors: pa.Table, classes: li
     }  # fmt: skip
 
 
-def write(out: str, classes: list[str], parts: list[str]) -> dict[str, Any]:
-    """Read ``out``'s tables (``parts``: the committed segment parts), write the report beside them.
+def write(out: str, classes: list[str], parts: list[str], run: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read ``out``'s tables (``parts``: the committed segment parts), write the report beside them;
+    ``run``: the run's ``score.json`` (its throughput, in :mod:`seremo.speed`'s unit).
 
     Returns the figures (what ``report.json`` holds).
     """
@@ -81,6 +82,8 @@ def write(out: str, classes: list[str], parts: list[str]) -> dict[str, Any]:
     files = storage.read_parquet(storage.join(out, "files.parquet"))
     errors = storage.read_parquet(storage.join(out, "errors.parquet"))
     fig = summarise(segments, files, errors, classes)
+    if run is not None:
+        fig["speed"] = {k: run.get(k) for k in ("audio_hours_this_run", *speed.FIELDS)}
     plots = _plots(segments, fig, classes)
     for name, png in plots.items():
         storage.write_bytes(storage.join(out, name), png)
@@ -97,6 +100,12 @@ def _read_segments(parts: list[str]) -> pa.Table:
     return pa.concat_tables([storage.read_parquet(p) for p in parts], promote_options="default")
 
 
+def _speed_lines(run: dict[str, Any] | None) -> list[str]:
+    if not run or not run.get("x_realtime_per_core"):
+        return []
+    return ["", f"This run scored {run['audio_hours_this_run']:.2f} h of calls at {speed.describe(run)}."]
+
+
 def _markdown(fig: dict[str, Any], plots: list[str]) -> str:
     from seremo.report import md_table
 
@@ -106,6 +115,7 @@ def _markdown(fig: dict[str, Any], plots: list[str]) -> str:
         "",
         f"{fig['files']} files scored ({fig['audio_h']:.2f} h of audio, {fig['speech_h']:.2f} h of speech in "
         f"{fig['segments']} segments); {fig['errors']} inputs failed.",
+        *_speed_lines(fig.get("speed")),
         "",
         "## Label shares per channel (share of speech time)",
         "",
