@@ -1,24 +1,25 @@
-"""End-to-end scoring throughput on a call archive built from real EmoDB utterances.
+"""`seremo score` throughput on a call archive built from real EmoDB utterances, in seremo's one unit.
 
-Builds ``--calls`` stereo 8 kHz mu-law calls (``simulate.make_calls``), trains two
-logistic regressions on EmoDB (the default set at 16 kHz, what a user's first
-bundle is, and at 8 kHz on telephone copies), then times ``seremo score`` with
-each, with prediction fused into the CPU tasks (the default) and on an actor
-pool, on all local cores, and reports x real-time per core (seconds of call
-audio / (seconds x cores)) end to end (``score()`` from the call: listing,
-bundle load, the job, consolidation, the report; Ray already running) and
-inside the job; then runs ``seremo score`` (fused) in a process of its own
-with each bundle, timed from its start to its exit (imports, Ray's start-up
-and shutdown included), as a user runs it. The bundles' training is outside
-every timing.
+Builds ``--calls`` stereo 8 kHz mu-law calls (``simulate.make_calls``; 48 calls = about 2.4 h), then runs
+``seremo score`` as a user does, in a process of its own, once per bundle, and prints x real time per CPU
+core (audio hours of the call files, each call counted once whatever its channels, per wall-clock hour per
+core; ``seremo.speed``): in the job and end to end as ``score.json`` records them, and the command timed
+from outside, from its start to its exit. With ``--running-ray`` each bundle is run a second time against
+a local Ray started once beforehand (``ray start --head``; ``RAY_ADDRESS``), the way to run many jobs on
+one machine: Ray's start-up and shutdown leave the command.
 
-    python benchmarks/score_throughput.py [--calls 48] [--data ../shared/corpora/emodb]
+    python benchmarks/score_throughput.py --bundle runs/emodb-seremo/tune/model --bundle runs/emodb/tune/model \
+        [--calls 48] [--running-ray] [--data ../shared/corpora/emodb]
+
+Without ``--bundle``, a logistic regression on the default functionals is trained on EmoDB first (outside
+every timing). This machine is shared and noisy: compare rows of one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,32 +27,47 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import ray
+import soundfile as sf
 
 from seremo import bundle, classical, features
 from seremo.corpora import prepare_corpus
-from seremo.extract import extract
 from seremo.outcome import format_table
-from seremo.score import ScoreSettings, score
-from seremo.shards import read_features
-from seremo.simulate import Utterance, make_calls, telephone_copies
+from seremo.simulate import Utterance, make_calls
+
+SEREMO = str(Path(sys.executable).parent / "seremo")
 
 
-def train_bundle(table: pa.Table, rate: int, tmp: Path) -> Path:
-    """A logistic regression on all of EmoDB with the default set at ``rate`` (8 kHz: telephone copies)."""
-    fs = features.get("seremo", sample_rate=rate)
-    if rate == 8000:
-        phone = telephone_copies(table.column("path").to_pylist(), tmp / "phone")
-        table = table.set_column(table.column_names.index("path"), "path", pa.array(phone))
-    extract(table, fs, str(tmp / f"features{rate}"))
-    feats = read_features(str(tmp / f"features{rate}"))
+def train_bundle(table, tmp: Path) -> Path:
+    """A logistic regression on all of EmoDB with the default functionals (16 kHz)."""
+    from seremo.extract import extract
+    from seremo.shards import read_features
+
+    extract(table, features.get("seremo"), str(tmp / "features"))
+    feats = read_features(str(tmp / "features"))
     y = np.asarray(feats.table.column("label").to_pylist())
     model = classical.fit("logreg", {"C": 0.1}, feats.matrix(), y)
     meta = bundle.base_meta(model_kind="sklearn", model_name="logreg", params={"C": 0.1},
                             feature_set=feats.feature_set, classes=list(model.classes_),
                             training={"corpora": ["emodb"], "utterances": len(y)}, metrics={})  # fmt: skip
-    return bundle.save_classical(tmp / f"model{rate}", model, meta)
+    return bundle.save_classical(tmp / "model", model, meta)
+
+
+def describe(path: Path) -> str:
+    b = bundle.load(str(path))
+    members = b.meta.params.get("members")
+    model = f"vote of {len(members)}" if isinstance(members, list) else b.meta.model_name
+    return f"{b.meta.feature_set['name']} {model}"
+
+
+def run_cli(calls: Path, model: Path, out: Path, env: dict[str, str]) -> list:
+    started = time.perf_counter()
+    subprocess.run([SEREMO, "score", str(calls), "--model", str(model), "--out", str(out)], check=True,
+                   capture_output=True, env=env)  # fmt: skip
+    command_s = time.perf_counter() - started
+    job = json.loads((out / "score.json").read_text())
+    audio_s = job["audio_hours_this_run"] * 3600
+    return [round(job["wall_s"], 1), round(job["x_realtime_per_core"], 1), round(job["x_realtime_per_core_end_to_end"], 1),
+            round(command_s, 1), round(audio_s / command_s / job["cores"], 1)]  # fmt: skip
 
 
 def main() -> int:
@@ -59,48 +75,36 @@ def main() -> int:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared/corpora/emodb"))
     p.add_argument("--calls", type=int, default=48)
     p.add_argument("--utterances-per-call", type=int, default=40)
-    p.add_argument("--files-per-task", type=int, default=None, help="default: seremo score's own")
-    p.add_argument("--bundle16", default=None,
-                   help="a 16 kHz bundle to use instead of the logistic regression (e.g. runs/emodb/tune/model "
-                        "from the main job: what seremo tune ships)")  # fmt: skip
+    p.add_argument("--bundle", action="append", default=[], help="a bundle to score with (repeatable)")
+    p.add_argument("--running-ray", action="store_true", help="also run each against an already running local Ray")
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table
-    ray.init(include_dashboard=False, log_to_driver=False)
-    cores = int(ray.cluster_resources()["CPU"])
+    cores = os.cpu_count()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        bundles = {rate: train_bundle(table, rate, tmp) for rate in ((8000,) if args.bundle16 else (16000, 8000))}
-        if args.bundle16:
-            bundles[16000] = Path(args.bundle16)
+        bundles = [Path(b) for b in args.bundle] or [train_bundle(table, tmp)]
         utts = [Utterance(r["path"], r["label"], r["speaker"]) for r in table.to_pylist()]
         make_calls(utts, tmp / "calls", n_calls=args.calls, utterances_per_call=args.utterances_per_call, seed=0)
-        for rate, how, actors in ((16000, "fused (default)", None), (16000, "actor pool (--actors 1)", 1),
-                                  (8000, "fused (default)", None), (8000, "actor pool (--actors 1)", 1)):  # fmt: skip
-            started = time.perf_counter()
-            summary = score(str(tmp / "calls"), str(bundles[rate]), str(tmp / f"scored-{rate}-{actors}"),
-                            ScoreSettings(files_per_task=args.files_per_task, actors=actors))  # fmt: skip
-            wall = time.perf_counter() - started
-            audio_s = summary["audio_hours"] * 3600
-            name = bundle.load(str(bundles[rate])).meta.model_name
-            rows.append([f"{rate // 1000} kHz {name}", how, round(wall, 1), round(audio_s / wall / cores, 1),
-                         round(audio_s / summary["wall_s"] / cores, 1)])  # fmt: skip
-        ray.shutdown()  # the CLI runs start their own Ray, as a user's would
-        for rate in (16000, 8000):
-            out = tmp / f"cli-{rate}"
-            started = time.perf_counter()
-            subprocess.run([str(Path(sys.executable).parent / "seremo"), "score", str(tmp / "calls"), "--model",
-                            str(bundles[rate]), "--out", str(out)], check=True, capture_output=True)  # fmt: skip
-            wall = time.perf_counter() - started
-            job = json.loads((out / "score.json").read_text())
-            audio_s = job["audio_hours"] * 3600
-            name = bundle.load(str(bundles[rate])).meta.model_name
-            rows.append([f"{rate // 1000} kHz {name}", "`seremo score`, with start-up", round(wall, 1),
-                         round(audio_s / wall / cores, 1), round(audio_s / job["wall_s"] / cores, 1)])  # fmt: skip
-    print(f"archive: {summary['files']} stereo 8 kHz mu-law calls, {audio_s / 60:.1f} min of calls "
-          f"({2 * audio_s / 60:.1f} channel-minutes), {summary['segments']} segments; {cores} cores")  # fmt: skip
-    print(format_table(["bundle", "prediction", "wall s", "x real-time / core", "in the job / core"], rows))
+        hours = sum(sf.info(str(f)).duration for f in (tmp / "calls").iterdir()) / 3600
+        modes = [("cold: Ray started by the command", None)]
+        if args.running_ray:
+            subprocess.run(["ray", "start", "--head", f"--num-cpus={cores}", "--include-dashboard=false",
+                            "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
+            modes.append(("on a running Ray (RAY_ADDRESS=auto)", "auto"))
+        try:
+            for i, model in enumerate(bundles):
+                for how, address in modes:
+                    env = {**os.environ, **({"RAY_ADDRESS": address} if address else {})}
+                    rows.append([describe(model), how, *run_cli(tmp / "calls", model, tmp / f"scored-{i}-{bool(address)}", env)])
+        finally:
+            if args.running_ray:
+                subprocess.run(["ray", "stop"], capture_output=True)
+    print(f"archive: {args.calls} stereo 8 kHz mu-law calls, {hours:.2f} h of calls ({2 * hours:.2f} channel-hours); "
+          f"{cores} cores; x real time per core = audio hours of the calls / wall-clock hours / cores")  # fmt: skip
+    print(format_table(["bundle", "Ray", "job s", "x RT/core job", "x RT/core end to end (score.json)",
+                        "command s", "x RT/core command start to exit"], rows))  # fmt: skip
     return 0
 
 

@@ -240,6 +240,7 @@ def tune_run(features_dir: str, out: str, settings: TuneSettings, address: str |
 
 def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: TuneSettings,
               address: str | None) -> dict[str, Any]:  # fmt: skip
+    import ray
     from ray import tune
 
     started = time.perf_counter()
@@ -293,6 +294,7 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
+    metrics["cores"] = ray.cluster_resources().get("CPU")
     write_run(out_path, trials, metrics, data, finals[settings.ship], settings, outer)
     return metrics
 
@@ -316,6 +318,7 @@ def _collect(grid, classes: list[str]) -> list[dict[str, Any]]:
                 "family": m.get("family") or (cfg.get("trial") or {}).get("family") or cfg.get("family"),
                 "params": m.get("params") or json.dumps((cfg.get("trial") or {}).get("params", {})),
                 "status": "ok" if ok else "error",
+                "seconds": m.get("time_total_s"),  # the trial's own time in its process (Ray Tune's)
                 "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:500],
                 "inner_uar": inner_uar,
                 "proba": proba,
@@ -364,6 +367,7 @@ def summarise(
             best_plain = max(fam_trials, key=lambda t: t["loso_uar"])
             families[fam] = {
                 "uar": s["uar"], "wa": s["wa"], "macro_f1": s["macro_f1"], "configs": len(fam_trials),
+                "trial_s": sum(t.get("seconds") or 0.0 for t in fam_trials),
                 "chosen_per_fold": [c["members"][0]["params"] for c in fchosen],
                 "best_config_plain_cv": {"params": json.loads(best_plain["params"]), "uar": best_plain["loso_uar"]},
                 "per_class_recall": {c: v["recall"] for c, v in s["per_class"].items()},
@@ -483,6 +487,7 @@ def write_trials(out: Path, trials: list[dict]) -> None:
                 "params": [t["params"] for t in trials],
                 "status": [t["status"] for t in trials],
                 "error": [t["error"] for t in trials],
+                "seconds": pa.array([t.get("seconds") for t in trials], pa.float64()),
                 "inner_uar_mean": [float(np.mean(t["inner_uar"])) if t["inner_uar"] else None for t in trials],
                 "inner_uar_per_fold": [t["inner_uar"] for t in trials],
                 "plain_cv_uar": [t.get("loso_uar") for t in trials],
@@ -519,11 +524,12 @@ def run_stage(features_dir: str, out: str, settings: TuneSettings, address: str 
     metrics = tune_run(features_dir, out, settings, address=address)
     fams = sorted(metrics["families"].items(), key=lambda kv: -kv[1]["uar"])
     text = [
-        format_table(["family", "nested UAR", "WA", "macro-F1", "configs"],
-                     [[f, v["uar"], v["wa"], v["macro_f1"], v["configs"]] for f, v in fams]),
+        format_table(["family", "nested UAR", "WA", "macro-F1", "configs", "trials s"],
+                     [[f, v["uar"], v["wa"], v["macro_f1"], v["configs"], round(v.get("trial_s", 0.0))] for f, v in fams]),
         "",
         f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
-        f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s)",
+        f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s; trials s: each family's trials' own time, "
+        f"on {metrics.get('cores') or '?'} cores)",
         "ensembles of the families (nested UAR): " + "  ".join(
             f"{rule.replace('_', ' ')} {v['uar']:.3f}" for rule, v in metrics["ensembles"].items()
         ) + f"  (single best configuration {metrics['single_best_uar']:.3f})",
