@@ -7,9 +7,10 @@
    Ray start-up, the job, shutdown) and inside the job, against a plain
    single-process loop doing the same work (decode + default features +
    Parquet), for each of ``--pipeline-sets`` (the functionals and the Whisper encoder), on the EmoDB
-   manifest repeated ``--repeat`` times (5 = 2.07 h).
+   manifest repeated ``--repeat`` times (5 = 2.07 h); with ``--running-ray``, also against a local Ray
+   started once beforehand (``RAY_ADDRESS=auto``: Ray's start-up and shutdown leave the command).
 
-    python benchmarks/extract_throughput.py [--data ../shared/corpora/emodb] [--repeat 5] [--pipeline-sets seremo whisper]
+    python benchmarks/extract_throughput.py [--data ../shared/corpora/emodb] [--repeat 5] [--pipeline-sets seremo whisper] [--running-ray]
 
 This machine is shared and noisy: compare ratios from the same run, not
 absolute figures across runs. Each timing is the best of ``--trials``.
@@ -65,7 +66,8 @@ def per_core(signals: list, names: list[str], trials: int) -> list[list]:
     return rows
 
 
-def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name: str) -> list[list]:
+def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name: str,
+                     address: str | None = None) -> list[list]:  # fmt: skip
     """The plain loop in this (warm) process against ``seremo extract`` as a user runs it.
 
     ``seremo extract`` runs in a process of its own, so its end-to-end time holds
@@ -87,6 +89,7 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name:
             column = pa.ListArray.from_arrays(offsets, values)
             pq.write_table(table.append_column("features", column), f"{d}/x.parquet")
 
+    env = {**os.environ, **({"RAY_ADDRESS": address} if address else {})}
     t_loop, t_cli, t_job = [], [], []
     with tempfile.TemporaryDirectory() as d:
         manifest.write(table, f"{d}/manifest.parquet")
@@ -97,15 +100,16 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name:
             t = time.perf_counter()
             batch = ["--batch-size", str(batch_size)] if batch_size else []
             subprocess.run([str(Path(sys.executable).parent / "seremo"), "extract", f"{d}/manifest.parquet",
-                            "--features", name, "--out", out, *batch], check=True, capture_output=True)  # fmt: skip
+                            "--features", name, "--out", out, *batch], check=True, capture_output=True, env=env)  # fmt: skip
             t_cli.append(time.perf_counter() - t)
             t_job.append(json.loads(Path(out, "extract.json").read_text())["wall_s"])
     loop_s, cli_s, job_s = min(t_loop), min(t_cli), min(t_job)
+    ray_is = "on a running Ray" if address else "Ray started by the command"
     return [
         [name, "single-process loop (warm)", 1, round(loop_s, 2), round(seconds / loop_s, 1), 1.0],
-        [name, "seremo extract, in the job", cores, round(job_s, 2), round(seconds / job_s / cores, 1),
+        [name, f"seremo extract, in the job ({ray_is})", cores, round(job_s, 2), round(seconds / job_s / cores, 1),
          round(loop_s / job_s, 2)],
-        [name, "seremo extract, end to end", cores, round(cli_s, 2), round(seconds / cli_s / cores, 1),
+        [name, f"seremo extract, end to end ({ray_is})", cores, round(cli_s, 2), round(seconds / cli_s / cores, 1),
          round(loop_s / cli_s, 2)],
     ]  # fmt: skip
 
@@ -120,6 +124,8 @@ def main() -> int:
     p.add_argument("--sets", nargs="*", default=[*(n for n, c in features.FEATURE_SETS.items() if c.reads_audio and not c.batched), "whisper"])
     p.add_argument("--pipeline-sets", nargs="*", default=["seremo", "whisper"],
                    help="feature sets timed through the pipeline against the loop")
+    p.add_argument("--running-ray", action="store_true",
+                   help="also time seremo extract against a local Ray started once beforehand (RAY_ADDRESS=auto)")
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table
@@ -138,6 +144,14 @@ def main() -> int:
     hours = sum(big.column("duration_s").to_pylist()) / 3600
     print(f"pipeline: {big.num_rows} utterances ({args.repeat} x EmoDB, {hours:.2f} h), decode + features + Parquet")
     rows = [row for name in args.pipeline_sets for row in pipeline_vs_loop(big, args.trials, args.batch_size, name)]
+    if args.running_ray:
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+                        "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
+        try:
+            rows += [row for name in args.pipeline_sets
+                     for row in pipeline_vs_loop(big, args.trials, args.batch_size, name, "auto")[1:]]
+        finally:
+            subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True)
     print(format_table(["feature set", "run", "cores", "seconds", "x real-time / core", "vs the loop"], rows))
     return 0
 

@@ -90,7 +90,7 @@ def main() -> int:
         hours = sum(sf.info(str(f)).duration for f in (tmp / "calls").iterdir()) / 3600
         modes = [("cold: Ray started by the command", None)]
         if args.running_ray:
-            subprocess.run(["ray", "start", "--head", f"--num-cpus={cores}", "--include-dashboard=false",
+            subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--num-cpus={cores}", "--include-dashboard=false",
                             "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
             modes.append(("on a running Ray (RAY_ADDRESS=auto)", "auto"))
         try:
@@ -100,7 +100,7 @@ def main() -> int:
                     rows.append([describe(model), how, *run_cli(tmp / "calls", model, tmp / f"scored-{i}-{bool(address)}", env)])
         finally:
             if args.running_ray:
-                subprocess.run(["ray", "stop"], capture_output=True)
+                subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True)
     print(f"archive: {args.calls} stereo 8 kHz mu-law calls, {hours:.2f} h of calls ({2 * hours:.2f} channel-hours); "
           f"{cores} cores; x real time per core = audio hours of the calls / wall-clock hours / cores")  # fmt: skip
     print(format_table(["bundle", "Ray", "job s", "x RT/core job", "x RT/core end to end (score.json)",

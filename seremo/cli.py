@@ -266,11 +266,12 @@ def _extract_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="utterances per Ray task (default: about 8 tasks per CPU, at most 64 each)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="SHARE",
-                   help="model-backed sets (ssl): GPU share of each actor, bf16 (0.5: two actors per GPU); "
-                   "default 0: CPU actors")  # fmt: skip
+                   help="model-backed sets (whisper, ssl): run the encoder on GPU actors of this GPU share each "
+                   "(0.5: two actors per GPU; float16). Default 0: on the CPUs, in the same stateless tasks as "
+                   "every set, each worker process loading the model once")  # fmt: skip
     p.add_argument("--actors", type=int, default=None,
-                   help="model-backed sets (ssl): actors that each load the model once (default: one per CPU, "
-                   "or per GPU share)")  # fmt: skip
+                   help="model-backed sets (whisper, ssl): run the encoder on this many actors (default: none on "
+                   "CPU; one per GPU share with --gpus-per-actor)")  # fmt: skip
     p.add_argument("--channel", default="as-is", metavar="as-is|telephone",
                    help="telephone: extract every row as a simulated phone line delivers it (8 kHz, 300-3400 Hz, "
                    "G.711, line noise), to train for call archives (default: as-is)")  # fmt: skip

@@ -57,9 +57,10 @@ def decode(fs: FeatureSet, row: dict[str, Any], channel: str = "as-is") -> tuple
 
 
 def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None, channel: str = "as-is") -> pa.Table:
-    """Ray Data UDF: features for every row, or the reason it failed. Stateless for the per-signal sets;
-    a batched set (``ssl``) decodes every row first and runs ``runner`` (its model, which
-    :class:`ModelExtractor` loads once per actor) on the batch's signals together."""
+    """Ray Data UDF: features for every row, or the reason it failed. A batched set (``whisper``, ``ssl``)
+    decodes every row first and runs its model on the batch's signals together: ``runner``, which
+    :class:`ModelExtractor` loads once per actor, or (``None``, in a task) the model its ``load`` keeps
+    once per worker process."""
     rows = batch.to_pylist()
     n = len(rows)
     feats: list[np.ndarray | None] = [None] * n
@@ -163,8 +164,11 @@ def extract(
 
     On a multi-node cluster a local ``out`` is refused unless ``out_is_shared`` (every node mounts it).
     ``settings`` (:class:`seremo.settings.ExtractSettings`): ``batch_size``, utterances per task (default:
-    about 8 tasks per CPU, at most 64 each); model-backed sets (``ssl``, ``whisper``) run on an actor pool of
-    ``actors`` actors of ``gpus_per_actor`` GPU each (0: CPU actors, one per CPU by default); ``channel``:
+    about 8 tasks per CPU, at most 64 each); model-backed sets (``ssl``, ``whisper``) run on the CPUs in the
+    same stateless tasks as every set, each worker process loading the model once (``FeatureSet.load``
+    caches it): an actor pool of one actor per CPU cost 6 s more start-up on 8 EmoDB rows and ran 1.5x
+    slower on 1.24 h (benchmarks/PROFILE.md). ``gpus_per_actor`` puts them on an actor pool of GPU actors
+    (``actors`` of them, default one per share); ``actors`` alone, on that many CPU actors. ``channel``:
     ``telephone`` extracts every row as a simulated phone line delivers it (to train for call archives),
     recorded in the summary and the identity; ``failure_budget``.
     """
@@ -259,9 +263,10 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
     started = time.perf_counter()
     blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)]
     sink = shards.FeatureShardSink(out, feature_set.describe(), token, lease_at)
-    with data_context(single_stage=not feature_set.batched):  # a Dataset snapshots the context when it is created
-        stage = model_stage(feature_set, gpus_per_actor, actors, channel) if feature_set.batched else {}
-        if feature_set.batched:
+    on_actors = feature_set.batched and (gpus_per_actor > 0 or actors is not None)
+    with data_context(single_stage=not on_actors):  # a Dataset snapshots the context when it is created
+        stage = model_stage(feature_set, gpus_per_actor, actors, channel) if on_actors else {}
+        if on_actors:
             ds, writer = dataset_of(blocks).map_batches(ModelExtractor, **stage,
                                                         batch_format="pyarrow", batch_size=batch_size), {"num_cpus": 0}  # fmt: skip
         else:
@@ -287,7 +292,7 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
         "audio_hours": sink.seconds / 3600,
         **speed.figures(sink.seconds, wall, ray.cluster_resources().get("CPU"),
                         gpus=gpus_per_actor * stage["compute"].max_size if gpus_per_actor else 0.0),
-        **({"actors": stage["compute"].max_size, "gpus_per_actor": gpus_per_actor} if feature_set.batched else {}),
+        **({"actors": stage["compute"].max_size, "gpus_per_actor": gpus_per_actor} if on_actors else {}),
     }
     if n_out + n_err != n_in:
         raise SeremoError(

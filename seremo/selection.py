@@ -8,6 +8,7 @@ members chosen by inner scores alone) and Ray Tune's Optuna searcher.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -16,8 +17,10 @@ from seremo import vote
 from seremo.errors import ConfigError
 
 
-def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
-    """The members a selection rule takes from trials ranked best first (by inner, or plain-CV, UAR)."""
+def pick(ranked: list[dict], selection: str, top_k: int = 5, margin: float | None = None,
+         score: Callable[[dict], float] | None = None) -> list[dict]:  # fmt: skip
+    """The members a selection rule takes from trials ranked best first by ``score`` (inner, or plain-CV,
+    UAR); ``family_vote`` with a ``margin`` keeps only the families whose best is within it of the best."""
     if selection == "best":
         return ranked[:1]
     if selection == "top_k":
@@ -27,6 +30,8 @@ def pick(ranked: list[dict], selection: str, top_k: int = 5) -> list[dict]:
         if t["family"] not in families:
             members.append(t)
             families.add(t["family"])
+    if margin is not None and score is not None and members:
+        members = [t for t in members if score(t) >= score(members[0]) - margin]
     return members
 
 
@@ -59,7 +64,7 @@ class NestedPredictions(NamedTuple):
 
 
 def nested(trials: list[dict], outer: list, n: int, classes: list[str], selection: str = "best",
-            top_k: int = 5, rule: str = "average") -> NestedPredictions:  # fmt: skip
+            top_k: int = 5, rule: str = "average", margin: float | None = None) -> NestedPredictions:  # fmt: skip
     """Per outer fold, the members ``selection`` picks by inner score; their mean probabilities on that fold.
 
     ``best`` is the single best configuration. A soft vote is the default because
@@ -70,7 +75,8 @@ def nested(trials: list[dict], outer: list, n: int, classes: list[str], selectio
     probas = np.zeros((n, len(classes)), np.float32)
     chosen = []
     for f, (_, te) in enumerate(outer):
-        top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k)
+        top = pick(sorted(trials, key=lambda t: (-t["inner_uar"][f], t["trial"])), selection, top_k, margin,
+                   score=lambda t, f=f: t["inner_uar"][f])  # fmt: skip
         probas[te] = combine([t["proba"][te] for t in top], rule, [t["inner_uar"][f] for t in top], len(classes))
         chosen.append({"members": [{"family": t["family"], "params": json.loads(t["params"]),
                                     "inner_uar": t["inner_uar"][f]} for t in top]})  # fmt: skip

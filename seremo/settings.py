@@ -51,6 +51,12 @@ class TuneSettings(BaseModel):
         "of the top_k configurations, or the single best one"
     )
     top_k: int = Field(5, ge=1, le=100, description="members of a top_k vote")
+    vote_margin: float | None = Field(
+        0.05, ge=0, le=1, description="family_vote: only the families whose best configuration is within this "
+        "much UAR of the best family's (None: every family); measured: the same nested UAR as every family on "
+        "EmoDB (whisper 0.872, functionals 0.764) with 3.7-4.6 members instead of 7, a third of the prediction "
+        "cost (benchmarks/vote_cost.py)"
+    )
     ship: Literal["raw", "speaker_norm", "corpus_norm"] = Field("raw", description="the variant the bundle holds")
     max_concurrent: int | None = None
     seed: int = 0
@@ -76,7 +82,9 @@ class TuneSettings(BaseModel):
 
     def describe_selection(self) -> str:
         return {
-            "family_vote": "per outer fold, a soft vote of each family's configuration with the best mean inner-CV UAR",
+            "family_vote": "per outer fold, a soft vote of each family's configuration with the best mean inner-CV UAR"
+                           + ("" if self.vote_margin is None else
+                              f", the families within {self.vote_margin:g} of the best family"),
             "top_k": f"per outer fold, a soft vote of the {self.top_k} configurations with the best mean inner-CV UAR",
             "best": "per outer fold, the configuration with the best mean inner-CV UAR",
         }[self.selection]

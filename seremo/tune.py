@@ -290,7 +290,8 @@ def _tune_run(features_dir: str, out_path: Path, ray_storage: str, settings: Tun
         first = next((t["error"] for t in trials if t["error"]), "unknown error")
         raise SeremoError(f"every tune trial failed; the first error: {first}")
     metrics = summarise(trials, data, outer, inner, settings)
-    finals = {v: fit_final(trials, data, v, settings.selection, settings.top_k) for v in settings.variants}
+    finals = {v: fit_final(trials, data, v, settings.selection, settings.top_k, settings.vote_margin)
+              for v in settings.variants}
     if tests:
         metrics["test"] = {name: score_test(finals, data, t) for name, t in tests.items()}
     metrics["wall_s"] = time.perf_counter() - started
@@ -337,7 +338,8 @@ def summarise(
         ok = [t for t in trials if t["status"] == "ok" and t["variant"] == variant]
         for t in ok:
             t["loso_uar"] = measure.uar(y, t["predicted"])
-        pred, chosen, proba = selection.nested(ok, outer, len(y), classes, settings.selection, settings.top_k)
+        pred, chosen, proba = selection.nested(ok, outer, len(y), classes, settings.selection, settings.top_k,
+                                               margin=settings.vote_margin)  # fmt: skip
         single = selection.nested(ok, outer, len(y), classes, "best").predicted
         result = measure.scores(y, pred, classes)
         result["single_best_uar"] = measure.uar(y, single)
@@ -413,10 +415,12 @@ def summarise(
     return metrics
 
 
-def fit_final(trials: list[dict], data: FeatureTable, variant: str, rule: str, top_k: int = 5) -> dict[str, Any]:
+def fit_final(trials: list[dict], data: FeatureTable, variant: str, rule: str, top_k: int = 5,
+              margin: float | None = None) -> dict[str, Any]:  # fmt: skip
     """The shipped model: the members selection ``rule`` picks by plain grouped-CV UAR, refitted on all data."""
     ok = selection.pick(sorted((t for t in trials if t["status"] == "ok" and t["variant"] == variant),
-                               key=lambda t: (-t["loso_uar"], t["trial"])), rule, top_k)  # fmt: skip
+                               key=lambda t: (-t["loso_uar"], t["trial"])), rule, top_k, margin,
+                        score=lambda t: t["loso_uar"])  # fmt: skip
     X = as_model_input(normalisation.normalise(data.X, normalisation.VARIANTS[variant], data.groups, data.corpus))
     members = [
         {"family": t["family"], "params": json.loads(t["params"]), "cv_uar": t["loso_uar"],

@@ -177,6 +177,11 @@ def test_settings_name_the_variant_they_ship():
     assert [t["trial"] for t in pick(trials, "family_vote")] == [0, 2, 4]  # the best of each family, in rank order
     assert [t["trial"] for t in pick(trials, "top_k", 4)] == [0, 1, 2, 3]
     assert [t["trial"] for t in pick(trials, "best")] == [0]
+    # vote_margin: a family whose best is more than the margin below the best family's leaves the vote
+    uar = {0: 0.80, 1: 0.79, 2: 0.77, 3: 0.70, 4: 0.70, 5: 0.60}
+    assert [t["trial"] for t in pick(trials, "family_vote", margin=0.05, score=lambda t: uar[t["trial"]])] == [0, 2]
+    assert [t["trial"] for t in pick(trials, "family_vote", margin=0.1, score=lambda t: uar[t["trial"]])] == [0, 2, 4]
+    assert TuneSettings().vote_margin == 0.05 and "within 0.05 of the best family" in TuneSettings().describe_selection()
 
 
 def test_train_folds_hold_out_corpora_and_validate_on_training_speakers():

@@ -112,9 +112,10 @@ def test_identity_and_one_line_errors(tmp_path):
 
 @pytest.mark.slow
 def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wavs, ray_session, tmp_path):
-    """``seremo extract --features whisper`` on CPU actors into a folder that already holds other things,
-    twice; the shards equal the set run alone; a bundle trained on them names the weights and scores real
-    audio the same in the CPU tasks and on an actor pool; a bundle naming other weights is refused."""
+    """``seremo extract --features whisper`` in the CPU tasks into a folder that already holds other things,
+    twice; the shards equal the set run alone and those of an actor pool (``--actors 2``); a bundle trained
+    on them names the weights and scores real audio the same in the CPU tasks and on an actor pool; a
+    bundle naming other weights is refused."""
     subset = tmp_path / "subset.parquet"
     rows = every_nth_row(emodb_manifest, 15, subset)  # 36 utterances
     out = a_users_folder(tmp_path / "shared_out")
@@ -122,8 +123,16 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
         assert main(["extract", str(subset), "--features", "whisper", "--out", str(out), "--batch-size", "8"]) == 0
     assert (out / "notes.txt").read_text() == "someone else's"
     summary = json.loads((out / "extract.json").read_text())
-    assert summary["rows"] == rows and summary["errors"] == 0 and summary["actors"] == 2
+    assert summary["rows"] == rows and summary["errors"] == 0 and "actors" not in summary  # tasks, no pool
     feats = read_features(str(out))
+    pooled = tmp_path / "on_actors"
+    assert main(["extract", str(subset), "--features", "whisper", "--out", str(pooled), "--batch-size", "8",
+                 "--actors", "2"]) == 0  # fmt: skip
+    assert json.loads((pooled / "extract.json").read_text())["actors"] == 2
+    by_id = dict(zip(feats.table.column("utterance_id").to_pylist(), feats.matrix(), strict=True))
+    on_actors = read_features(str(pooled))
+    for uid, x in zip(on_actors.table.column("utterance_id").to_pylist(), on_actors.matrix(), strict=True):
+        np.testing.assert_array_equal(x, by_id[uid])
     assert feats.feature_set["params"]["weights_sha256"] == whisper.PACKAGED_SHA256
     assert feats.matrix().shape == (rows, 384 + 82)  # the default: the frames' mean, then seremo
     row = feats.table.slice(3, 1).to_pylist()[0]
