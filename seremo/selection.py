@@ -31,7 +31,7 @@ def pick(ranked: list[dict], selection: str, top_k: int = 5, margin: float | Non
             members.append(t)
             families.add(t["family"])
     if margin is not None and score is not None and members:
-        members = [t for t in members if score(t) >= score(members[0]) - margin]
+        members = [t for t in members if score(t) >= score(members[0]) - margin - 1e-9]  # 0.8 - 0.1 is 0.7000000000000001
     return members
 
 
