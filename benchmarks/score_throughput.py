@@ -56,7 +56,7 @@ def describe(path: Path) -> str:
     b = bundle.load(str(path))
     members = b.meta.params.get("members")
     model = f"vote of {len(members)}" if isinstance(members, list) else b.meta.model_name
-    return f"{b.meta.feature_set['name']} {model}"
+    return f"{b.meta.feature_set.name} {model}"
 
 
 def run_cli(calls: Path, model: Path, out: Path, env: dict[str, str]) -> list:

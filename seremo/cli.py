@@ -411,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from seremo import runtime
+
+    runtime.ERROR_PREFIX = f"seremo {args.verb}: error: "
     try:
         if getattr(args, "address", None) and args.verb != "submit":
             from seremo.runtime import check_reachable

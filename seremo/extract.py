@@ -61,55 +61,136 @@ def extract_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any = None, 
     decodes every row first and runs its model on the batch's signals together: ``runner``, which
     :class:`ModelExtractor` loads once per actor, or (``None``, in a task) the model its ``load`` keeps
     once per worker process."""
+    read = _read(batch, feature_set, channel)
+    _finish(read, feature_set, runner, list(read.fronts), [read.fronts[i] for i in read.fronts])
+    return read.table()
+
+
+def front_batch(batch: pa.Table, feature_set: FeatureSet, channel: str = "as-is") -> pa.Table:
+    """Ray Data UDF, the CPU stage before model actors: each row decoded and its ``front`` computed (the
+    model's input and the vector appended after its output, e.g. Whisper's log-mel and the functionals),
+    as columns ``front``, ``front_shape``, ``extra``; a row that failed carries its reason instead."""
+    read = _read(batch, feature_set, channel)
+    fronts = [read.fronts.get(i) for i in range(len(read.rows))]
+    for i, f in enumerate(fronts):
+        if isinstance(f, Exception):
+            read.fail(i, f)
+            fronts[i] = None
+    return read.table(front=pa.array([None if f is None else f[0].ravel() for f in fronts], pa.list_(pa.float32())),
+                      front_shape=pa.array([None if f is None else list(f[0].shape) for f in fronts],
+                                           pa.list_(pa.int32())),
+                      extra=pa.array([None if f is None else f[1] for f in fronts], pa.list_(pa.float32())))  # fmt: skip
+
+
+def finish_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any) -> pa.Table:
+    """Ray Data UDF on the model actors, after :func:`front_batch`: the model on the batch's fronts; rows
+    that failed before pass through with their reason."""
+    columns = {name: batch.column(name).to_pylist() for name in ("front", "front_shape", "extra")}
+    rows = batch.drop_columns(["front", "front_shape", "extra"])
+    read = _Read(rows.to_pylist(), rows.schema, rows.column("duration_s").to_pylist(), feature_set)
+    kinds, messages, stages = (rows.column(c).to_pylist() for c in (shards.ERROR_KIND, shards.ERROR_MESSAGE,
+                                                                        shards.ERROR_STAGE))  # fmt: skip
+    read.errors = [None if k is None else (k, m, st) for k, m, st in zip(kinds, messages, stages, strict=True)]
+    todo = [i for i, f in enumerate(columns["front"]) if f is not None]
+    fronts = [(np.asarray(columns["front"][i], np.float32).reshape(columns["front_shape"][i]),
+               np.asarray(columns["extra"][i], np.float32)) for i in todo]  # fmt: skip
+    _finish(read, feature_set, runner, todo, fronts)
+    return read.table(base=rows.drop_columns(list(_RESULT_COLUMNS)))
+
+
+_RESULT_COLUMNS = ("features", "shape", shards.ERROR_KIND, shards.ERROR_MESSAGE, shards.ERROR_STAGE)
+
+
+@dataclass
+class _Read:
+    """A batch's rows as read: features (per-signal sets), seconds, errors, and a batched set's fronts."""
+
+    rows: list[dict[str, Any]]
+    schema: pa.Schema
+    secs: list[float | None]
+    feature_set: FeatureSet
+    feats: list[np.ndarray | None] = None  # type: ignore[assignment]
+    errors: list[tuple[str, str, str] | None] = None  # type: ignore[assignment]
+    fronts: dict[int, Any] = None  # type: ignore[assignment]
+    batch: pa.Table | None = None  # the rows as they came, where nothing rewrote them
+
+    def __post_init__(self) -> None:
+        n = len(self.rows)
+        self.feats = self.feats or [None] * n
+        self.errors = self.errors or [None] * n
+        self.fronts = self.fronts or {}
+
+    def fail(self, i: int, exc: Exception) -> None:
+        log.error("%s: feature extraction failed: %s", self.rows[i]["path"], exc)
+        self.errors[i] = (type(exc).__name__, str(exc), "extract")
+
+    def table(self, base: pa.Table | None = None, **columns: pa.Array) -> pa.Table:
+        """The batch's rows (``base``: as given) with duration, features, shape, error columns (and ``columns``)."""
+        if base is None:  # a text set cleaned each row's transcript in place
+            rewritten = self.batch is None or not self.feature_set.reads_audio
+            base = manifest.conform(pa.Table.from_pylist(self.rows, schema=self.schema) if rewritten else self.batch)
+        out = base.set_column(base.column_names.index("duration_s"), "duration_s", pa.array(self.secs, pa.float64()))
+        err = [e or (None, None, None) for e in self.errors]
+        out = (
+            out.append_column("features", pa.array([None if x is None else x.ravel() for x in self.feats],
+                                                   pa.list_(pa.float32())))
+            .append_column("shape", pa.array([None if x is None else list(x.shape) for x in self.feats],
+                                             pa.list_(pa.int32())))
+            .append_column(shards.ERROR_KIND, pa.array([e[0] for e in err], pa.string()))
+            .append_column(shards.ERROR_MESSAGE, pa.array([e[1] for e in err], pa.string()))
+            .append_column(shards.ERROR_STAGE, pa.array([e[2] for e in err], pa.string()))
+        )  # fmt: skip
+        for name, column in columns.items():
+            out = out.append_column(name, column)
+        return out
+
+
+def _read(batch: pa.Table, feature_set: FeatureSet, channel: str) -> _Read:
+    """Decode every row: a per-signal set's features now, a batched set's ``front`` (or its exception)."""
     rows = batch.to_pylist()
-    n = len(rows)
-    feats: list[np.ndarray | None] = [None] * n
-    secs: list[float | None] = [row.get("duration_s") for row in rows]
-    errors: list[tuple[str, str, str] | None] = [None] * n
-    signals: dict[int, np.ndarray] = {}
+    read = _Read(rows, batch.schema, [row.get("duration_s") for row in rows], feature_set, batch=batch)
     for i, row in enumerate(rows):
         try:
             if feature_set.batched:
-                signals[i], sr = decode(feature_set, row, channel)
-                secs[i] = len(signals[i]) / sr
+                y, sr = decode(feature_set, row, channel)
+                read.secs[i] = len(y) / sr
+                read.fronts[i] = feature_set.front_or_error(y, sr)
             else:
-                feats[i], seconds = extract_one(feature_set, row, channel)
-                secs[i] = seconds if seconds is not None else secs[i]
+                read.feats[i], seconds = extract_one(feature_set, row, channel)
+                read.secs[i] = seconds if seconds is not None else read.secs[i]
         except AudioError as exc:
-            errors[i] = (exc.kind, exc.reason, "decode")
+            read.errors[i] = (exc.kind, exc.reason, "decode")
         except TextError as exc:
-            errors[i] = (exc.kind, exc.reason, "extract")
+            read.errors[i] = (exc.kind, exc.reason, "extract")
         except Exception as exc:  # a feature bug must not sink the job: it becomes an error row
             log.exception("%s: feature extraction failed", row["path"])
-            errors[i] = (type(exc).__name__, str(exc), "extract")
-    if signals:
-        done = feature_set.extract_many(list(signals.values()), feature_set.sample_rate, runner)
-        for i, x in zip(signals, done, strict=True):
-            if isinstance(x, Exception):
-                log.error("%s: feature extraction failed: %s", rows[i]["path"], x)
-                errors[i] = (type(x).__name__, str(x), "extract")
-            else:
-                feats[i] = x
-    out = manifest.conform(pa.Table.from_pylist(rows, schema=batch.schema) if not feature_set.reads_audio else batch)
-    out = out.set_column(out.column_names.index("duration_s"), "duration_s", pa.array(secs, pa.float64()))
-    err = [e or (None, None, None) for e in errors]
-    return (
-        out.append_column("features", pa.array([None if x is None else x.ravel() for x in feats], pa.list_(pa.float32())))
-        .append_column("shape", pa.array([None if x is None else list(x.shape) for x in feats], pa.list_(pa.int32())))
-        .append_column(shards.ERROR_KIND, pa.array([e[0] for e in err], pa.string()))
-        .append_column(shards.ERROR_MESSAGE, pa.array([e[1] for e in err], pa.string()))
-        .append_column(shards.ERROR_STAGE, pa.array([e[2] for e in err], pa.string()))
-    )
+            read.errors[i] = (type(exc).__name__, str(exc), "extract")
+    return read
+
+
+def _finish(read: _Read, feature_set: FeatureSet, runner: Any, where: list[int], fronts: list[Any]) -> None:
+    """The model on the fronts of rows ``where``: each row's features, or its error."""
+    if not where:
+        return
+    for i, x in zip(where, feature_set.finish_many(fronts, runner), strict=True):
+        if isinstance(x, Exception):
+            read.fail(i, x)
+        else:
+            read.feats[i] = x
 
 
 class ModelExtractor:
-    """``extract_batch`` on an actor that loads the feature set's model once (a GPU share, or CPUs)."""
+    """The model of a batched set on an actor that loads it once (a GPU share, or CPUs): the whole of
+    ``extract_batch``, or (``after_front``) only the model, after :func:`front_batch` ran on the CPU tasks."""
 
-    def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None, channel: str = "as-is"):
-        self.feature_set, self.channel = feature_set, channel
+    def __init__(self, feature_set: FeatureSet, device: str = "cpu", threads: int | None = None,
+                 channel: str = "as-is", after_front: bool = False):  # fmt: skip
+        self.feature_set, self.channel, self.after_front = feature_set, channel, after_front
         self.runner = feature_set.load(device, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.after_front:
+            return finish_batch(batch, self.feature_set, self.runner)
         return extract_batch(batch, self.feature_set, self.runner, self.channel)
 
 
@@ -196,6 +277,8 @@ def extract(
     outputs.check_apart(out, [], table.column("path").drop_null().to_pylist(), what="manifest's audio file")
     ensure_ray(address, num_cpus)  # a cluster that cannot be joined fails before anything is written
     check_shared_output(out, out_is_shared, "pass --out-is-shared")
+    if feature_set.batched and (settings.gpus_per_actor or settings.actors is not None):
+        pool_size(settings.gpus_per_actor, settings.actors)  # actors the cluster cannot hold: one line, first
     batch_size = settings.batch_size or items_per_task(table.num_rows, most=64)  # 64 vs 32 a task: 26 s vs 30 s for 2 h on 2 CPUs
     with outputs.Lease(out, "extract") as lease:
         # A finished extraction (--overwrite) stays until its replacement has succeeded: the new one is
@@ -232,26 +315,39 @@ def preflight(feature_set: FeatureSet) -> None:
     feature_set.check_installed()
 
 
-def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None,
-                channel: str = "as-is") -> dict[str, Any]:  # fmt: skip
-    """``map_batches`` arguments of a model-backed set's actor pool: ``actors`` actors (default: one per
-    ``gpus_per_actor`` share of the cluster's GPUs, else one per CPU), each loading the model once."""
+def pool_size(gpus_per_actor: float = 0.0, actors: int | None = None) -> int:
+    """How many model actors the flags ask for on this cluster, or one line saying why they cannot run."""
     import ray
 
     res = ray.cluster_resources()
     if gpus_per_actor:
         if not res.get("GPU"):
             raise SeremoError("--gpus-per-actor asks for GPUs, but the Ray cluster has none; leave it out to "
-                              "extract on CPU actors")  # fmt: skip
+                              "extract on the CPUs")  # fmt: skip
         if gpus_per_actor > res["GPU"]:
             raise SeremoError(f"--gpus-per-actor {gpus_per_actor}: the Ray cluster has {res['GPU']:g} GPUs; "
                               "give a share of one (0.5) or at most that many")  # fmt: skip
-        n = actors or max(1, int(res["GPU"] / gpus_per_actor))
-        return {"compute": ray.data.ActorPoolStrategy(size=n), "num_gpus": gpus_per_actor, "num_cpus": 1,
-                "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda", "channel": channel}}  # fmt: skip
-    n = actors or max(1, int(res.get("CPU", 1)))
-    return {"compute": ray.data.ActorPoolStrategy(size=n), "num_cpus": 1,
-            "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cpu", "threads": 1, "channel": channel}}  # fmt: skip
+        return actors or max(1, int(res["GPU"] / gpus_per_actor))
+    cpus = int(res.get("CPU", 1))
+    if actors is None or actors >= cpus:
+        raise SeremoError(f"--actors {actors}: the Ray cluster has {cpus} CPUs and each actor holds one; give at "
+                          f"most {cpus - 1} to leave CPUs for decoding, or leave --actors out to run the model in "
+                          "the CPU tasks")  # fmt: skip
+    return actors
+
+
+def model_stage(feature_set: FeatureSet, gpus_per_actor: float = 0.0, actors: int | None = None) -> dict[str, Any]:
+    """``map_batches`` arguments of a model-backed set's actor pool, after :func:`front_batch` ran on the CPU
+    tasks: ``actors`` actors (default: one per ``gpus_per_actor`` share of the cluster's GPUs), each loading
+    the model once and running only the model."""
+    import ray
+
+    pool = ray.data.ActorPoolStrategy(size=pool_size(gpus_per_actor, actors))
+    if gpus_per_actor:  # no CPU reserved: the GPU is the actor's resource, every CPU is left to the front tasks
+        return {"compute": pool, "num_gpus": gpus_per_actor, "num_cpus": 0,
+                "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cuda", "after_front": True}}  # fmt: skip
+    return {"compute": pool, "num_cpus": 1,
+            "fn_constructor_kwargs": {"feature_set": feature_set, "device": "cpu", "threads": 1, "after_front": True}}  # fmt: skip
 
 
 def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int, source: str | None,
@@ -265,14 +361,15 @@ def _extract(table: pa.Table, feature_set: FeatureSet, out: str, batch_size: int
     sink = shards.FeatureShardSink(out, feature_set.describe(), token, lease_at)
     on_actors = feature_set.batched and (gpus_per_actor > 0 or actors is not None)
     with data_context(single_stage=not on_actors):  # a Dataset snapshots the context when it is created
-        stage = model_stage(feature_set, gpus_per_actor, actors, channel) if on_actors else {}
-        if on_actors:
-            ds, writer = dataset_of(blocks).map_batches(ModelExtractor, **stage,
-                                                        batch_format="pyarrow", batch_size=batch_size), {"num_cpus": 0}  # fmt: skip
+        stage = model_stage(feature_set, gpus_per_actor, actors) if on_actors else {}
+        cpu = {"fn_kwargs": {"feature_set": feature_set, "channel": channel}, "batch_format": "pyarrow",
+               "batch_size": batch_size, "compute": ray.data.TaskPoolStrategy(), "num_cpus": 1}  # fmt: skip
+        if on_actors:  # decode and the front on the CPU tasks, the model alone on the actors
+            ds = dataset_of(blocks).map_batches(front_batch, **cpu).map_batches(
+                ModelExtractor, **stage, batch_format="pyarrow", batch_size=batch_size)
+            writer = {"num_cpus": 0}
         else:
-            ds, writer = dataset_of(blocks).map_batches(extract_batch, fn_kwargs={"feature_set": feature_set, "channel": channel},
-                                                        batch_format="pyarrow", batch_size=batch_size,
-                                                        compute=ray.data.TaskPoolStrategy(), num_cpus=1), None  # fmt: skip
+            ds, writer = dataset_of(blocks).map_batches(extract_batch, **cpu), None
         with Progress("extract", table.num_rows, NewFiles(sink.staging.markers, storage.parquet_rows), "rows"):
             ds.write_datasink(sink, ray_remote_args=writer)
     if sink.fenced:  # another run owns the output now: publish nothing, leave its staging to it

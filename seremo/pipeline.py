@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from seremo import config, outputs, storage
+from seremo import config, outputs, speed, storage
 from seremo.errors import ConfigError, SeremoError, storage_error
 from seremo.outcome import Outcome, format_table
 from seremo.settings import (
@@ -388,6 +388,8 @@ def _run_steps(steps: list[Step], cfg: PipelineConfig, source: str, address: str
             check_storage(cfg, source)
             connected = True
         started = time.perf_counter()
+        if i > 1:  # "end to end" of a later step starts at the step, not at the pipeline's start (seremo.speed)
+            speed.step_started()
         outcome = step.work()
         print(outcome.text, flush=True)
         result = outcome.result

@@ -33,6 +33,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         check_reachable(address)
         from ray.exceptions import AuthenticationError
 
+        watching = _exit_when_refused(address)
         try:
             ray.init(address=address, log_to_driver=True)
         except AuthenticationError as exc:
@@ -47,6 +48,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 "missing or wrong token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN set to the cluster's; "
                 f"`ray get-auth-token` on the head prints it), else another Ray version (this is ray {ray.__version__})"
             ) from None
+        finally:
+            watching.set()
     else:
         # A local instance turns token auth on by itself and says so on every run: nothing to act on.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
@@ -55,6 +58,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     for name in ("ray.data", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": by us
+
+
+ERROR_PREFIX = "seremo: error: "  # the CLI sets its verb's ("seremo extract: error: ")
+
+
+def _exit_when_refused(address: str) -> threading.Event:
+    """Inside ``ray.init`` Ray's client retries a refused token for about 20 s before it gives up; the stderr
+    filter sees the refusal at once. Where it runs (a console run), say so in one line and end the process
+    (exit 2) then: nothing has been written yet. Set the returned event once ``ray.init`` is done."""
+    done = threading.Event()
+    if _REAL_STDERR is None:
+        return done
+
+    def watch() -> None:
+        while not done.is_set():
+            if _AUTH_REFUSED.wait(0.1) and not done.is_set():
+                line = ERROR_PREFIX + _token_refused(address, "the cluster answered Unauthenticated") + "\n"
+                os.write(_REAL_STDERR, line.encode())
+                os._exit(2)
+
+    threading.Thread(target=watch, name="seremo-auth-watch", daemon=True).start()
+    return done
 
 
 def check_shared_output(out: str, shared: bool, how: str) -> None:
@@ -91,6 +116,7 @@ NATIVE_NOISE = (
 )
 _AUTH_REFUSED = threading.Event()  # the GCS refused our token (seen on stderr by the filter)
 _STDERR_WAS_TERMINAL = False  # what fd 2 was before the filter made it a pipe
+_REAL_STDERR: int | None = None  # the terminal's (or caller's) stderr behind the filter, once it is installed
 
 
 def stderr_is_terminal() -> bool:
@@ -108,10 +134,10 @@ def filter_native_stderr() -> None:
     if getattr(filter_native_stderr, "installed", False):
         return
     filter_native_stderr.installed = True  # type: ignore[attr-defined]
-    global _STDERR_WAS_TERMINAL
+    global _STDERR_WAS_TERMINAL, _REAL_STDERR
     _STDERR_WAS_TERMINAL = os.isatty(2)
     read_end, write_end = os.pipe()
-    real = os.dup(2)
+    real = _REAL_STDERR = os.dup(2)
     sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)

@@ -6,7 +6,8 @@ two ways:
 
 - ``in_job``: over the job's own window (the Ray Data job, from its first block to its last commit);
 - ``end_to_end``: from the start of this process (the command's start: imports, Ray's start-up, the
-  listing and checks included) to the moment the summary is written. Ray's shutdown and the
+  listing and checks included; in ``seremo run``, a later step's own start) to the moment the summary
+  is written. Ray's shutdown and the
   interpreter's exit come after and are not in it (about 1.5 s on a local instance;
   ``benchmarks/extract_throughput.py`` times the whole command from outside).
 
@@ -21,6 +22,13 @@ import time
 from typing import Any
 
 _IMPORTED = time.time()  # fallback for "the process start" where /proc is not there
+_STEP_STARTED: float | None = None  # set by `seremo run` for each step after the first (step_started)
+
+
+def step_started() -> None:
+    """From now on "end to end" counts from here: a pipeline's later step (``seremo run``), not the process."""
+    global _STEP_STARTED
+    _STEP_STARTED = time.time()
 
 
 def process_started() -> float:
@@ -38,7 +46,7 @@ def process_started() -> float:
 def figures(audio_s: float, job_s: float, cores: float | None, gpus: float = 0.0) -> dict[str, Any]:
     """The throughput fields of a summary (see the module's docstring) for ``audio_s`` seconds of input audio
     done in ``job_s`` seconds of job; ``None`` where a figure is undefined (nothing done)."""
-    since_start = max(time.time() - process_started(), job_s)
+    since_start = max(time.time() - (_STEP_STARTED or process_started()), job_s)
 
     def rate(seconds: float, units: float | None) -> float | None:
         return audio_s / seconds / units if audio_s and seconds > 0 and units else None

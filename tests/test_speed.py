@@ -30,3 +30,10 @@ def test_figures_per_core_in_the_job_and_end_to_end():
 def test_nothing_done_has_no_rate_and_older_summaries_print_dashes():
     assert speed.figures(0.0, 5.0, 2)["x_realtime_per_core"] is None
     assert speed.row({"wall_s": 3.0}) == [3.0, "-", "-", "-"]
+
+
+def test_a_later_step_of_seremo_run_counts_from_its_own_start(monkeypatch):
+    monkeypatch.setattr(speed, "_STEP_STARTED", None)
+    assert speed.figures(3600.0, 1.0, 2)["since_start_s"] >= time.time() - speed.process_started() - 1
+    speed.step_started()
+    assert speed.figures(3600.0, 1.0, 2)["since_start_s"] < 1.5  # the job's 1 s, not the process's age

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import a_users_folder, every_nth_row, logreg_bundle, score_in_tasks_and_on_actors
 
@@ -125,10 +126,10 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     summary = json.loads((out / "extract.json").read_text())
     assert summary["rows"] == rows and summary["errors"] == 0 and "actors" not in summary  # tasks, no pool
     feats = read_features(str(out))
-    pooled = tmp_path / "on_actors"
+    pooled = tmp_path / "on_actors"  # the log-mel and the functionals on the CPU tasks, the encoder on the actor
     assert main(["extract", str(subset), "--features", "whisper", "--out", str(pooled), "--batch-size", "8",
-                 "--actors", "2"]) == 0  # fmt: skip
-    assert json.loads((pooled / "extract.json").read_text())["actors"] == 2
+                 "--actors", "1"]) == 0  # fmt: skip
+    assert json.loads((pooled / "extract.json").read_text())["actors"] == 1
     by_id = dict(zip(feats.table.column("utterance_id").to_pylist(), feats.matrix(), strict=True))
     on_actors = read_features(str(pooled))
     for uid, x in zip(on_actors.table.column("utterance_id").to_pylist(), on_actors.matrix(), strict=True):
@@ -152,6 +153,35 @@ def test_extract_train_and_score_with_a_whisper_bundle(emodb_manifest, emodb_wav
     (forged / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="not the ones"):
         features.from_description(doc["feature_set"]).describe()
+
+
+def test_front_on_cpu_then_the_model_alone_equals_the_whole_batch(emodb_manifest, tmp_path):
+    """The split of a GPU (or --actors) run: ``front_batch`` (decode, log-mel, functionals) then
+    ``finish_batch`` (the encoder alone) gives the fused batch's rows to the bit; a row that fails to decode
+    passes through the model stage with its reason."""
+    from seremo.extract import extract_batch, finish_batch, front_batch
+
+    t = manifest.read(emodb_manifest).slice(0, 6)
+    paths = t.column("path").to_pylist()
+    paths[2] = str(tmp_path / "missing.wav")
+    t = t.set_column(t.column_names.index("path"), "path", pa.array(paths))
+    fs = features.get("whisper").pinned()[1]
+    fused = extract_batch(t, fs)
+    front = front_batch(t, fs)
+    assert {"front", "front_shape", "extra"} <= set(front.column_names)
+    assert front.column("front_shape").to_pylist()[0][0] == 80 and front.column("front").to_pylist()[2] is None
+    split = finish_batch(front, fs, fs.load())
+    assert split.column_names == fused.column_names
+    assert split.to_pylist() == fused.to_pylist()
+    assert split.column("_error").to_pylist()[2] == "missing" and split.column("features").to_pylist()[2] is None
+
+
+def test_actors_that_would_leave_no_cpu_to_decode_are_one_line(emodb_manifest, ray_session, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["extract", emodb_manifest, "--features", "whisper", "--actors", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--actors 2: the Ray cluster has 2 CPUs" in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_append_fuses_a_vector_set_at_feature_level(signals):

@@ -88,21 +88,40 @@ class FeatureSet(ABC):
     def extract_many(self, ys: list[np.ndarray], sr: int, runner: Any = None) -> list[np.ndarray | Exception]:
         """``extract`` of each signal, batched where the set is; a signal that fails is its exception (the
         batch is retried one signal at a time, so one bad signal never fails the others)."""
-        prepared: list[np.ndarray | Exception] = []
-        for y in ys:
-            try:
-                prepared.append(self.prepare(y, sr))
-            except Exception as exc:
-                prepared.append(exc)
-        ok = [j for j, y in enumerate(prepared) if not isinstance(y, Exception)]
-        out: list[np.ndarray | Exception] = list(prepared)
+        return self.finish_many([self.front_or_error(y, sr) for y in ys], runner)
+
+    # A batched set's work in two parts, so that GPU actors run only the model: ``front`` (in CPU tasks: what
+    # the model reads, and a vector appended after the model's output) and ``model_many`` (on the actors).
+    def front(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """(what ``model_many`` reads, a vector appended after its output): the prepared signal and nothing."""
+        return self.prepare(y, sr), np.zeros(0, np.float32)
+
+    def front_or_error(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray] | Exception:
         try:
-            for j, x in zip(ok, self.compute_many([prepared[j] for j in ok], runner), strict=True):
-                out[j] = _finite(x)
+            return self.front(y, sr)
+        except Exception as exc:
+            return exc
+
+    def model_many(self, inputs: list[np.ndarray], runner: Any) -> list[np.ndarray]:
+        """The model's part: each ``front`` input's features (before the appended vector)."""
+        return self.compute_many(inputs, runner)
+
+    def finish_many(self, fronts: list[tuple[np.ndarray, np.ndarray] | Exception], runner: Any = None
+                    ) -> list[np.ndarray | Exception]:  # fmt: skip
+        """Each ``front``'s features (``model_many`` on the batch, then its appended vector), or its exception."""
+
+        def joined(x: np.ndarray, extra: np.ndarray) -> np.ndarray:
+            return _finite(np.concatenate([x, extra]) if extra.size else x)
+
+        out: list[np.ndarray | Exception] = list(fronts)  # type: ignore[arg-type]
+        ok = [j for j, f in enumerate(fronts) if not isinstance(f, Exception)]
+        try:
+            for j, x in zip(ok, self.model_many([fronts[j][0] for j in ok], runner), strict=True):  # type: ignore[index]
+                out[j] = joined(x, fronts[j][1])  # type: ignore[index]
         except Exception:
             for j in ok:
                 try:
-                    out[j] = _finite(self.compute_many([prepared[j]], runner)[0])
+                    out[j] = joined(self.model_many([fronts[j][0]], runner)[0], fronts[j][1])  # type: ignore[index]
                 except Exception as exc:
                     out[j] = exc
         return out

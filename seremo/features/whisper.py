@@ -160,9 +160,12 @@ class Encoder:
 
     def frames(self, ys: list[np.ndarray]) -> list[np.ndarray]:
         """Each signal's encoder frames, its windows joined; windows of equal length run as one batch."""
+        return self.frames_of_mels([log_mel(y) for y in ys])
+
+    def frames_of_mels(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """``frames`` from each signal's log-mel (``log_mel``, computed where the CPUs are)."""
         pieces = []  # (signal, window, output frames that are the signal's)
-        for i, y in enumerate(ys):
-            mel = log_mel(y)
+        for i, mel in enumerate(mels):
             starts = range(0, mel.shape[1], self.window)
             cut = [mel[:, s : s + self.window] for s in starts]
             if len(cut) > 1 and cut[-1].shape[1] < 10:  # a tail under 0.1 s: too short to say anything
@@ -182,7 +185,7 @@ class Encoder:
             for k, j in enumerate(order[start:end]):
                 out[j] = encoded[k, : pieces[j][2]]
             start = end
-        joined: list[list[np.ndarray]] = [[] for _ in ys]
+        joined: list[list[np.ndarray]] = [[] for _ in mels]
         for (i, _, _), f in zip(pieces, out, strict=True):
             joined[i].append(f)
         return [np.concatenate(f) for f in joined]
@@ -268,12 +271,21 @@ class WhisperFeatures(FeatureSet):
             _ENCODERS[key] = Encoder(self, device, threads)
         return _ENCODERS[key]
 
-    def compute_many(self, ys: list[np.ndarray], runner: Any) -> list[np.ndarray]:
-        encoded = [self.summarise(f) for f in (runner or self.load()).frames(ys)]
+    def front(self, y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Whisper's log-mel, the appended functionals): the CPU's part (a GPU actor runs only the encoder)."""
+        y = self.prepare(y, sr)
         other = self.appended()
-        if other is None:
-            return encoded
-        return [np.concatenate([e, other.extract(y, self.sample_rate)]) for e, y in zip(encoded, ys, strict=True)]
+        return log_mel(y), other.extract(y, sr) if other is not None else np.zeros(0, np.float32)
+
+    def model_many(self, inputs: list[np.ndarray], runner: Any) -> list[np.ndarray]:
+        return [self.summarise(f) for f in (runner or self.load()).frames_of_mels(inputs)]
+
+    def compute_many(self, ys: list[np.ndarray], runner: Any) -> list[np.ndarray]:
+        done = self.finish_many([self.front(y, self.sample_rate) for y in ys], runner)
+        for x in done:
+            if isinstance(x, Exception):
+                raise x
+        return done  # type: ignore[return-value]
 
     def compute(self, y: np.ndarray, sr: int) -> np.ndarray:
         return self.compute_many([y], None)[0]
