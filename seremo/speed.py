@@ -87,4 +87,5 @@ def row(summary: dict[str, Any]) -> list[Any]:
         value = summary.get(key)
         return round(value, 1) if isinstance(value, int | float) else "-"
 
-    return [r("wall_s"), summary.get("cores") or "-", r("x_realtime_per_core"), r("x_realtime_per_core_end_to_end")]
+    cores = summary.get("cores")
+    return [r("wall_s"), f"{cores:g}" if cores else "-", r("x_realtime_per_core"), r("x_realtime_per_core_end_to_end")]

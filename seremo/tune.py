@@ -533,7 +533,7 @@ def run_stage(features_dir: str, out: str, settings: TuneSettings, address: str 
         "",
         f"nested UAR {metrics['uar']:.3f}  WA {metrics['wa']:.3f}  macro-F1 {metrics['macro_f1']:.3f}  "
         f"({outer_protocol(metrics)}, {metrics['wall_s']:.0f} s; trials s: each family's trials' own time, "
-        f"on {metrics.get('cores') or '?'} cores)",
+        f"on {metrics['cores']:g} cores)",
         "ensembles of the families (nested UAR): " + "  ".join(
             f"{rule.replace('_', ' ')} {v['uar']:.3f}" for rule, v in metrics["ensembles"].items()
         ) + f"  (single best configuration {metrics['single_best_uar']:.3f})",
