@@ -8,7 +8,7 @@
    single-process loop doing the same work (decode + default features +
    Parquet), for each of ``--pipeline-sets`` (the functionals and the Whisper encoder), on the EmoDB
    manifest repeated ``--repeat`` times (5 = 2.07 h); with ``--running-ray``, also against a local Ray
-   started once beforehand (``RAY_ADDRESS=auto``: Ray's start-up and shutdown leave the command).
+   started once beforehand (``RAY_ADDRESS``; ``private_ray``: a head of its own, other Ray instances left alone), so Ray's start-up and shutdown leave the command.
 
     python benchmarks/extract_throughput.py [--data ../shared/corpora/emodb] [--repeat 5] [--pipeline-sets seremo whisper] [--running-ray]
 
@@ -41,6 +41,9 @@ from seremo.corpora import prepare_corpus  # noqa: E402
 from seremo.extract import extract_one  # noqa: E402
 from seremo.outcome import format_table  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from private_ray import cold_env, running_ray  # noqa: E402
+
 
 def best_of(trials: int, fn) -> float:
     times = []
@@ -67,7 +70,7 @@ def per_core(signals: list, names: list[str], trials: int) -> list[list]:
 
 
 def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name: str,
-                     address: str | None = None) -> list[list]:  # fmt: skip
+                     joins: dict[str, str] | None = None) -> list[list]:  # fmt: skip
     """The plain loop in this (warm) process against ``seremo extract`` as a user runs it.
 
     ``seremo extract`` runs in a process of its own, so its end-to-end time holds
@@ -89,7 +92,7 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name:
             column = pa.ListArray.from_arrays(offsets, values)
             pq.write_table(table.append_column("features", column), f"{d}/x.parquet")
 
-    env = {**os.environ, **({"RAY_ADDRESS": address} if address else {})}
+    env = {**cold_env(), **(joins or {})}
     t_loop, t_cli, t_job = [], [], []
     with tempfile.TemporaryDirectory() as d:
         manifest.write(table, f"{d}/manifest.parquet")
@@ -104,7 +107,7 @@ def pipeline_vs_loop(table: pa.Table, trials: int, batch_size: int | None, name:
             t_cli.append(time.perf_counter() - t)
             t_job.append(json.loads(Path(out, "extract.json").read_text())["wall_s"])
     loop_s, cli_s, job_s = min(t_loop), min(t_cli), min(t_job)
-    ray_is = "on a running Ray" if address else "Ray started by the command"
+    ray_is = "on a running Ray" if joins else "Ray started by the command"
     return [
         [name, "single-process loop (warm)", 1, round(loop_s, 2), round(seconds / loop_s, 1), 1.0],
         [name, f"seremo extract, in the job ({ray_is})", cores, round(job_s, 2), round(seconds / job_s / cores, 1),
@@ -125,7 +128,7 @@ def main() -> int:
     p.add_argument("--pipeline-sets", nargs="*", default=["seremo", "whisper"],
                    help="feature sets timed through the pipeline against the loop")
     p.add_argument("--running-ray", action="store_true",
-                   help="also time seremo extract against a local Ray started once beforehand (RAY_ADDRESS=auto)")
+                   help="also time seremo extract against a local Ray started once beforehand (RAY_ADDRESS; a head of its own)")
     args = p.parse_args()
 
     table = prepare_corpus("emodb", args.data).table
@@ -145,13 +148,9 @@ def main() -> int:
     print(f"pipeline: {big.num_rows} utterances ({args.repeat} x EmoDB, {hours:.2f} h), decode + features + Parquet")
     rows = [row for name in args.pipeline_sets for row in pipeline_vs_loop(big, args.trials, args.batch_size, name)]
     if args.running_ray:
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
-                        "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
-        try:
+        with running_ray(os.cpu_count() or 1) as joins:
             rows += [row for name in args.pipeline_sets
-                     for row in pipeline_vs_loop(big, args.trials, args.batch_size, name, "auto")[1:]]
-        finally:
-            subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True)
+                     for row in pipeline_vs_loop(big, args.trials, args.batch_size, name, joins)[1:]]
     print(format_table(["feature set", "run", "cores", "seconds", "x real-time / core", "vs the loop"], rows))
     return 0
 

@@ -5,8 +5,8 @@ Builds ``--calls`` stereo 8 kHz mu-law calls (``simulate.make_calls``; 48 calls 
 core (audio hours of the call files, each call counted once whatever its channels, per wall-clock hour per
 core; ``seremo.speed``): in the job and end to end as ``score.json`` records them, and the command timed
 from outside, from its start to its exit. With ``--running-ray`` each bundle is run a second time against
-a local Ray started once beforehand (``ray start --head``; ``RAY_ADDRESS``), the way to run many jobs on
-one machine: Ray's start-up and shutdown leave the command.
+a local Ray started once beforehand (``private_ray``: ``ray start --head`` of its own, other Ray instances
+left alone; ``RAY_ADDRESS``), the way to run many jobs on one machine: Ray's start-up and shutdown leave the command.
 
     python benchmarks/score_throughput.py --bundle runs/emodb-seremo/tune/model --bundle runs/emodb/tune/model \
         [--calls 48] [--running-ray] [--data ../shared/corpora/emodb]
@@ -18,6 +18,7 @@ every timing). This machine is shared and noisy: compare rows of one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,6 +34,9 @@ from seremo import bundle, classical, features
 from seremo.corpora import prepare_corpus
 from seremo.outcome import format_table
 from seremo.simulate import Utterance, make_calls
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from private_ray import cold_env, running_ray  # noqa: E402
 
 SEREMO = str(Path(sys.executable).parent / "seremo")
 
@@ -88,19 +92,14 @@ def main() -> int:
         utts = [Utterance(r["path"], r["label"], r["speaker"]) for r in table.to_pylist()]
         make_calls(utts, tmp / "calls", n_calls=args.calls, utterances_per_call=args.utterances_per_call, seed=0)
         hours = sum(sf.info(str(f)).duration for f in (tmp / "calls").iterdir()) / 3600
-        modes = [("cold: Ray started by the command", None)]
-        if args.running_ray:
-            subprocess.run([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--num-cpus={cores}", "--include-dashboard=false",
-                            "--disable-usage-stats"], check=True, capture_output=True)  # fmt: skip
-            modes.append(("on a running Ray (RAY_ADDRESS=auto)", "auto"))
-        try:
-            for i, model in enumerate(bundles):
-                for how, address in modes:
-                    env = {**os.environ, **({"RAY_ADDRESS": address} if address else {})}
-                    rows.append([describe(model), how, *run_cli(tmp / "calls", model, tmp / f"scored-{i}-{bool(address)}", env)])
-        finally:
+        with contextlib.ExitStack() as stack:
+            modes = [("cold: Ray started by the command", None)]
             if args.running_ray:
-                subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True)
+                modes.append(("on a running Ray (RAY_ADDRESS)", stack.enter_context(running_ray(cores))))
+            for i, model in enumerate(bundles):
+                for how, joins in modes:
+                    env = {**cold_env(), **(joins or {})}
+                    rows.append([describe(model), how, *run_cli(tmp / "calls", model, tmp / f"scored-{i}-{bool(joins)}", env)])
     print(f"archive: {args.calls} stereo 8 kHz mu-law calls, {hours:.2f} h of calls ({2 * hours:.2f} channel-hours); "
           f"{cores} cores; x real time per core = audio hours of the calls / wall-clock hours / cores")  # fmt: skip
     print(format_table(["bundle", "Ray", "job s", "x RT/core job", "x RT/core end to end (score.json)",

@@ -101,24 +101,16 @@ def finish_batch(batch: pa.Table, feature_set: FeatureSet, runner: Any) -> pa.Ta
 _RESULT_COLUMNS = ("features", "shape", shards.ERROR_KIND, shards.ERROR_MESSAGE, shards.ERROR_STAGE)
 
 
-@dataclass
 class _Read:
     """A batch's rows as read: features (per-signal sets), seconds, errors, and a batched set's fronts."""
 
-    rows: list[dict[str, Any]]
-    schema: pa.Schema
-    secs: list[float | None]
-    feature_set: FeatureSet
-    feats: list[np.ndarray | None] = None  # type: ignore[assignment]
-    errors: list[tuple[str, str, str] | None] = None  # type: ignore[assignment]
-    fronts: dict[int, Any] = None  # type: ignore[assignment]
-    batch: pa.Table | None = None  # the rows as they came, where nothing rewrote them
-
-    def __post_init__(self) -> None:
-        n = len(self.rows)
-        self.feats = self.feats or [None] * n
-        self.errors = self.errors or [None] * n
-        self.fronts = self.fronts or {}
+    def __init__(self, rows: list[dict[str, Any]], schema: pa.Schema, secs: list[float | None],
+                 feature_set: FeatureSet, batch: pa.Table | None = None):  # fmt: skip
+        self.rows, self.schema, self.secs, self.feature_set = rows, schema, secs, feature_set
+        self.batch = batch  # the rows as they came, where nothing rewrote them
+        self.feats: list[np.ndarray | None] = [None] * len(rows)
+        self.errors: list[tuple[str, str, str] | None] = [None] * len(rows)
+        self.fronts: dict[int, Any] = {}  # a batched set's front of each decoded row (or its exception)
 
     def fail(self, i: int, exc: Exception) -> None:
         log.error("%s: feature extraction failed: %s", self.rows[i]["path"], exc)
